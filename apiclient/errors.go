@@ -1,0 +1,217 @@
+package apiclient
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// APIError is a non-2xx answer of the API, built from the documented flat
+// error body (section 8 of the reference). Callers branch on StatusCode
+// first, as the reference advises, then on Code and Reason.
+type APIError struct {
+	// Op names the call, e.g. "create video" or "get video G-abc".
+	Op string
+	// StatusCode is the HTTP status.
+	StatusCode int
+	// Code is the machine code ("not_ready", "validation_error", …).
+	Code string
+	// Reason refines Code ("video_not_ready", …).
+	Reason string
+	// Description is the human text.
+	Description string
+	// ErrorType is "user" or "system"; ErrorOrigin is "user", "gateway" or
+	// "upstream".
+	ErrorType, ErrorOrigin string
+	// GenerationID is the gateway request id to quote to support.
+	GenerationID string
+	// Details holds validation details, as sent.
+	Details json.RawMessage
+	// RetryAfter is the parsed Retry-After header, or 0.
+	RetryAfter time.Duration
+	// Documented reports whether the body had the documented error shape.
+	// A 5xx without it usually comes from a proxy in front of the API.
+	Documented bool
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: HTTP %d", e.Op, e.StatusCode)
+	if e.Code != "" {
+		b.WriteString(" " + e.Code)
+	}
+	if e.Reason != "" {
+		b.WriteString(" (" + e.Reason + ")")
+	}
+	if e.Description != "" {
+		b.WriteString(": " + e.Description)
+	}
+	if e.GenerationID != "" {
+		b.WriteString(" [generation_id " + e.GenerationID + "]")
+	}
+	return b.String()
+}
+
+// Retryable reports whether the same call may succeed later without a
+// change: 429, 408 and 5xx except 501 (the feature is switched off).
+func (e *APIError) Retryable() bool {
+	switch {
+	case e.StatusCode == http.StatusTooManyRequests, e.StatusCode == http.StatusRequestTimeout:
+		return true
+	case e.StatusCode == http.StatusNotImplemented:
+		return false
+	case e.StatusCode >= 500:
+		return true
+	}
+	return e.NotReady()
+}
+
+// NotReady reports the documented "409 not_ready" that means the content is
+// not there yet (video_not_ready, video_submission_pending): poll again
+// later. A 409 for a failed, cancelled or expired job is not NotReady.
+func (e *APIError) NotReady() bool {
+	if e.StatusCode != http.StatusConflict {
+		return false
+	}
+	switch e.Reason {
+	case "", "video_not_ready", "video_submission_pending":
+		return true
+	}
+	return false
+}
+
+// TransportError is a call that got no usable HTTP answer: a connection
+// failure, a timeout, or a body that could not be read or decoded.
+type TransportError struct {
+	// Op names the call.
+	Op string
+	// Sent reports whether the request may have reached the server. For a
+	// create this means a job may exist: the outcome is in doubt.
+	Sent bool
+	// Timeout reports whether the call ran out of time.
+	Timeout bool
+	// Err is the cause, with any URL query removed.
+	Err error
+}
+
+func (e *TransportError) Error() string {
+	state := "not sent"
+	if e.Sent {
+		state = "request sent, outcome unknown"
+	}
+	return fmt.Sprintf("%s: %s: %v", e.Op, state, e.Err)
+}
+
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// Retryable reports true: a transport failure may clear by itself.
+func (e *TransportError) Retryable() bool { return true }
+
+// IsRetryable reports whether err, from this package, may succeed if the
+// same call is made again later.
+func IsRetryable(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Retryable()
+	}
+	var te *TransportError
+	return errors.As(err, &te)
+}
+
+// InDoubt reports whether a failed create may nevertheless have started a
+// job: the request was sent and no documented answer came back (a transport
+// failure after sending, or a 5xx without the API's error body). A caller
+// must reconcile against the job list before it submits again.
+func InDoubt(err error) bool {
+	var te *TransportError
+	if errors.As(err, &te) {
+		return te.Sent
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.StatusCode >= 500 && ae.StatusCode != http.StatusNotImplemented && !ae.Documented
+	}
+	return false
+}
+
+// RetryAfter returns the server's Retry-After carried by err, or 0.
+func RetryAfter(err error) time.Duration {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.RetryAfter
+	}
+	return 0
+}
+
+// maxErrorBody caps how much of an error body is read.
+const maxErrorBody = 64 << 10
+
+// errorBody is the documented flat error object; older revisions put the
+// human text in "error" and the type in "reason".
+type errorBody struct {
+	Error        json.RawMessage `json:"error"`
+	StatusCode   int             `json:"status_code"`
+	ErrorType    string          `json:"error_type"`
+	ErrorOrigin  string          `json:"error_origin"`
+	GenerationID string          `json:"generation_id"`
+	Reason       string          `json:"reason"`
+	Description  string          `json:"description"`
+	Message      string          `json:"message"`
+	Details      json.RawMessage `json:"details"`
+}
+
+// newAPIError is the one place an *APIError is built from a response.
+func newAPIError(op string, resp *http.Response, body []byte) *APIError {
+	e := &APIError{Op: op, StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	var eb errorBody
+	if json.Unmarshal(body, &eb) == nil && len(eb.Error) > 0 {
+		e.Documented = true
+		e.ErrorType, e.ErrorOrigin, e.GenerationID = eb.ErrorType, eb.ErrorOrigin, eb.GenerationID
+		e.Reason, e.Description, e.Details = eb.Reason, firstNonEmpty(eb.Description, eb.Message), eb.Details
+		var code string
+		if json.Unmarshal(eb.Error, &code) == nil {
+			e.Code = code
+		} else {
+			// {"error":{"code":…,"message":…}} (the WebSocket shape).
+			var obj struct{ Code, Message string }
+			if json.Unmarshal(eb.Error, &obj) == nil {
+				e.Code = obj.Code
+				e.Description = firstNonEmpty(e.Description, obj.Message)
+			}
+		}
+		if strings.ContainsRune(e.Code, ' ') { // the older revision: human text in "error"
+			e.Description = firstNonEmpty(e.Description, e.Code)
+			e.Code = e.Reason
+		}
+	}
+	if e.Code == "" {
+		e.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", "_"))
+	}
+	if len(e.Description) > 500 {
+		e.Description = e.Description[:500] + "…"
+	}
+	return e
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date; 0 when absent or
+// invalid.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(n * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

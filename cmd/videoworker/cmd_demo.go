@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/standin"
+	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/worker"
+)
+
+// demoModels are the sample jobs' models, used in turn.
+var demoModels = []string{"google/veo-3.1-lite", "openai/sora-2"}
+
+// demoPrompts are the sample jobs' prompts, used in turn.
+var demoPrompts = []string{
+	"a paper boat drifting down a rainy street at dusk",
+	"timelapse of a city skyline from day to night",
+	"a red fox walking through fresh snow, slow motion",
+	"waves crashing on black volcanic sand, aerial view",
+	"a cup of coffee steaming on a wooden table, morning light",
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("jobs", 5, "number of sample jobs to submit")
+	exitWhenDone := fs.Bool("exit-when-done", false, "exit once every job is finished (status 1 if any failed)")
+	quiet := fs.Bool("quiet", false, "no live progress lines")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *n < 0 {
+		return usageError{"demo: -jobs must not be negative"}
+	}
+	_, redisSet := os.LookupEnv("REDIS_URL")
+	_, keySet := os.LookupEnv("AISTATS_API_KEY")
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	if os.Getenv("LOG_LEVEL") == "" {
+		cfg.LogLevel = "warn" // the demo prints its own progress
+	}
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	// Redis: embedded unless REDIS_URL is set.
+	var rdb redis.UniversalClient
+	if redisSet {
+		if rdb, err = openRedis(ctx, cfg.RedisURL); err != nil {
+			return err
+		}
+	} else {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("embedded redis: %w", err)
+		}
+		defer mr.Close()
+		wg.Add(1)
+		go func() { // miniredis expires keys only when told time passed
+			defer wg.Done()
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					mr.FastForward(250 * time.Millisecond)
+				}
+			}
+		}()
+		rdb = redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		fmt.Fprintf(stdout, "embedded Redis at %s (set REDIS_URL to use your own)\n", mr.Addr())
+	}
+	defer rdb.Close()
+
+	// The API: the stand-in unless AISTATS_API_KEY is set.
+	if !keySet {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		cfg.APIKey = "demo-key"
+		srv := standin.New(standin.Config{APIKey: cfg.APIKey, QueuedFor: 500 * time.Millisecond, ProcessingFor: 2 * time.Second,
+			PollAfterSeconds: 1, ContentSize: 256 << 10, Seed: time.Now().UnixNano()}, log.With("component", "standin"))
+		cfg.APIBaseURL = "http://" + ln.Addr().String() + "/v1"
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serveHTTP(ctx, ln, srv, log); err != nil {
+				log.Error("stand-in API stopped", "err", err.Error())
+			}
+		}()
+		fmt.Fprintf(stdout, "stand-in AI Stats API at %s (set AISTATS_API_KEY and AISTATS_BASE_URL to use the real one)\n", cfg.APIBaseURL)
+	}
+	api, err := apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Timeout: cfg.APITimeout, Logger: log})
+	if err != nil {
+		return err
+	}
+	store, err := storage.Open(ctx, cfg.StorageURL)
+	if err != nil {
+		return err
+	}
+	w, err := newWorker(cfg, rdb, api, store, log, func(wc *worker.Config) {
+		wc.PollInterval = time.Second
+		wc.DelayedTaskCheckInterval = 200 * time.Millisecond
+		wc.ShutdownTimeout = 5 * time.Second
+	})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	werr := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); werr <- w.Run(ctx) }()
+
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
+	defer producer.Close()
+	start := time.Now()
+	ids := make([]tasks.JobID, 0, *n)
+	run := start.UTC().Format("150405")
+	for i := 0; i < *n; i++ {
+		id, err := producer.Submit(ctx, tasks.Request{
+			JobID: tasks.JobID(fmt.Sprintf("demo-%s-%03d", run, i+1)),
+			Video: apiclient.CreateRequest{Model: demoModels[i%len(demoModels)], Prompt: demoPrompts[i%len(demoPrompts)], Duration: 8, Resolution: "720p"},
+		})
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	fmt.Fprintf(stdout, "submitted %d jobs; storing videos under %s\n", len(ids), cfg.StorageURL)
+
+	recs, err := watchJobs(ctx, producer, ids, stdout, *quiet, log)
+	if err != nil {
+		return err
+	}
+	stored, failed := 0, 0
+	for _, r := range recs {
+		if r.State == jobs.StateStored {
+			stored++
+			if !*quiet {
+				fmt.Fprintf(stdout, "  %s → %s\n", r.ID, r.Location)
+			}
+		} else {
+			failed++
+			fmt.Fprintf(stdout, "  %s %s: %s %s\n", r.ID, r.State, r.ErrorCode, r.Error)
+		}
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(stdout, "done in %s (%.1f jobs/s)\n", elapsed.Round(time.Millisecond), float64(len(ids))/elapsed.Seconds())
+	fmt.Fprintf(stdout, "%d stored, %d failed\n", stored, failed)
+	if !*exitWhenDone {
+		fmt.Fprintln(stdout, "the worker keeps running; press Ctrl-C to stop")
+		<-ctx.Done()
+	}
+	cancel()
+	if err := <-werr; err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d jobs failed", failed, len(ids))
+	}
+	return nil
+}
+
+// watchJobs prints a line whenever a job changes state or progress, until
+// every job is terminal or ctx ends.
+func watchJobs(ctx context.Context, c *tasks.Client, ids []tasks.JobID, out io.Writer, quiet bool, log *slog.Logger) ([]*jobs.Record, error) {
+	last := map[tasks.JobID]string{}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		recs := make([]*jobs.Record, 0, len(ids))
+		done := 0
+		for _, id := range ids {
+			r, err := c.Status(ctx, id)
+			if err != nil {
+				if errors.Is(ctx.Err(), context.Canceled) {
+					return nil, ctx.Err()
+				}
+				log.Warn("status", "job_id", string(id), "err", err.Error())
+				continue
+			}
+			recs = append(recs, r)
+			if r.State.Terminal() {
+				done++
+			}
+			line := fmt.Sprintf("%-22s %-12s %-10s %3d%%", r.ID, r.State, r.APIStatus, r.Progress)
+			if !quiet && last[id] != line {
+				last[id] = line
+				fmt.Fprintln(out, strings.TrimRight(line, " "))
+			}
+		}
+		if done == len(ids) {
+			return recs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// redactURL hides a password in a URL for logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable)"
+	}
+	return u.Redacted()
+}

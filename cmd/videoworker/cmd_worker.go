@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+
+	"github.com/videoworker/videoworker/storage"
+)
+
+func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	concurrency := fs.Int("concurrency", 0, "override WORKER_CONCURRENCY")
+	queues := fs.String("queues", "", "override WORKER_QUEUES, e.g. video_download:1 for a download-only worker")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	cfg, err := loadConfig()
+	if *concurrency > 0 {
+		cfg.Concurrency = *concurrency
+	}
+	if *queues != "" {
+		cfg.Queues = *queues
+		err = cfg.Validate()
+	}
+	if err != nil {
+		return err
+	}
+	if err := cfg.requireAPIKey(); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	rdb, err := openRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	checkRedisSafety(ctx, rdb, log)
+	api, err := newAPIClient(cfg, log)
+	if err != nil {
+		return err
+	}
+	store, err := storage.Open(ctx, cfg.StorageURL)
+	if err != nil {
+		return err
+	}
+	w, err := newWorker(cfg, rdb, api, store, log, nil)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	log.Info("videoworker worker", "api", cfg.APIBaseURL, "storage", cfg.StorageURL, "redis", redactURL(cfg.RedisURL))
+	return w.Run(ctx)
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/worker"
+)
+
+// openRedis connects to REDIS_URL and checks that Redis answers.
+func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+	}
+	return rdb, nil
+}
+
+// checkRedisSafety warns about Redis settings that can lose tasks: an
+// eviction policy other than noeviction (evicted lease keys strand running
+// tasks) and no persistence (a restart loses every queued task).
+func checkRedisSafety(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
+	if v, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil {
+		if p := v["maxmemory-policy"]; p != "" && p != "noeviction" {
+			log.Warn("redis evicts keys under memory pressure; set maxmemory-policy noeviction or tasks can be stranded", "maxmemory_policy", p)
+		}
+	}
+	aof, err1 := rdb.ConfigGet(ctx, "appendonly").Result()
+	save, err2 := rdb.ConfigGet(ctx, "save").Result()
+	if err1 == nil && err2 == nil && aof["appendonly"] != "yes" && save["save"] == "" {
+		log.Warn("redis runs without persistence (no AOF, no RDB snapshots): a Redis restart loses every queued task; enable appendonly yes")
+	}
+}
+
+// newAPIClient builds the API client from the configuration.
+func newAPIClient(cfg Config, log *slog.Logger) (*apiclient.Client, error) {
+	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Timeout: cfg.APITimeout, Logger: log})
+}
+
+// newWorker builds a worker from the configuration and its parts.
+func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store storage.Store, log *slog.Logger, tune func(*worker.Config)) (*worker.Worker, error) {
+	queues, err := parseQueues(cfg.Queues)
+	if err != nil {
+		return nil, err
+	}
+	wc := worker.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          queues,
+		PollInterval:    cfg.PollInterval,
+		MaxPollInterval: cfg.MaxPollInterval,
+		JobTimeout:      cfg.JobTimeout,
+		KeyTemplate:     cfg.KeyTemplate,
+		APITimeout:      cfg.APITimeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}
+	if tune != nil {
+		tune(&wc)
+	}
+	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: jobs.NewStore(rdb, cfg.KeyPrefix), Logger: log})
+}

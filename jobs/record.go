@@ -1,0 +1,243 @@
+// Package jobs holds the durable record of each video job: what was asked,
+// where the job is in its life, what the API said, and where the video was
+// stored. Records live in Redis, one hash per job plus a capped history
+// list, and change only through conditional, atomic updates (Apply), so that
+// a retried or duplicated task can never move a job backwards or twice.
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/videoworker/videoworker/apiclient"
+)
+
+// State is where a job is in its life.
+type State string
+
+// Job states. Stored, Failed, Cancelled, Expired and TimedOut are terminal.
+const (
+	// Queued: accepted; the create call has not been made.
+	StateQueued State = "queued"
+	// Submitting: a create call is in flight, or its outcome is in doubt
+	// and must be reconciled before anything is submitted again.
+	StateSubmitting State = "submitting"
+	// Generating: the API has the job (the video id is saved); polling.
+	StateGenerating State = "generating"
+	// Downloading: the API finished; the video is being stored.
+	StateDownloading State = "downloading"
+	// Stored: the video is in storage, verified.
+	StateStored State = "stored"
+	// Failed: the API or a permanent error ended the job.
+	StateFailed State = "failed"
+	// Cancelled: cancelled by a user or by the API.
+	StateCancelled State = "cancelled"
+	// Expired: the API expired the job.
+	StateExpired State = "expired"
+	// TimedOut: the job's overall deadline passed before it finished.
+	StateTimedOut State = "timed_out"
+)
+
+// Terminal reports whether s is final.
+func (s State) Terminal() bool {
+	switch s {
+	case StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut:
+		return true
+	}
+	return false
+}
+
+// AllStates lists every state in life order.
+var AllStates = []State{StateQueued, StateSubmitting, StateGenerating, StateDownloading, StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
+
+// ErrNotFound is returned for a job id without a record.
+var ErrNotFound = errors.New("job not found")
+
+// Record is one job. Times are UTC; a zero time means "not yet".
+type Record struct {
+	ID      string                  `json:"id"`
+	State   State                   `json:"state"`
+	Request apiclient.CreateRequest `json:"request,omitempty"`
+	Labels  map[string]string       `json:"labels,omitempty"`
+
+	VideoID   string `json:"video_id,omitempty"`
+	APIStatus string `json:"api_status,omitempty"`
+	Progress  int    `json:"progress,omitempty"`
+	Outputs   int    `json:"outputs,omitempty"`
+
+	SubmittedAt       time.Time `json:"submitted_at,omitzero"`      // accepted by the producer
+	CreateStartedAt   time.Time `json:"create_started_at,omitzero"` // last create call started
+	CreateEndedAt     time.Time `json:"create_ended_at,omitzero"`   // last create call ended (zero while in flight or after a crash)
+	CreatedAt         time.Time `json:"created_at,omitzero"`        // the API accepted the job
+	CompletedAt       time.Time `json:"completed_at,omitzero"`      // the API reported a terminal status
+	DownloadStartedAt time.Time `json:"download_started_at,omitzero"`
+	StoredAt          time.Time `json:"stored_at,omitzero"`
+	FinishedAt        time.Time `json:"finished_at,omitzero"` // reached a terminal state
+	UpdatedAt         time.Time `json:"updated_at,omitzero"`
+	// Deadline ends the job as timed out when it passes; zero means the
+	// worker's default applies from SubmittedAt.
+	Deadline time.Time `json:"deadline,omitzero"`
+
+	// CreateInDoubt is set while a create call is in flight and stays set
+	// when its outcome is unknown: the next attempt reconciles first.
+	CreateInDoubt    bool `json:"create_in_doubt,omitempty"`
+	CreateAttempts   int  `json:"create_attempts,omitempty"`
+	Polls            int  `json:"polls,omitempty"`
+	PollSeq          int  `json:"poll_seq,omitempty"`
+	DownloadAttempts int  `json:"download_attempts,omitempty"`
+
+	ExpectedBytes  int64  `json:"expected_bytes,omitempty"`
+	ExpectedSHA256 string `json:"expected_sha256,omitempty"`
+
+	StorageKey string `json:"storage_key,omitempty"`
+	Location   string `json:"location,omitempty"`
+	Bytes      int64  `json:"bytes,omitempty"`
+	SHA256     string `json:"sha256,omitempty"`
+
+	ErrorCode string `json:"error_code,omitempty"`
+	Error     string `json:"error,omitempty"`
+	// Reconcile says what the last reconciliation of an in-doubt create did.
+	Reconcile string `json:"reconcile,omitempty"`
+}
+
+// Field names of the Redis hash. They are part of the stored format.
+const (
+	FieldID                = "id"
+	FieldVersion           = "v"
+	FieldState             = "state"
+	FieldRequest           = "request"
+	FieldLabels            = "labels"
+	FieldVideoID           = "video_id"
+	FieldAPIStatus         = "api_status"
+	FieldProgress          = "progress"
+	FieldOutputs           = "outputs"
+	FieldSubmittedAt       = "submitted_at"
+	FieldCreateStartedAt   = "create_started_at"
+	FieldCreateEndedAt     = "create_ended_at"
+	FieldCreatedAt         = "created_at"
+	FieldCompletedAt       = "completed_at"
+	FieldDownloadStartedAt = "download_started_at"
+	FieldStoredAt          = "stored_at"
+	FieldFinishedAt        = "finished_at"
+	FieldUpdatedAt         = "updated_at"
+	FieldDeadline          = "deadline"
+	FieldCreateInDoubt     = "create_in_doubt"
+	FieldCreateAttempts    = "create_attempts"
+	FieldPolls             = "polls"
+	FieldPollSeq           = "poll_seq"
+	FieldDownloadAttempts  = "download_attempts"
+	FieldExpectedBytes     = "expected_bytes"
+	FieldExpectedSHA256    = "expected_sha256"
+	FieldStorageKey        = "storage_key"
+	FieldLocation          = "location"
+	FieldBytes             = "bytes"
+	FieldSHA256            = "sha256"
+	FieldErrorCode         = "error_code"
+	FieldError             = "error"
+	FieldReconcile         = "reconcile"
+)
+
+// recordVersion is the stored format version.
+const recordVersion = "1"
+
+// encodeValue turns a field value into its stored string.
+func encodeValue(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case State:
+		return string(x)
+	case time.Time:
+		if x.IsZero() {
+			return ""
+		}
+		return strconv.FormatInt(x.UnixMilli(), 10)
+	case int:
+		return strconv.Itoa(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case bool:
+		if x {
+			return "1"
+		}
+		return "0"
+	case nil:
+		return ""
+	default:
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+}
+
+func decodeRecord(m map[string]string) (*Record, error) {
+	r := &Record{
+		ID:        m[FieldID],
+		State:     State(m[FieldState]),
+		VideoID:   m[FieldVideoID],
+		APIStatus: m[FieldAPIStatus],
+
+		ExpectedSHA256: m[FieldExpectedSHA256],
+		StorageKey:     m[FieldStorageKey],
+		Location:       m[FieldLocation],
+		SHA256:         m[FieldSHA256],
+		ErrorCode:      m[FieldErrorCode],
+		Error:          m[FieldError],
+		Reconcile:      m[FieldReconcile],
+		CreateInDoubt:  m[FieldCreateInDoubt] == "1",
+	}
+	if s := m[FieldRequest]; s != "" {
+		if err := json.Unmarshal([]byte(s), &r.Request); err != nil {
+			return nil, errors.New("job record: request: " + err.Error())
+		}
+	}
+	if s := m[FieldLabels]; s != "" {
+		if err := json.Unmarshal([]byte(s), &r.Labels); err != nil {
+			return nil, errors.New("job record: labels: " + err.Error())
+		}
+	}
+	ints := map[string]*int{FieldProgress: &r.Progress, FieldOutputs: &r.Outputs, FieldCreateAttempts: &r.CreateAttempts, FieldPolls: &r.Polls, FieldPollSeq: &r.PollSeq, FieldDownloadAttempts: &r.DownloadAttempts}
+	for f, p := range ints {
+		if s := m[f]; s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return nil, errors.New("job record: " + f + ": not a number")
+			}
+			*p = n
+		}
+	}
+	int64s := map[string]*int64{FieldExpectedBytes: &r.ExpectedBytes, FieldBytes: &r.Bytes}
+	for f, p := range int64s {
+		if s := m[f]; s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return nil, errors.New("job record: " + f + ": not a number")
+			}
+			*p = n
+		}
+	}
+	times := map[string]*time.Time{
+		FieldSubmittedAt: &r.SubmittedAt, FieldCreateStartedAt: &r.CreateStartedAt, FieldCreateEndedAt: &r.CreateEndedAt,
+		FieldCreatedAt: &r.CreatedAt, FieldCompletedAt: &r.CompletedAt, FieldDownloadStartedAt: &r.DownloadStartedAt,
+		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline,
+	}
+	for f, p := range times {
+		if s := m[f]; s != "" {
+			ms, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return nil, errors.New("job record: " + f + ": not a time")
+			}
+			*p = time.UnixMilli(ms).UTC()
+		}
+	}
+	return r, nil
+}
+
+// Event is one line of a job's history.
+type Event struct {
+	At     time.Time `json:"at"`
+	State  State     `json:"state"`
+	Event  string    `json:"event"`
+	Detail string    `json:"detail,omitempty"`
+}

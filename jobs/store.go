@@ -1,0 +1,322 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix is the default key prefix of every key this package writes.
+const DefaultPrefix = "videoworker:"
+
+// historyLen is how many history events a job keeps.
+const historyLen = 200
+
+// Store reads and writes job records in Redis. It is safe for concurrent
+// use. Keys of one job share a hash tag, so the store works on Redis
+// Cluster too.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	now    func() time.Time
+}
+
+// NewStore returns a Store using rdb with keys under prefix (DefaultPrefix
+// when empty).
+func NewStore(rdb redis.UniversalClient, prefix string) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{rdb: rdb, prefix: prefix, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// Prefix returns the key prefix.
+func (s *Store) Prefix() string { return s.prefix }
+
+func (s *Store) jobKey(id string) string    { return s.prefix + "job:{" + id + "}" }
+func (s *Store) eventsKey(id string) string { return s.prefix + "job:{" + id + "}:events" }
+func (s *Store) indexKey() string           { return s.prefix + "jobs" }
+func (s *Store) claimsKey() string          { return s.prefix + "claims" }
+func (s *Store) inDoubtKey() string         { return s.prefix + "create_in_doubt" }
+
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+`)
+
+// Create stores rec if no record with its id exists. It reports whether it
+// created the record; when one existed already, it returns that one.
+func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) {
+	if rec.ID == "" {
+		return false, nil, errors.New("create job: empty id")
+	}
+	now := s.now()
+	if rec.SubmittedAt.IsZero() {
+		rec.SubmittedAt = now
+	}
+	if rec.State == "" {
+		rec.State = StateQueued
+	}
+	rec.UpdatedAt = now
+	fields := []any{
+		FieldVersion, recordVersion,
+		FieldID, rec.ID,
+		FieldState, string(rec.State),
+		FieldRequest, encodeValue(rec.Request),
+		FieldSubmittedAt, encodeValue(rec.SubmittedAt),
+		FieldUpdatedAt, encodeValue(rec.UpdatedAt),
+		FieldCreateInDoubt, encodeValue(false),
+	}
+	if len(rec.Labels) > 0 {
+		fields = append(fields, FieldLabels, encodeValue(rec.Labels))
+	}
+	if !rec.Deadline.IsZero() {
+		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
+	}
+	ev, _ := json.Marshal(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
+	args := append([]any{string(ev)}, fields...)
+	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID)}, args...).Int()
+	if err != nil {
+		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
+	}
+	if n == 0 {
+		existing, err := s.Get(ctx, rec.ID)
+		return false, existing, err
+	}
+	if err := s.rdb.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID}).Err(); err != nil {
+		return true, rec, fmt.Errorf("index job %s: %w", rec.ID, err)
+	}
+	return true, rec, nil
+}
+
+// Get returns the record of id, or an error wrapping ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
+	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	r, err := decodeRecord(m)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// Change is a conditional update of one record, applied atomically.
+type Change struct {
+	// From lists the states the record must be in. Empty means any
+	// non-terminal state: terminal records change only when From names
+	// their state.
+	From []State
+	// To is the new state; empty keeps the state.
+	To State
+	// IfEqual holds fields that must have these stored values.
+	IfEqual map[string]any
+	// Set holds fields to write (values as in the Record: string, int,
+	// int64, bool, time.Time, State; "" or a zero time clears nothing but
+	// stores an empty value).
+	Set map[string]any
+	// Incr holds fields to increment.
+	Incr map[string]int64
+	// Event names the history line written when the change applies; empty
+	// writes none. Detail adds text to it.
+	Event, Detail string
+}
+
+// Outcome says whether a Change applied.
+type Outcome struct {
+	// Applied is true when the record met the conditions and changed.
+	Applied bool
+	// State is the record's state after the call.
+	State State
+}
+
+var applyScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
+local cur = redis.call('HGET', KEYS[1], 'state') or ''
+local from = ARGV[1]
+if from == '' then
+  if cur == 'stored' or cur == 'failed' or cur == 'cancelled' or cur == 'expired' or cur == 'timed_out' then return {0, cur} end
+else
+  local ok = false
+  for st in string.gmatch(from, '[^,]+') do if st == cur then ok = true end end
+  if not ok then return {0, cur} end
+end
+local i = 5
+local nif = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nif do
+  local v = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  if v ~= ARGV[i+1] then return {0, cur} end
+  i = i + 2
+end
+local nset = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nset do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1])
+  i = i + 2
+end
+local ninc = tonumber(ARGV[i]); i = i + 1
+for _ = 1, ninc do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i+1])
+  i = i + 2
+end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[2])
+  cur = ARGV[2]
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+if ARGV[4] ~= '' then
+  local ev = string.gsub(ARGV[4], '"state":""', '"state":"' .. cur .. '"', 1)
+  redis.call('RPUSH', KEYS[2], ev)
+  redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
+end
+return {1, cur}
+`)
+
+// Apply applies c to the record of id atomically. A record that does not
+// exist gives an error wrapping ErrNotFound; unmet conditions give an
+// Outcome with Applied false and no error.
+func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error) {
+	now := s.now()
+	from := make([]string, len(c.From))
+	for i, st := range c.From {
+		from[i] = string(st)
+	}
+	set := c.Set
+	if c.To.Terminal() {
+		set = make(map[string]any, len(c.Set)+1)
+		for k, v := range c.Set {
+			set[k] = v
+		}
+		if _, ok := set[FieldFinishedAt]; !ok {
+			set[FieldFinishedAt] = now
+		}
+	}
+	ev := ""
+	if c.Event != "" {
+		b, _ := json.Marshal(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
+		ev = string(b)
+	}
+	args := make([]any, 0, 8+2*(len(c.IfEqual)+len(set)+len(c.Incr)))
+	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev)
+	args = append(args, len(c.IfEqual))
+	for k, v := range c.IfEqual {
+		args = append(args, k, encodeValue(v))
+	}
+	args = append(args, len(set))
+	for k, v := range set {
+		args = append(args, k, encodeValue(v))
+	}
+	args = append(args, len(c.Incr))
+	for k, v := range c.Incr {
+		args = append(args, k, v)
+	}
+	res, err := applyScript.Run(ctx, s.rdb, []string{s.jobKey(id), s.eventsKey(id)}, args...).Slice()
+	if err != nil {
+		return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
+	}
+	code, _ := res[0].(int64)
+	state, _ := res[1].(string)
+	if code < 0 {
+		return Outcome{}, fmt.Errorf("update job %s: %w", id, ErrNotFound)
+	}
+	return Outcome{Applied: code == 1, State: State(state)}, nil
+}
+
+// Events returns up to the last n history lines of a job, oldest first.
+func (s *Store) Events(ctx context.Context, id string, n int) ([]Event, error) {
+	if n <= 0 || n > historyLen {
+		n = historyLen
+	}
+	raw, err := s.rdb.LRange(ctx, s.eventsKey(id), int64(-n), -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("job %s history: %w", id, err)
+	}
+	out := make([]Event, 0, len(raw))
+	for _, r := range raw {
+		var e Event
+		if json.Unmarshal([]byte(r), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// IDs returns up to limit job ids, newest first, submitted before the
+// given time (zero: now).
+func (s *Store) IDs(ctx context.Context, before time.Time, limit int64) ([]string, error) {
+	max := "+inf"
+	if !before.IsZero() {
+		max = "(" + strconv.FormatInt(before.UnixMilli(), 10)
+	}
+	ids, err := s.rdb.ZRevRangeByScore(ctx, s.indexKey(), &redis.ZRangeBy{Max: max, Min: "-inf", Count: limit}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return ids, nil
+}
+
+// Claim records that videoID belongs to jobID. It returns the owner: jobID
+// when the claim succeeded or the video was already this job's, another id
+// when a different job owns it. Claims let reconciliation skip videos that
+// other jobs own.
+func (s *Store) Claim(ctx context.Context, videoID, jobID string) (string, error) {
+	ok, err := s.rdb.HSetNX(ctx, s.claimsKey(), videoID, jobID).Result()
+	if err != nil {
+		return "", fmt.Errorf("claim video %s: %w", videoID, err)
+	}
+	if ok {
+		return jobID, nil
+	}
+	owner, err := s.rdb.HGet(ctx, s.claimsKey(), videoID).Result()
+	if err != nil {
+		return "", fmt.Errorf("claim video %s: %w", videoID, err)
+	}
+	return owner, nil
+}
+
+// Owners returns the owning job of each video id that has one.
+func (s *Store) Owners(ctx context.Context, videoIDs []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(videoIDs) == 0 {
+		return out, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, s.claimsKey(), videoIDs...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("video owners: %w", err)
+	}
+	for i, v := range vals {
+		if str, ok := v.(string); ok && str != "" {
+			out[videoIDs[i]] = str
+		}
+	}
+	return out, nil
+}
+
+// MarkInDoubt registers a create call of jobID started at t, so that
+// concurrent reconciliations can see each other. ClearInDoubt removes it.
+func (s *Store) MarkInDoubt(ctx context.Context, jobID string, t time.Time) error {
+	return s.rdb.ZAdd(ctx, s.inDoubtKey(), redis.Z{Score: float64(t.UnixMilli()), Member: jobID}).Err()
+}
+
+// ClearInDoubt removes jobID from the in-doubt registry.
+func (s *Store) ClearInDoubt(ctx context.Context, jobID string) error {
+	return s.rdb.ZRem(ctx, s.inDoubtKey(), jobID).Err()
+}
+
+// InDoubtBetween returns the jobs whose create started in [from, to].
+func (s *Store) InDoubtBetween(ctx context.Context, from, to time.Time) ([]string, error) {
+	return s.rdb.ZRangeByScore(ctx, s.inDoubtKey(), &redis.ZRangeBy{
+		Min: strconv.FormatInt(from.UnixMilli(), 10), Max: strconv.FormatInt(to.UnixMilli(), 10),
+	}).Result()
+}

@@ -1,0 +1,198 @@
+package tasks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+)
+
+// JobID identifies a video job. Callers may choose it (to make Submit
+// idempotent) or let Submit generate one.
+type JobID string
+
+// String returns the id.
+func (id JobID) String() string { return string(id) }
+
+// Request is a video job to submit.
+type Request struct {
+	// JobID is optional. When set, Submit is idempotent on it: submitting
+	// the same id again returns it without a second job; submitting it with
+	// a different Video gives ErrJobIDConflict. 1–128 characters of
+	// [A-Za-z0-9._:-].
+	JobID JobID
+	// Video is the generation request sent to the API. Model and Prompt are
+	// required. Webhook must be empty: the worker subscribes its own.
+	Video apiclient.CreateRequest
+	// Timeout, when positive, overrides the worker's default overall
+	// deadline for this job, counted from submission.
+	Timeout time.Duration
+	// Labels are free-form metadata kept on the job record and stored with
+	// the video.
+	Labels map[string]string
+}
+
+// ErrJobIDConflict is returned when a job id is reused with a different
+// request.
+var ErrJobIDConflict = errors.New("job id already used for a different request")
+
+// ErrInvalidRequest wraps every validation error of Submit.
+var ErrInvalidRequest = errors.New("invalid request")
+
+var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// ValidateJobID reports whether id is a usable job id.
+func ValidateJobID(id string) error {
+	if !jobIDPattern.MatchString(id) {
+		return fmt.Errorf("job id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(id, 40))
+	}
+	return nil
+}
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	// Prefix is the job record key prefix; jobs.DefaultPrefix when empty.
+	// Producers and workers must agree on it.
+	Prefix string
+	// Logger receives one line per submitted job; discarded when nil.
+	Logger *slog.Logger
+}
+
+// Client is the producer API: it submits video jobs and looks them up.
+// It is safe for concurrent use.
+type Client struct {
+	aq    *asynq.Client
+	store *jobs.Store
+	log   *slog.Logger
+}
+
+// NewClient returns a Client that uses rdb. Close releases the asynq
+// client; rdb stays open and remains the caller's.
+func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{aq: asynq.NewClientFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log}
+}
+
+// Close releases the client's resources (not the Redis client).
+func (c *Client) Close() error { return c.aq.Close() }
+
+// Submit records the job and enqueues its create task. It returns once
+// both are durable in Redis. It is idempotent on Request.JobID: a retry
+// after a timeout or crash returns the same id and never starts a second
+// generation.
+func (c *Client) Submit(ctx context.Context, req Request) (JobID, error) {
+	if err := validate(req); err != nil {
+		return "", err
+	}
+	id := req.JobID
+	if id == "" {
+		id = newJobID()
+	}
+	rec := &jobs.Record{ID: string(id), State: jobs.StateQueued, Request: req.Video, Labels: req.Labels}
+	if req.Timeout > 0 {
+		rec.Deadline = time.Now().UTC().Add(req.Timeout)
+	}
+	created, existing, err := c.store.Create(ctx, rec)
+	if err != nil {
+		return "", fmt.Errorf("submit %s: %w", id, err)
+	}
+	if !created {
+		if !sameRequest(existing.Request, req.Video) {
+			return "", fmt.Errorf("submit %s: %w", id, ErrJobIDConflict)
+		}
+		if existing.State != jobs.StateQueued {
+			return id, nil // already past creation: nothing to enqueue
+		}
+	}
+	task, err := NewCreateTask(string(id))
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.aq.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return "", fmt.Errorf("submit %s: enqueue create: %w", id, err)
+	}
+	if created {
+		c.log.InfoContext(ctx, "job submitted", "job_id", string(id), "model", req.Video.Model)
+	}
+	return id, nil
+}
+
+// Status returns the job's record, or an error wrapping jobs.ErrNotFound.
+func (c *Client) Status(ctx context.Context, id JobID) (*jobs.Record, error) {
+	return c.store.Get(ctx, string(id))
+}
+
+// History returns the job's state changes, oldest first.
+func (c *Client) History(ctx context.Context, id JobID) ([]jobs.Event, error) {
+	return c.store.Events(ctx, string(id), 0)
+}
+
+func validate(req Request) error {
+	var errs []error
+	if req.JobID != "" {
+		if err := ValidateJobID(string(req.JobID)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if req.Video.Model == "" {
+		errs = append(errs, errors.New("video.model is required"))
+	}
+	if req.Video.Prompt == "" {
+		errs = append(errs, errors.New("video.prompt is required"))
+	}
+	if len(req.Video.Prompt) > 32000 {
+		errs = append(errs, errors.New("video.prompt is longer than 32000 characters"))
+	}
+	if req.Video.Webhook != nil {
+		errs = append(errs, errors.New("video.webhook must be empty: the worker subscribes its own webhook"))
+	}
+	if req.Video.Size != "" && (req.Video.Resolution != "" || req.Video.AspectRatio != "") {
+		errs = append(errs, errors.New("video.size cannot be combined with video.resolution or video.aspect_ratio"))
+	}
+	if req.Video.Duration < 0 || req.Video.Duration > 120 {
+		errs = append(errs, errors.New("video.duration must be between 0 and 120 seconds"))
+	}
+	if req.Video.SampleCount < 0 || req.Video.SampleCount > 4 {
+		errs = append(errs, errors.New("video.sample_count must be between 1 and 4"))
+	}
+	if req.Timeout < 0 {
+		errs = append(errs, errors.New("timeout must not be negative"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, errors.Join(errs...))
+	}
+	return nil
+}
+
+func sameRequest(a, b apiclient.CreateRequest) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func newJobID() JobID {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return JobID("job_" + hex.EncodeToString(b[:]))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

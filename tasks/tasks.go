@@ -1,0 +1,187 @@
+// Package tasks is the wire contract between producers and workers: the
+// task type names, their versioned JSON payloads and the constructors that
+// give each task its default options, plus the producer API (Client) that
+// other Go services import to submit video jobs and look them up.
+//
+// Task type names and payload fields are a stored format: tasks enqueued by
+// one release are processed by the next, so a name never changes and a
+// payload only gains optional fields. A payload with a newer version than
+// this code understands is refused as a permanent error.
+package tasks
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task type names. They are a wire contract: never rename one.
+const (
+	// TypeCreate submits the job to the API.
+	TypeCreate = "video:create"
+	// TypePoll checks the job's status once and schedules the next check.
+	TypePoll = "video:poll"
+	// TypeDownload streams the finished video into storage.
+	TypeDownload = "video:download"
+)
+
+// Queue names, one per step, so that workers can be given roles (for
+// example download-only) and steps that finish work run before steps that
+// start new work.
+const (
+	QueueCreate   = "video_create"
+	QueuePoll     = "video_poll"
+	QueueDownload = "video_download"
+)
+
+// DefaultQueues are the queue priorities a worker uses by default: finishing
+// jobs (download, poll) comes before starting new ones.
+func DefaultQueues() map[string]int {
+	return map[string]int{QueueDownload: 6, QueuePoll: 5, QueueCreate: 3}
+}
+
+// PayloadVersion is the payload format version this code writes and reads.
+const PayloadVersion = 1
+
+// ErrBadPayload marks a payload that can never be processed (malformed,
+// or from a newer release). Handlers treat it as permanent.
+var ErrBadPayload = errors.New("bad task payload")
+
+// CreatePayload is the payload of TypeCreate.
+type CreatePayload struct {
+	Version int    `json:"v"`
+	JobID   string `json:"job_id"`
+}
+
+// PollPayload is the payload of TypePoll. Seq is the position of this
+// check in the job's poll chain; only the check whose Seq matches the
+// job's record does any work, so duplicates and stale retries are no-ops.
+// A Seq of 0 marks an out-of-chain check (for example after a webhook):
+// it refreshes the status but never schedules a follow-up.
+type PollPayload struct {
+	Version int    `json:"v"`
+	JobID   string `json:"job_id"`
+	Seq     int    `json:"seq"`
+	// Reason says why an out-of-chain check was made (e.g. "webhook").
+	Reason string `json:"reason,omitempty"`
+}
+
+// DownloadPayload is the payload of TypeDownload.
+type DownloadPayload struct {
+	Version int    `json:"v"`
+	JobID   string `json:"job_id"`
+	VideoID string `json:"video_id"`
+}
+
+// Task IDs make enqueueing idempotent: asynq refuses a second task with
+// the same id while the first exists (ErrTaskIDConflict).
+
+// CreateTaskID is the id of a job's create task.
+func CreateTaskID(jobID string) string { return "create:" + jobID }
+
+// PollTaskID is the id of the seq-th check of a job's poll chain.
+func PollTaskID(jobID string, seq int) string { return "poll:" + jobID + ":" + strconv.Itoa(seq) }
+
+// CheckTaskID is the id of an out-of-chain status check keyed by key (for
+// example a webhook delivery key).
+func CheckTaskID(jobID, key string) string { return "check:" + jobID + ":" + key }
+
+// DownloadTaskID is the id of a job's download task.
+func DownloadTaskID(jobID string) string { return "download:" + jobID }
+
+// Default task options.
+const (
+	createMaxRetry   = 25
+	pollMaxRetry     = 25
+	downloadMaxRetry = 25
+	createTimeout    = 2 * time.Minute
+	pollTimeout      = time.Minute
+	downloadTimeout  = 60 * time.Minute
+)
+
+// NewCreateTask returns the create task of jobID: queue QueueCreate, 25
+// retries, a 2-minute timeout, and TaskID CreateTaskID(jobID).
+func NewCreateTask(jobID string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(CreatePayload{Version: PayloadVersion, JobID: jobID})
+	if err != nil {
+		return nil, err
+	}
+	base := []asynq.Option{asynq.Queue(QueueCreate), asynq.MaxRetry(createMaxRetry), asynq.Timeout(createTimeout), asynq.TaskID(CreateTaskID(jobID))}
+	return asynq.NewTask(TypeCreate, b, append(base, opts...)...), nil
+}
+
+// NewPollTask returns check number seq of jobID's poll chain, to run after
+// delay: queue QueuePoll, 25 retries, a 1-minute timeout, and TaskID
+// PollTaskID(jobID, seq).
+func NewPollTask(jobID string, seq int, delay time.Duration, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(PollPayload{Version: PayloadVersion, JobID: jobID, Seq: seq})
+	if err != nil {
+		return nil, err
+	}
+	base := []asynq.Option{asynq.Queue(QueuePoll), asynq.MaxRetry(pollMaxRetry), asynq.Timeout(pollTimeout), asynq.TaskID(PollTaskID(jobID, seq))}
+	if delay > 0 {
+		base = append(base, asynq.ProcessIn(delay))
+	}
+	return asynq.NewTask(TypePoll, b, append(base, opts...)...), nil
+}
+
+// NewCheckTask returns an immediate out-of-chain status check of jobID,
+// deduplicated by key: queue QueuePoll, 3 retries, TaskID
+// CheckTaskID(jobID, key).
+func NewCheckTask(jobID, key, reason string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(PollPayload{Version: PayloadVersion, JobID: jobID, Seq: 0, Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	base := []asynq.Option{asynq.Queue(QueuePoll), asynq.MaxRetry(3), asynq.Timeout(pollTimeout), asynq.TaskID(CheckTaskID(jobID, key))}
+	return asynq.NewTask(TypePoll, b, append(base, opts...)...), nil
+}
+
+// NewDownloadTask returns the download task of jobID: queue
+// QueueDownload, 25 retries, a 60-minute timeout, TaskID
+// DownloadTaskID(jobID).
+func NewDownloadTask(jobID, videoID string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(DownloadPayload{Version: PayloadVersion, JobID: jobID, VideoID: videoID})
+	if err != nil {
+		return nil, err
+	}
+	base := []asynq.Option{asynq.Queue(QueueDownload), asynq.MaxRetry(downloadMaxRetry), asynq.Timeout(downloadTimeout), asynq.TaskID(DownloadTaskID(jobID))}
+	return asynq.NewTask(TypeDownload, b, append(base, opts...)...), nil
+}
+
+// versioned is implemented by every payload.
+type versioned interface{ check() error }
+
+func (p *CreatePayload) check() error   { return checkCommon(p.Version, p.JobID) }
+func (p *PollPayload) check() error     { return checkCommon(p.Version, p.JobID) }
+func (p *DownloadPayload) check() error { return checkCommon(p.Version, p.JobID) }
+
+func checkCommon(v int, jobID string) error {
+	if v < 1 || v > PayloadVersion {
+		return fmt.Errorf("%w: version %d not supported (this build reads up to %d)", ErrBadPayload, v, PayloadVersion)
+	}
+	if err := ValidateJobID(jobID); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	return nil
+}
+
+// Decode parses a payload of one of the types above into p (a pointer to
+// CreatePayload, PollPayload or DownloadPayload). Errors wrap ErrBadPayload.
+func Decode[P any, PP interface {
+	*P
+	versioned
+}](b []byte) (*P, error) {
+	p := PP(new(P))
+	if err := json.Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return (*P)(p), nil
+}

@@ -1,0 +1,128 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/tasks"
+)
+
+// handleDownload streams every output of the job into storage and marks
+// it stored. Outputs already stored with the expected size and sha256 are
+// not fetched again, so a retry after a crash finishes the job without a
+// duplicate or partial object.
+func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) {
+	p, err := tasks.Decode[tasks.DownloadPayload](t.Payload())
+	if err != nil {
+		w.log.ErrorContext(ctx, "bad download payload", "err", err.Error())
+		return permanent(err)
+	}
+	rec, err := w.loadJob(ctx, p.JobID)
+	if err != nil {
+		return err
+	}
+	defer func() { err = w.onTaskError(ctx, rec, err) }()
+	if rec.State != jobs.StateDownloading {
+		return nil // stored already, ended, or not there yet
+	}
+	set := map[string]any{}
+	if rec.DownloadStartedAt.IsZero() {
+		set[jobs.FieldDownloadStartedAt] = w.now()
+	}
+	if _, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateDownloading}, Set: set,
+		Incr: map[string]int64{jobs.FieldDownloadAttempts: 1}}); err != nil {
+		return err
+	}
+
+	var total int64
+	var first storage.ObjectInfo
+	for i := 0; i < max(rec.Outputs, 1); i++ {
+		info, err := w.storeOutput(ctx, rec, i)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			first = info
+		}
+		total += info.Size
+	}
+	out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateDownloading}, To: jobs.StateStored,
+		Set: map[string]any{
+			jobs.FieldStorageKey: first.Key, jobs.FieldLocation: first.Location, jobs.FieldBytes: total,
+			jobs.FieldSHA256: first.SHA256, jobs.FieldStoredAt: w.now(), jobs.FieldErrorCode: "", jobs.FieldError: "",
+		},
+		Event: "stored", Detail: first.Location})
+	if err != nil {
+		return err
+	}
+	if out.Applied {
+		w.log.InfoContext(ctx, "job stored", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(jobs.StateStored),
+			"location", first.Location, "bytes", total)
+	}
+	return nil
+}
+
+// storeOutput stores output index of the job, or confirms it is stored.
+func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (storage.ObjectInfo, error) {
+	key, err := storage.RenderKey(w.cfg.KeyTemplate, storage.KeyVars{JobID: rec.ID, VideoID: rec.VideoID, Index: index, Date: rec.SubmittedAt})
+	if err != nil {
+		w.failJob(ctx, rec, jobs.StateFailed, "bad_storage_key", err)
+		return storage.ObjectInfo{}, permanent(err)
+	}
+	wantSize, wantSHA := int64(-1), ""
+	if index == 0 { // the asset describes the first output
+		if rec.ExpectedBytes > 0 {
+			wantSize = rec.ExpectedBytes
+		}
+		wantSHA = rec.ExpectedSHA256
+	}
+	if info, err := w.store.Stat(ctx, key); err == nil {
+		if (wantSize < 0 || info.Size == wantSize) && (wantSHA == "" || info.SHA256 == wantSHA) && (wantSize >= 0 || wantSHA != "") {
+			w.log.InfoContext(ctx, "output already stored", "job_id", rec.ID, "video_id", rec.VideoID, "key", key)
+			return info, nil
+		}
+	} else if !errors.Is(err, storage.ErrNotExist) {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+
+	c, err := w.api.Content(ctx, rec.VideoID, index)
+	if err != nil {
+		var ae *apiclient.APIError
+		switch {
+		case errors.As(err, &ae) && ae.NotReady():
+			return storage.ObjectInfo{}, &retryLater{after: max(ae.RetryAfter, 2*time.Second), err: err}
+		case errors.As(err, &ae) && ae.StatusCode == 429:
+			return storage.ObjectInfo{}, &retryLater{after: max(ae.RetryAfter, time.Second), err: err}
+		case errors.As(err, &ae) && !ae.Retryable():
+			w.failJob(ctx, rec, jobs.StateFailed, errorCode(err), err)
+			return storage.ObjectInfo{}, permanent(err)
+		}
+		return storage.ObjectInfo{}, err
+	}
+	defer c.Body.Close()
+	size := wantSize
+	if size < 0 {
+		size = c.Length
+	} else if c.Length >= 0 && c.Length != size {
+		return storage.ObjectInfo{}, fmt.Errorf("content of %s: API reported %d bytes, response carries %d", rec.VideoID, size, c.Length)
+	}
+	ct := c.ContentType
+	if ct == "" {
+		ct = "video/mp4"
+	}
+	info, err := w.store.Put(ctx, key, c.Body, storage.PutOptions{Size: size, SHA256: wantSHA, ContentType: ct,
+		Metadata: map[string]string{"job_id": rec.ID, "video_id": rec.VideoID, "output_index": strconv.Itoa(index)}})
+	if err != nil {
+		w.log.WarnContext(ctx, "store failed", "job_id", rec.ID, "video_id", rec.VideoID, "key", key, "err", err.Error())
+		return storage.ObjectInfo{}, fmt.Errorf("store %s: %w", key, err)
+	}
+	return info, nil
+}

@@ -1,0 +1,391 @@
+// Package worker runs the asynq handlers that carry a video job from
+// "create" through delayed "poll" checks to "download" into storage.
+//
+// Every handler reads the job's record first and changes it only through
+// conditional updates (jobs.Change), so a retried, duplicated or stale task
+// is a no-op rather than a second API call:
+//
+//   - create saves the API's video id before anything else. A create whose
+//     outcome is in doubt (request sent, no answer) is reconciled against
+//     the API's job list before anything is submitted again.
+//   - poll is a chain of delayed tasks numbered by the record's poll_seq;
+//     only the task whose number matches does work, so at most one chain is
+//     alive per job. Rate limits and "not ready" answers move the next check
+//     later instead of burning retry attempts.
+//   - download streams the content into storage with constant memory,
+//     verifies size and sha256, and marks the job stored; an object already
+//     stored and verified is not written again.
+//
+// Permanent failures end the job in a terminal state with the API's error
+// code and message, and the task is archived with that reason.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/tasks"
+)
+
+// VideoAPI is what the worker needs of the AI Stats API.
+type VideoAPI interface {
+	Create(ctx context.Context, req apiclient.CreateRequest, opts apiclient.CreateOptions) (*apiclient.Video, error)
+	Get(ctx context.Context, id string) (*apiclient.Video, error)
+	List(ctx context.Context, p apiclient.ListParams) (*apiclient.VideoList, error)
+	Content(ctx context.Context, id string, index int) (*apiclient.Content, error)
+}
+
+var _ VideoAPI = (*apiclient.Client)(nil)
+
+// Config tunes the worker. Zero values take the defaults named.
+type Config struct {
+	// Concurrency is how many tasks run at once in this process. Default 20.
+	Concurrency int
+	// Queues maps queue names to priorities; tasks.DefaultQueues() when
+	// nil. A worker given only some queues processes only those steps.
+	Queues map[string]int
+	// StrictPriority drains higher-priority queues first.
+	StrictPriority bool
+	// PollInterval is the first wait between checks when the API gives no
+	// poll_after_seconds; it grows by half each check up to MaxPollInterval,
+	// with ±10% jitter. Default 20 s (the API's documented cadence).
+	PollInterval time.Duration
+	// MaxPollInterval caps the wait between checks. Default 2 min.
+	MaxPollInterval time.Duration
+	// MinPollInterval is the shortest wait honoured from the API. Default 1 s.
+	MinPollInterval time.Duration
+	// JobTimeout is the default overall deadline of a job from submission;
+	// a job still unfinished then ends timed_out. Default 2 h.
+	JobTimeout time.Duration
+	// KeyTemplate is the storage key template; storage.DefaultKeyTemplate
+	// when empty.
+	KeyTemplate string
+	// ReconcileDelay is the least wait before an in-doubt create is
+	// reconciled, so the API's list has caught up. Default 3 s.
+	ReconcileDelay time.Duration
+	// ClockTolerance widens the window in which a reconciliation looks for
+	// a job created by an in-doubt call, for clock skew. Default 2 s.
+	ClockTolerance time.Duration
+	// APITimeout is the create call's timeout (as configured on the API
+	// client); it bounds the window of a create cut short by a crash.
+	// Default 30 s.
+	APITimeout time.Duration
+	// RetryBaseDelay and MaxRetryDelay bound the backoff of failed tasks.
+	// Defaults 1 s and 5 min.
+	RetryBaseDelay, MaxRetryDelay time.Duration
+	// ShutdownTimeout is how long a stopping worker lets running tasks
+	// finish before they are re-queued. Default 30 s.
+	ShutdownTimeout time.Duration
+	// DelayedTaskCheckInterval is how often scheduled tasks are moved to
+	// their queues; it bounds how late a poll fires. Default 1 s.
+	DelayedTaskCheckInterval time.Duration
+	// Webhook, when set, is subscribed on every create. The job id is
+	// added to its URL as the query parameter job_id.
+	Webhook *apiclient.WebhookSubscription
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 20
+	}
+	if len(c.Queues) == 0 {
+		c.Queues = tasks.DefaultQueues()
+	}
+	def(&c.PollInterval, 20*time.Second)
+	def(&c.MaxPollInterval, 2*time.Minute)
+	def(&c.MinPollInterval, time.Second)
+	def(&c.JobTimeout, 2*time.Hour)
+	def(&c.ReconcileDelay, 3*time.Second)
+	def(&c.ClockTolerance, 2*time.Second)
+	def(&c.APITimeout, 30*time.Second)
+	def(&c.RetryBaseDelay, time.Second)
+	def(&c.MaxRetryDelay, 5*time.Minute)
+	def(&c.ShutdownTimeout, 30*time.Second)
+	def(&c.DelayedTaskCheckInterval, time.Second)
+	if c.KeyTemplate == "" {
+		c.KeyTemplate = storage.DefaultKeyTemplate
+	}
+}
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Redis  redis.UniversalClient
+	API    VideoAPI
+	Store  storage.Store
+	Jobs   *jobs.Store
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Worker processes video tasks.
+type Worker struct {
+	cfg   Config
+	rdb   redis.UniversalClient
+	api   VideoAPI
+	store storage.Store
+	jobs  *jobs.Store
+	log   *slog.Logger
+	aq    *asynq.Client
+	now   func() time.Time
+}
+
+// New returns a Worker. It validates the key template and the deps.
+func New(cfg Config, d Deps) (*Worker, error) {
+	cfg.setDefaults()
+	var errs []error
+	if d.Redis == nil {
+		errs = append(errs, errors.New("worker: Redis is nil"))
+	}
+	if d.API == nil {
+		errs = append(errs, errors.New("worker: API is nil"))
+	}
+	if d.Store == nil {
+		errs = append(errs, errors.New("worker: Store is nil"))
+	}
+	if _, err := storage.RenderKey(cfg.KeyTemplate, storage.KeyVars{JobID: "j", VideoID: "v", Date: time.Now()}); err != nil {
+		errs = append(errs, fmt.Errorf("worker: key template: %w", err))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if d.Jobs == nil {
+		d.Jobs = jobs.NewStore(d.Redis, "")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
+		aq: asynq.NewClientFromRedisClient(d.Redis), now: func() time.Time { return d.Now().UTC() }}, nil
+}
+
+// Handler returns the task mux: one handler per task type.
+func (w *Worker) Handler() asynq.Handler {
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeCreate, w.handleCreate)
+	mux.HandleFunc(tasks.TypePoll, w.handlePoll)
+	mux.HandleFunc(tasks.TypeDownload, w.handleDownload)
+	return mux
+}
+
+// ServerConfig is the asynq server configuration the worker runs with:
+// its queues, concurrency, retry policy and logger.
+func (w *Worker) ServerConfig() asynq.Config {
+	return asynq.Config{
+		Concurrency:              w.cfg.Concurrency,
+		Queues:                   w.cfg.Queues,
+		StrictPriority:           w.cfg.StrictPriority,
+		IsFailure:                isFailure,
+		RetryDelayFunc:           w.retryDelay,
+		Logger:                   NewAsynqLogger(w.log),
+		LogLevel:                 asynq.WarnLevel,
+		ShutdownTimeout:          w.cfg.ShutdownTimeout,
+		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			id, _ := asynq.GetTaskID(ctx)
+			var rl *retryLater
+			if errors.As(err, &rl) {
+				w.log.DebugContext(ctx, "task deferred", "task", t.Type(), "task_id", id, "after", rl.after, "reason", err.Error())
+				return
+			}
+			w.log.WarnContext(ctx, "task failed", "task", t.Type(), "task_id", id, "err", err.Error())
+		}),
+	}
+}
+
+// Run processes tasks until ctx ends, then shuts down gracefully: it stops
+// taking tasks and gives running ones ShutdownTimeout to finish; the rest
+// go back to their queues.
+func (w *Worker) Run(ctx context.Context) error {
+	srv := asynq.NewServerFromRedisClient(w.rdb, w.ServerConfig())
+	if err := srv.Start(w.Handler()); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	w.log.InfoContext(ctx, "worker started", "concurrency", w.cfg.Concurrency, "queues", fmt.Sprint(w.cfg.Queues))
+	<-ctx.Done()
+	w.log.Info("worker stopping", "grace", w.cfg.ShutdownTimeout)
+	srv.Shutdown()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// Close releases the worker's asynq client.
+func (w *Worker) Close() error { return w.aq.Close() }
+
+// retryLater asks for the task to run again after a wait without counting
+// a failed attempt: the API is rate limiting, or the thing is not ready.
+type retryLater struct {
+	after time.Duration
+	err   error
+}
+
+func (e *retryLater) Error() string { return fmt.Sprintf("retry in %s: %v", e.after, e.err) }
+func (e *retryLater) Unwrap() error { return e.err }
+
+// retryAfter is a failed attempt that must not run again sooner than after.
+type retryAfter struct {
+	after time.Duration
+	err   error
+}
+
+func (e *retryAfter) Error() string { return e.err.Error() }
+func (e *retryAfter) Unwrap() error { return e.err }
+
+func isFailure(err error) bool {
+	var rl *retryLater
+	return !errors.As(err, &rl)
+}
+
+// retryDelay is exponential backoff with jitter, at least any Retry-After
+// the error carries.
+func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var rl *retryLater
+	if errors.As(err, &rl) {
+		return max(rl.after, 100*time.Millisecond)
+	}
+	d := jitter(min(w.cfg.RetryBaseDelay<<min(n, 20), w.cfg.MaxRetryDelay), 0.25)
+	var ra *retryAfter
+	if errors.As(err, &ra) && ra.after > d {
+		d = ra.after
+	}
+	if r := apiclient.RetryAfter(err); r > d {
+		d = r
+	}
+	return d
+}
+
+func jitter(d time.Duration, frac float64) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	delta := time.Duration(float64(d) * frac)
+	if delta <= 0 {
+		return d
+	}
+	return d - delta + rand.N(2*delta+1)
+}
+
+// lastAttempt reports whether the running task will be archived if it
+// fails now.
+func lastAttempt(ctx context.Context) bool {
+	n, ok1 := asynq.GetRetryCount(ctx)
+	m, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && n >= m
+}
+
+// permanent marks an error that must not be retried: the task is archived
+// with it as the reason.
+func permanent(err error) error { return fmt.Errorf("%w (%w)", err, asynq.SkipRetry) }
+
+// errorCode is a short machine code for err, for the job record.
+func errorCode(err error) string {
+	var ae *apiclient.APIError
+	if errors.As(err, &ae) {
+		if ae.Code != "" {
+			return ae.Code
+		}
+		return fmt.Sprintf("http_%d", ae.StatusCode)
+	}
+	var te *apiclient.TransportError
+	if errors.As(err, &te) {
+		if te.Timeout {
+			return "timeout"
+		}
+		return "transport_error"
+	}
+	if errors.Is(err, storage.ErrIntegrity) {
+		return "integrity_error"
+	}
+	if errors.Is(err, tasks.ErrBadPayload) {
+		return "bad_payload"
+	}
+	return "error"
+}
+
+// failJob ends the job as failed (or another terminal state) with err's
+// code and message, unless it is already terminal.
+func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error) {
+	msg := err.Error()
+	if len(msg) > 2000 {
+		msg = msg[:2000] + "…"
+	}
+	out, uerr := w.jobs.Apply(ctx, rec.ID, jobs.Change{
+		To:    to,
+		Set:   map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg},
+		Event: "failed", Detail: code + ": " + msg,
+	})
+	if uerr != nil {
+		w.log.ErrorContext(ctx, "could not record job failure", "job_id", rec.ID, "err", uerr.Error())
+		return
+	}
+	if out.Applied {
+		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", msg)
+	}
+}
+
+// onTaskError runs when a handler is about to return err: when this was
+// the task's last attempt, the job ends failed so that it is not stranded,
+// and the task is archived with the reason.
+func (w *Worker) onTaskError(ctx context.Context, rec *jobs.Record, err error) error {
+	if err == nil || rec == nil || errors.Is(err, asynq.SkipRetry) {
+		return err
+	}
+	if lastAttempt(ctx) {
+		w.failJob(ctx, rec, jobs.StateFailed, "retries_exhausted", err)
+		return permanent(err)
+	}
+	return err
+}
+
+// deadline is the job's overall deadline.
+func (w *Worker) deadline(rec *jobs.Record) time.Time {
+	if !rec.Deadline.IsZero() {
+		return rec.Deadline
+	}
+	return rec.SubmittedAt.Add(w.cfg.JobTimeout)
+}
+
+// enqueue enqueues t; an existing task with the same id counts as success.
+func (w *Worker) enqueue(ctx context.Context, t *asynq.Task) error {
+	_, err := w.aq.EnqueueContext(ctx, t)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	}
+	return nil
+}
+
+// loadJob reads the job of a task; a missing record is permanent.
+func (w *Worker) loadJob(ctx context.Context, id string) (*jobs.Record, error) {
+	rec, err := w.jobs.Get(ctx, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, permanent(err)
+	}
+	return rec, err
+}
+
+func short(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
