@@ -43,7 +43,9 @@ func (s *Store) jobKey(id string) string    { return s.prefix + "job:{" + id + "
 func (s *Store) eventsKey(id string) string { return s.prefix + "job:{" + id + "}:events" }
 func (s *Store) indexKey() string           { return s.prefix + "jobs" }
 func (s *Store) claimsKey() string          { return s.prefix + "claims" }
-func (s *Store) inDoubtKey() string         { return s.prefix + "create_in_doubt" }
+func (s *Store) createLockKey(model string) string {
+	return s.prefix + "create_lock:" + strings.ToLower(model)
+}
 
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -303,20 +305,48 @@ func (s *Store) Owners(ctx context.Context, videoIDs []string) (map[string]strin
 	return out, nil
 }
 
-// MarkInDoubt registers a create call of jobID started at t, so that
-// concurrent reconciliations can see each other. ClearInDoubt removes it.
-func (s *Store) MarkInDoubt(ctx context.Context, jobID string, t time.Time) error {
-	return s.rdb.ZAdd(ctx, s.inDoubtKey(), redis.Z{Score: float64(t.UnixMilli()), Member: jobID}).Err()
+var acquireScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, ARGV[1], tonumber(ARGV[2])}
+end
+return {0, cur, redis.call('PTTL', KEYS[1])}
+`)
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// AcquireCreateLock takes (or extends, when jobID holds it already) the
+// fleet-wide lock that serialises create calls of one model, for lease. It
+// reports whether jobID holds the lock now; if not, it returns the holder
+// and the time left on its lease.
+func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, lease time.Duration) (bool, string, time.Duration, error) {
+	res, err := acquireScript.Run(ctx, s.rdb, []string{s.createLockKey(model)}, jobID, lease.Milliseconds()).Slice()
+	if err != nil {
+		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, err)
+	}
+	ok, _ := res[0].(int64)
+	owner, _ := res[1].(string)
+	ttl, _ := res[2].(int64)
+	return ok == 1, owner, time.Duration(max(ttl, 0)) * time.Millisecond, nil
 }
 
-// ClearInDoubt removes jobID from the in-doubt registry.
-func (s *Store) ClearInDoubt(ctx context.Context, jobID string) error {
-	return s.rdb.ZRem(ctx, s.inDoubtKey(), jobID).Err()
+// ReleaseCreateLock releases the model's create lock if jobID holds it.
+func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.createLockKey(model)}, jobID).Err(); err != nil {
+		return fmt.Errorf("release create lock for model %s: %w", model, err)
+	}
+	return nil
 }
 
-// InDoubtBetween returns the jobs whose create started in [from, to].
-func (s *Store) InDoubtBetween(ctx context.Context, from, to time.Time) ([]string, error) {
-	return s.rdb.ZRangeByScore(ctx, s.inDoubtKey(), &redis.ZRangeBy{
-		Min: strconv.FormatInt(from.UnixMilli(), 10), Max: strconv.FormatInt(to.UnixMilli(), 10),
-	}).Result()
+// CreateLockHolder returns the job holding the model's create lock, or "".
+func (s *Store) CreateLockHolder(ctx context.Context, model string) (string, error) {
+	v, err := s.rdb.Get(ctx, s.createLockKey(model)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return v, err
 }

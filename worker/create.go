@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sort"
 	"strings"
 	"time"
 
@@ -39,8 +38,28 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 		return nil
 	}
 
+	// Creates of one model are serialised fleet-wide, and an in-doubt
+	// create keeps the lock until it is reconciled: the API has no
+	// idempotency key, so this is what lets a reconciliation tell which
+	// job an unanswered call started.
+	held, err := w.lockCreate(ctx, rec)
+	if err != nil || !held {
+		return err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			if rerr := w.jobs.ReleaseCreateLock(context.WithoutCancel(ctx), rec.Request.Model, rec.ID); rerr != nil {
+				w.log.WarnContext(ctx, "release create lock", "job_id", rec.ID, "err", rerr.Error())
+			}
+		}
+	}()
 	if rec.CreateInDoubt {
 		adopted, err := w.reconcile(ctx, rec)
+		var rl *retryLater
+		if errors.As(err, &rl) {
+			keep = true // not settled yet: nobody else may create this model meanwhile
+		}
 		if err != nil || adopted {
 			return err
 		}
@@ -50,12 +69,46 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 		w.failJob(ctx, rec, jobs.StateTimedOut, "deadline_exceeded", errors.New("job deadline passed before the video was submitted"))
 		return nil
 	}
-	return w.submit(ctx, rec)
+	inDoubt, err := w.submit(ctx, rec)
+	keep = inDoubt
+	return err
 }
 
-// submit makes one create call. The record says "in doubt" from before the
-// call until its outcome is known, so a crash mid-call is reconciled.
-func (w *Worker) submit(ctx context.Context, rec *jobs.Record) error {
+// lockWait is how long a create waits in the handler for its model's
+// lock before it gives the slot back and retries later.
+const lockWait = 500 * time.Millisecond
+
+// lockCreate takes the model's create lock for rec, waiting briefly. When
+// another job holds it, it returns a retryLater error (no attempt used).
+func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error) {
+	lease := w.cfg.APITimeout + w.cfg.ReconcileDelay + 10*time.Second
+	deadline := time.Now().Add(lockWait)
+	sleep := 2 * time.Millisecond
+	for {
+		ok, holder, ttl, err := w.jobs.AcquireCreateLock(ctx, rec.Request.Model, rec.ID, lease)
+		if err != nil || ok {
+			return ok, err
+		}
+		if time.Now().After(deadline) {
+			return false, &retryLater{after: jitter(min(max(ttl, 50*time.Millisecond), time.Second), 0.3),
+				err: fmt.Errorf("waiting for the create lock of model %s (held by job %s)", rec.Request.Model, holder)}
+		}
+		t := time.NewTimer(min(sleep, ttl+time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, ctx.Err()
+		case <-t.C:
+		}
+		sleep = min(2*sleep, 50*time.Millisecond)
+	}
+}
+
+// submit makes one create call while holding the model's create lock. The
+// record says "in doubt" from before the call until its outcome is known,
+// so a crash mid-call is reconciled. It reports whether the outcome is in
+// doubt (the lock must then be kept until reconciliation).
+func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (bool, error) {
 	start := w.now()
 	out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{
 		From:  []jobs.State{jobs.StateQueued, jobs.StateSubmitting},
@@ -68,20 +121,17 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) error {
 		IfEqual: map[string]any{jobs.FieldVideoID: "", jobs.FieldCreateInDoubt: false},
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !out.Applied {
-		return nil // a concurrent copy owns the create; its outcome will be recorded
-	}
-	if err := w.jobs.MarkInDoubt(ctx, rec.ID, start); err != nil {
-		return err
+		return true, nil // a concurrent copy owns the create; its outcome will be recorded
 	}
 	req := rec.Request
 	req.Webhook = w.webhookFor(rec.ID)
 	v, cerr := w.api.Create(ctx, req, apiclient.CreateOptions{IdempotencyKey: rec.ID})
 	end := w.now()
 	if cerr == nil {
-		return w.adopt(ctx, rec, v, fmt.Sprintf("created in %s", end.Sub(start).Round(time.Millisecond)))
+		return false, w.adopt(ctx, rec, v, fmt.Sprintf("created in %s", end.Sub(start).Round(time.Millisecond)))
 	}
 	code := errorCode(cerr)
 	if apiclient.InDoubt(cerr) {
@@ -92,25 +142,24 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) error {
 			Event: "create_in_doubt", Detail: cerr.Error(),
 		})
 		w.log.WarnContext(ctx, "create outcome in doubt; will reconcile", "job_id", rec.ID, "err", cerr.Error())
-		return &retryAfter{after: w.cfg.ReconcileDelay, err: cerr}
+		return true, &retryLater{after: w.cfg.ReconcileDelay, err: cerr}
 	}
 	// A definite answer: nothing was created.
 	if _, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{
 		Set:   map[string]any{jobs.FieldCreateInDoubt: false, jobs.FieldCreateEndedAt: end, jobs.FieldErrorCode: code, jobs.FieldError: cerr.Error()},
 		Event: "create_failed", Detail: cerr.Error(),
 	}); err != nil {
-		return err
+		return false, err
 	}
-	_ = w.jobs.ClearInDoubt(ctx, rec.ID)
 	var ae *apiclient.APIError
 	switch {
 	case errors.As(cerr, &ae) && ae.StatusCode == 429:
-		return &retryLater{after: max(ae.RetryAfter, time.Second), err: cerr}
+		return false, &retryLater{after: max(ae.RetryAfter, time.Second), err: cerr}
 	case apiclient.IsRetryable(cerr):
-		return cerr
+		return false, cerr
 	default:
 		w.failJob(ctx, rec, jobs.StateFailed, code, cerr)
-		return permanent(cerr)
+		return false, permanent(cerr)
 	}
 }
 
@@ -143,7 +192,6 @@ func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video
 	if err != nil {
 		return err
 	}
-	_ = w.jobs.ClearInDoubt(ctx, rec.ID)
 	if !out.Applied {
 		return nil
 	}
@@ -188,19 +236,20 @@ func (w *Worker) webhookFor(jobID string) *apiclient.WebhookSubscription {
 // maxReconcilePages bounds how far back a reconciliation reads the list.
 const maxReconcilePages = 50
 
-// reconcile looks for the job an in-doubt create may have started. It
-// reports adopted=true when it found and saved one. When it is sure that
-// nothing was created it clears the in-doubt flag and returns false, so
-// the caller submits again. When it cannot tell, it returns an error and
-// submits nothing; on the last attempt the job ends failed with code
-// create_ambiguous and the candidates recorded for an operator.
+// reconcile looks for the job an in-doubt create may have started; the
+// caller holds the model's create lock. It reports adopted=true when it
+// found and saved the job. When it is sure that nothing was created it
+// clears the in-doubt flag and returns false, so the caller submits again.
+// When it cannot tell, it returns an error and submits nothing; on the
+// last attempt the job ends failed with code create_ambiguous and the
+// candidates recorded for an operator.
 //
 // A job is recognised by the webhook URL carrying our job id when
-// webhooks are on (exact). Otherwise by model and creation time: created
-// within the call's window (widened by the clock tolerance and corrected
-// by the API's Date header), and not owned by another job. When several
-// in-doubt creates of the same model overlap, candidates are matched to
-// them in start order only when the counts agree.
+// webhooks are on. Otherwise: same model, created within the call's
+// window (widened by the clock tolerance and corrected by the API's Date
+// header), and not owned by another job. Because creates of a model are
+// serialised and every answered create claims its video before the lock
+// is released, at most one such job can be ours.
 func (w *Worker) reconcile(ctx context.Context, rec *jobs.Record) (bool, error) {
 	from, to := w.window(rec)
 	if settle := to.Add(w.cfg.ReconcileDelay); w.now().Before(settle) {
@@ -214,28 +263,24 @@ func (w *Worker) reconcile(ctx context.Context, rec *jobs.Record) (bool, error) 
 	}
 	from, to = from.Add(offset-w.cfg.ClockTolerance), to.Add(offset+w.cfg.ClockTolerance)
 
-	var exact, loose []apiclient.Video
 	marker := w.webhookFor(rec.ID)
+	var loose []apiclient.Video
 	for _, v := range list {
-		if !strings.EqualFold(v.Model, rec.Request.Model) || v.CreatedAt.Before(from) || v.CreatedAt.After(to) {
+		if !strings.EqualFold(v.Model, rec.Request.Model) {
 			continue
 		}
 		if marker != nil && v.Webhook != nil && v.Webhook.URL != "" {
-			if v.Webhook.URL == marker.URL {
-				exact = append(exact, v)
+			if v.Webhook.URL == marker.URL { // exact, whatever the clocks say
+				return true, w.adoptReconciled(ctx, rec, &v, "adopted "+v.ID+": its webhook URL carries this job's id")
 			}
 			continue // another job's webhook: not ours
 		}
+		if v.CreatedAt.Before(from) || v.CreatedAt.After(to) {
+			continue
+		}
 		loose = append(loose, v)
 	}
-	if len(exact) == 1 {
-		return true, w.adopt(ctx, rec, &exact[0], "reconciled by webhook marker")
-	}
-	ids := make([]string, len(loose))
-	for i, v := range loose {
-		ids[i] = v.ID
-	}
-	owners, err := w.jobs.Owners(ctx, ids)
+	owners, err := w.jobs.Owners(ctx, videoIDs(loose))
 	if err != nil {
 		return false, err
 	}
@@ -245,42 +290,33 @@ func (w *Worker) reconcile(ctx context.Context, rec *jobs.Record) (bool, error) 
 			cands = append(cands, v)
 		}
 	}
-	note := func(s string) {
-		_, _ = w.jobs.Apply(ctx, rec.ID, jobs.Change{Set: map[string]any{jobs.FieldReconcile: s}, Event: "reconciled", Detail: s})
-		w.log.InfoContext(ctx, "create reconciled", "job_id", rec.ID, "result", s)
-	}
-	switch {
-	case len(cands) == 0:
-		note(fmt.Sprintf("no job created between %s and %s: submitting again", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano)))
+	switch len(cands) {
+	case 0:
+		w.noteReconcile(ctx, rec, fmt.Sprintf("no job created between %s and %s: submitting again", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano)))
 		_, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{Set: map[string]any{jobs.FieldCreateInDoubt: false}})
 		rec.CreateInDoubt = false
 		return false, err
+	case 1:
+		return true, w.adoptReconciled(ctx, rec, &cands[0], "adopted "+cands[0].ID+", the one unowned job of this model created in the call's window")
 	}
-	peers, err := w.overlappingInDoubt(ctx, rec)
-	if err != nil {
-		return false, err
-	}
-	if len(cands) == 1 && len(peers) == 1 {
-		note("adopted " + cands[0].ID + ", the one unowned job of this model in the window")
-		return true, w.adopt(ctx, rec, &cands[0], "reconciled: only candidate")
-	}
-	if len(cands) == len(peers) {
-		sort.SliceStable(cands, func(i, j int) bool { return cands[i].CreatedAt.Before(cands[j].CreatedAt.Time) })
-		for i, id := range peers {
-			if id == rec.ID {
-				note(fmt.Sprintf("adopted %s: candidate %d of %d matched to in-doubt create %d of %d by start order", cands[i].ID, i+1, len(cands), i+1, len(peers)))
-				return true, w.adopt(ctx, rec, &cands[i], "reconciled by order")
-			}
-		}
-	}
-	ambiguous := fmt.Errorf("create in doubt: %d unowned jobs of model %s in the window (%s) for %d in-doubt creates: cannot tell which is ours; nothing resubmitted",
-		len(cands), rec.Request.Model, strings.Join(videoIDs(cands), ","), len(peers))
-	note(ambiguous.Error())
+	ambiguous := fmt.Errorf("create in doubt: %d unowned jobs of model %s in the window (%s): cannot tell which is ours (another client of this API account?); nothing resubmitted",
+		len(cands), rec.Request.Model, strings.Join(videoIDs(cands), ","))
+	w.noteReconcile(ctx, rec, ambiguous.Error())
 	if lastAttempt(ctx) {
 		w.failJob(ctx, rec, jobs.StateFailed, "create_ambiguous", ambiguous)
 		return false, permanent(ambiguous)
 	}
-	return false, &retryAfter{after: w.cfg.ReconcileDelay, err: ambiguous}
+	return false, ambiguous
+}
+
+func (w *Worker) adoptReconciled(ctx context.Context, rec *jobs.Record, v *apiclient.Video, note string) error {
+	w.noteReconcile(ctx, rec, note)
+	return w.adopt(ctx, rec, v, "reconciled")
+}
+
+func (w *Worker) noteReconcile(ctx context.Context, rec *jobs.Record, s string) {
+	_, _ = w.jobs.Apply(ctx, rec.ID, jobs.Change{Set: map[string]any{jobs.FieldReconcile: s}, Event: "reconciled", Detail: s})
+	w.log.InfoContext(ctx, "create reconciled", "job_id", rec.ID, "result", s)
 }
 
 // window is the local-clock interval in which an in-doubt create could have
@@ -326,45 +362,6 @@ func (w *Worker) listWindow(ctx context.Context, from, to time.Time) ([]apiclien
 		}
 	}
 	return nil, 0, fmt.Errorf("reconcile: the job list is longer than %d pages back to %s: cannot decide", maxReconcilePages, from.Format(time.RFC3339))
-}
-
-// overlappingInDoubt returns, in start order, the in-doubt creates of the
-// same model whose windows overlap rec's (rec included).
-func (w *Worker) overlappingInDoubt(ctx context.Context, rec *jobs.Record) ([]string, error) {
-	from, to := w.window(rec)
-	ids, err := w.jobs.InDoubtBetween(ctx, from.Add(-w.cfg.APITimeout-2*w.cfg.ClockTolerance), to.Add(2*w.cfg.ClockTolerance))
-	if err != nil {
-		return nil, err
-	}
-	type peer struct {
-		id    string
-		start time.Time
-	}
-	var peers []peer
-	for _, id := range ids {
-		if id == rec.ID {
-			peers = append(peers, peer{id, rec.CreateStartedAt})
-			continue
-		}
-		o, err := w.jobs.Get(ctx, id)
-		if err != nil || !o.CreateInDoubt || o.VideoID != "" || !strings.EqualFold(o.Request.Model, rec.Request.Model) {
-			continue
-		}
-		of, ot := w.window(o)
-		if ot.Add(2*w.cfg.ClockTolerance).Before(from) || of.After(to.Add(2*w.cfg.ClockTolerance)) {
-			continue
-		}
-		peers = append(peers, peer{id, o.CreateStartedAt})
-	}
-	if len(peers) == 0 {
-		peers = append(peers, peer{rec.ID, rec.CreateStartedAt})
-	}
-	sort.SliceStable(peers, func(i, j int) bool { return peers[i].start.Before(peers[j].start) })
-	out := make([]string, len(peers))
-	for i, p := range peers {
-		out[i] = p.id
-	}
-	return out, nil
 }
 
 func videoIDs(vs []apiclient.Video) []string {

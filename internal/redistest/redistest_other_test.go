@@ -1,0 +1,7 @@
+//go:build !linux
+
+package redistest
+
+const childEnv = "REDISTEST_ORPHAN_CHILD"
+
+func runChild() {}

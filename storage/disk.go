@@ -1,0 +1,655 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// Disk is a [Store] on the local file system, rooted at one directory. The
+// object for key "videos/x.mp4" is the plain file <root>/videos/x.mp4, so
+// operators can inspect and serve files directly.
+//
+// # Layout
+//
+// Next to each object is a sidecar <key>.meta, a JSON document holding the
+// object's size, sha256, content type and user metadata. Put writes to
+// temporary files named ".tmp-*" in the destination directory (the same
+// file system, so the final rename is atomic). A crash can leave such files
+// behind; they are never valid objects and may be deleted by an operator
+// when no Put is running. Empty directories are left in place after Delete.
+//
+// Because of this layout Disk refuses, with an error wrapping
+// [ErrInvalidKey], keys that [ValidateKey] accepts but where a segment
+// starts with ".tmp-" or ends with ".meta". A key whose directory part names
+// an existing object (Put "a/b" after Put "a") fails, as on any file system.
+//
+// # Writes
+//
+// Put copies through a 1 MiB buffer into the temporary file while hashing
+// and counting, checks the size and sha256, fsyncs the file, writes and
+// fsyncs a temporary sidecar, then renames the sidecar into place, then the
+// data, and fsyncs the directory. Both renames happen under a per-key lock,
+// and Stat and Open take the same lock to open the data and read the sidecar
+// as a pair, so within one process a reader never sees new data with an old
+// sidecar or the reverse.
+//
+// The sidecar names the bytes it describes by size and sha256, so a
+// mismatched pair (a crash between the two renames, or two processes
+// writing one key) is detected rather than trusted: Stat, which always
+// hashes the file, ignores a sidecar whose sha256 differs from the bytes on
+// disk; Open, which does not hash up front, uses a sidecar whose size
+// matches and its reader fails with an *IntegrityError at end of stream if
+// the bytes do not match the recorded sha256.
+//
+// # Keys never leave the root
+//
+// Every file operation goes through an [os.Root], which by construction
+// cannot reach outside the root directory even through symbolic links
+// planted concurrently. In addition Disk refuses (ErrInvalidKey) any key
+// whose path inside the root crosses an existing symbolic link, so objects
+// are always plain files in plain directories.
+type Disk struct {
+	root  string
+	locks [64]sync.Mutex
+}
+
+var _ Store = (*Disk)(nil)
+
+// copyBufSize is the buffer Put, Stat and Open use to stream bytes.
+const copyBufSize = 1 << 20
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+const (
+	tmpPrefix  = ".tmp-"
+	metaSuffix = ".meta"
+)
+
+// NewDisk returns a Disk rooted at root, which is made absolute and created
+// (mode 0o755, with parents) if missing. It fails if root exists and is not
+// a directory.
+func NewDisk(root string) (*Disk, error) {
+	if root == "" {
+		return nil, errors.New("storage: disk root is empty")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("storage: disk root %q: %w", root, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("storage: create disk root: %w", err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("storage: disk root: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("storage: disk root %s is not a directory", abs)
+	}
+	return &Disk{root: abs}, nil
+}
+
+// Root returns the absolute root directory.
+func (d *Disk) Root() string { return d.root }
+
+// Location returns "file://" followed by the object's absolute path, or ""
+// when key is not valid for Disk.
+func (d *Disk) Location(key string) string {
+	p, err := d.path(key)
+	if err != nil {
+		return ""
+	}
+	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(p)}).String()
+}
+
+// path validates key for Disk and returns its absolute path, checked to lie
+// strictly below the root.
+func (d *Disk) path(key string) (string, error) {
+	if err := ValidateKey(key); err != nil {
+		return "", err
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if strings.HasPrefix(seg, tmpPrefix) {
+			return "", invalidKey(key, fmt.Sprintf("segment %q starts with %q, reserved for temporary files", seg, tmpPrefix))
+		}
+		if strings.HasSuffix(seg, metaSuffix) {
+			return "", invalidKey(key, fmt.Sprintf("segment %q ends with %q, reserved for metadata sidecars", seg, metaSuffix))
+		}
+	}
+	p := filepath.Join(d.root, filepath.FromSlash(key))
+	rel, err := filepath.Rel(d.root, p)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+		return "", invalidKey(key, "key resolves outside the storage root")
+	}
+	return p, nil
+}
+
+// open validates key and opens the root. rel is the key as a path relative
+// to the root.
+func (d *Disk) open(key string) (root *os.Root, rel string, err error) {
+	if _, err := d.path(key); err != nil {
+		return nil, "", err
+	}
+	root, err = os.OpenRoot(d.root)
+	if err != nil {
+		return nil, "", fmt.Errorf("storage: open disk root: %w", err)
+	}
+	return root, filepath.FromSlash(key), nil
+}
+
+func (d *Disk) lock(key string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return &d.locks[h.Sum32()%uint32(len(d.locks))]
+}
+
+// sidecar is the JSON document stored at <key>.meta.
+type sidecar struct {
+	Version     int               `json:"version"`
+	Size        int64             `json:"size"`
+	SHA256      string            `json:"sha256"`
+	ContentType string            `json:"content_type,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
+// Put implements [Store.Put]; see [Disk] for the write protocol. If the final
+// directory fsync fails Put returns an error although the object is already
+// in place (its durability is unknown); a retried Put replaces it.
+func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (ObjectInfo, error) {
+	root, rel, err := d.open(key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	defer root.Close()
+	wantSHA, err := normSHA256(opts.SHA256)
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	}
+	dir := filepath.Dir(rel)
+	syncDirs, err := mkdirs(root, key, dir)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+
+	// Temporary files are removed on every path that does not commit them.
+	var tmpData, tmpMeta string
+	defer func() {
+		if tmpData != "" {
+			_ = root.Remove(tmpData)
+		}
+		if tmpMeta != "" {
+			_ = root.Remove(tmpMeta)
+		}
+	}()
+
+	f, name, err := createTemp(root, dir, "")
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	}
+	tmpData = name
+	n, sum, err := writeData(ctx, f, r, opts.Size)
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	}
+	if (opts.Size >= 0 && n != opts.Size) || (wantSHA != "" && sum != wantSHA) {
+		ie := &IntegrityError{Key: key, WantSize: opts.Size, GotSize: n, WantSHA256: wantSHA, GotSHA256: sum}
+		if ie.WantSize < 0 {
+			ie.WantSize = -1
+		}
+		return ObjectInfo{}, ie
+	}
+	fi, err := root.Lstat(tmpData)
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	}
+
+	meta := sidecar{Version: 1, Size: n, SHA256: sum, ContentType: opts.ContentType, Metadata: cloneMap(opts.Metadata)}
+	tmpMeta, err = writeSidecar(root, dir, meta)
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	}
+
+	if err := d.commit(root, key, rel, tmpData, tmpMeta); err != nil {
+		return ObjectInfo{}, err
+	}
+	tmpData, tmpMeta = "", ""
+
+	for _, dir := range append(syncDirs, dir) {
+		if err := syncDir(root, dir); err != nil {
+			return ObjectInfo{}, fmt.Errorf("storage: put %q: object written but not durable: %w", key, err)
+		}
+	}
+	return ObjectInfo{
+		Key:         key,
+		Size:        n,
+		SHA256:      sum,
+		ContentType: meta.ContentType,
+		Location:    d.Location(key),
+		ModTime:     fi.ModTime(),
+		Metadata:    cloneMap(meta.Metadata),
+	}, nil
+}
+
+// commit renames the sidecar, then the data into place under the key's
+// lock.
+func (d *Disk) commit(root *os.Root, key, rel, tmpData, tmpMeta string) error {
+	mu := d.lock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	// Refuse to replace a directory or a symbolic link. This is checked
+	// before the sidecar moves so that a failed Put leaves no trace.
+	if fi, err := root.Lstat(rel); err == nil && !fi.Mode().IsRegular() {
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return invalidKey(key, "path is a symbolic link")
+		}
+		return fmt.Errorf("storage: put %q: path exists and is not a regular file", key)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("storage: put %q: %w", key, err)
+	}
+	if err := root.Rename(tmpMeta, rel+metaSuffix); err != nil {
+		return fmt.Errorf("storage: put %q: install metadata: %w", key, err)
+	}
+	if err := root.Rename(tmpData, rel); err != nil {
+		// The old object (if any) is still in place; drop the new sidecar
+		// that no longer describes it (a stale one would be ignored anyway).
+		_ = root.Remove(rel + metaSuffix)
+		return fmt.Errorf("storage: put %q: install data: %w", key, err)
+	}
+	return nil
+}
+
+// mkdirs creates dir (relative to root) and its parents, refusing any
+// existing component that is a symbolic link or not a directory. It returns
+// the directories whose entries changed (parents of created directories),
+// which must be fsynced for the new directories to be durable.
+func mkdirs(root *os.Root, key, dir string) ([]string, error) {
+	if dir == "." {
+		return nil, nil
+	}
+	var changed []string
+	parent := "."
+	for seg := range strings.SplitSeq(dir, string(filepath.Separator)) {
+		p := filepath.Join(parent, seg)
+		for range 3 { // a concurrent Put may create p between Lstat and Mkdir
+			fi, err := root.Lstat(p)
+			if err == nil {
+				if fi.Mode()&fs.ModeSymlink != 0 {
+					return nil, invalidKey(key, fmt.Sprintf("path component %q is a symbolic link", filepath.ToSlash(p)))
+				}
+				if !fi.IsDir() {
+					return nil, fmt.Errorf("storage: put %q: path component %q exists and is not a directory", key, filepath.ToSlash(p))
+				}
+				break
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("storage: put %q: %w", key, err)
+			}
+			err = root.Mkdir(p, 0o755)
+			if err == nil {
+				changed = append(changed, parent)
+				break
+			}
+			if !errors.Is(err, fs.ErrExist) {
+				return nil, fmt.Errorf("storage: put %q: %w", key, err)
+			}
+		}
+		parent = p
+	}
+	return changed, nil
+}
+
+// checkPath refuses a key whose path crosses a symbolic link. A missing
+// component ends the walk (the caller will then see the object missing).
+func checkPath(root *os.Root, key, rel string) error {
+	p := ""
+	for seg := range strings.SplitSeq(rel, string(filepath.Separator)) {
+		p = filepath.Join(p, seg)
+		fi, err := root.Lstat(p)
+		if err != nil {
+			return nil
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return invalidKey(key, fmt.Sprintf("path component %q is a symbolic link", filepath.ToSlash(p)))
+		}
+	}
+	return nil
+}
+
+// createTemp creates a new ".tmp-*" file in dir.
+func createTemp(root *os.Root, dir, suffix string) (*os.File, string, error) {
+	for range 10 {
+		var rnd [12]byte
+		_, _ = rand.Read(rnd[:])
+		name := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:])+suffix)
+		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			return f, name, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, "", err
+		}
+	}
+	return nil, "", errors.New("cannot create a temporary file")
+}
+
+// writeData streams r into f (reading at most size+1 bytes when size >= 0),
+// fsyncs and closes f, and returns the byte count and hex sha256.
+func writeData(ctx context.Context, f *os.File, r io.Reader, size int64) (int64, string, error) {
+	h := sha256.New()
+	var src io.Reader = ctxReader{ctx: ctx, r: r}
+	if size >= 0 {
+		src = io.LimitReader(src, size+1)
+	}
+	n, err := copyHashed(f, h, src)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// copyHashed copies src to dst (nil for none) and h through a pooled 1 MiB
+// buffer, labelling the failing side.
+func copyHashed(dst io.Writer, h hash.Hash, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	var w io.Writer = h
+	if dst != nil {
+		w = io.MultiWriter(dst, h)
+	}
+	// Neither side implements ReaderFrom/WriterTo, so the buffer is used
+	// and every Read goes through ctxReader.
+	n, err := io.CopyBuffer(onlyWriter{w}, onlyReader{src}, *bp)
+	var re readError
+	if errors.As(err, &re) {
+		return n, fmt.Errorf("read: %w", re.err)
+	}
+	if err != nil {
+		return n, fmt.Errorf("write: %w", err)
+	}
+	return n, nil
+}
+
+func writeSidecar(root *os.Root, dir string, meta sidecar) (string, error) {
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return "", err
+	}
+	f, name, err := createTemp(root, dir, metaSuffix)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = root.Remove(name)
+		return "", fmt.Errorf("write metadata: %w", err)
+	}
+	return name, nil
+}
+
+func syncDir(root *os.Root, dir string) error {
+	f, err := root.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// openObject opens the data file and reads its sidecar under the key's lock.
+// meta is nil when there is no readable sidecar or it does not match the
+// file's size.
+func (d *Disk) openObject(ctx context.Context, op, key string) (*os.File, fs.FileInfo, *sidecar, error) {
+	root, rel, err := d.open(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer root.Close()
+	if err := ctx.Err(); err != nil {
+		return nil, nil, nil, fmt.Errorf("storage: %s %q: %w", op, key, err)
+	}
+	if err := checkPath(root, key, rel); err != nil {
+		return nil, nil, nil, err
+	}
+	mu := d.lock(key)
+	mu.Lock()
+	f, err := root.Open(rel)
+	var metaBytes []byte
+	if err == nil {
+		metaBytes, _ = root.ReadFile(rel + metaSuffix)
+	}
+	mu.Unlock()
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+			return nil, nil, nil, fmt.Errorf("%w: %q", ErrNotExist, key)
+		}
+		return nil, nil, nil, fmt.Errorf("storage: %s %q: %w", op, key, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, fmt.Errorf("storage: %s %q: %w", op, key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, nil, fmt.Errorf("%w: %q", ErrNotExist, key)
+	}
+	var meta *sidecar
+	if len(metaBytes) > 0 {
+		var m sidecar
+		if json.Unmarshal(metaBytes, &m) == nil && m.Size == fi.Size() {
+			meta = &m
+		}
+	}
+	return f, fi, meta, nil
+}
+
+// Stat implements [Store.Stat]. It always computes SHA256 by streaming the
+// file (exactness over speed: a multi-GiB video takes seconds), and reports
+// ContentType and Metadata only from a sidecar whose size and sha256 match
+// the bytes on disk.
+func (d *Disk) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+	f, fi, meta, err := d.openObject(ctx, "stat", key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := copyHashed(nil, h, ctxReader{ctx: ctx, r: f}); err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: stat %q: %w", key, err)
+	}
+	info := d.info(key, fi, nil)
+	info.SHA256 = hex.EncodeToString(h.Sum(nil))
+	if meta != nil && meta.SHA256 == info.SHA256 {
+		info.ContentType = meta.ContentType
+		info.Metadata = cloneMap(meta.Metadata)
+	}
+	return info, nil
+}
+
+// Open implements [Store.Open]. ObjectInfo.SHA256, ContentType and Metadata
+// come from the sidecar recorded by Put (empty for a file without one). The
+// reader honours ctx on every Read, and when the sidecar recorded a sha256
+// it verifies the bytes as they stream: at end of file it returns an
+// *IntegrityError instead of io.EOF if they do not match.
+func (d *Disk) Open(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+	f, fi, meta, err := d.openObject(ctx, "open", key)
+	if err != nil {
+		return nil, ObjectInfo{}, err
+	}
+	info := d.info(key, fi, meta)
+	rc := &objectReader{ctx: ctx, f: f, key: key, size: fi.Size(), want: info.SHA256}
+	if rc.want != "" {
+		rc.h = sha256.New()
+	}
+	return rc, info, nil
+}
+
+func (d *Disk) info(key string, fi fs.FileInfo, meta *sidecar) ObjectInfo {
+	info := ObjectInfo{Key: key, Size: fi.Size(), Location: d.Location(key), ModTime: fi.ModTime()}
+	if meta != nil {
+		info.SHA256 = meta.SHA256
+		info.ContentType = meta.ContentType
+		info.Metadata = cloneMap(meta.Metadata)
+	}
+	return info
+}
+
+// Delete implements [Store.Delete]. It removes the data, then the sidecar,
+// so an interrupted Delete leaves at worst an orphan sidecar, which is
+// ignored and replaced by the next Put. A directory at key is not an object
+// and is left alone.
+func (d *Disk) Delete(ctx context.Context, key string) error {
+	root, rel, err := d.open(key)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("storage: delete %q: %w", key, err)
+	}
+	if err := checkPath(root, key, rel); err != nil {
+		return err
+	}
+	mu := d.lock(key)
+	mu.Lock()
+	err = func() error {
+		fi, err := root.Lstat(rel)
+		if err == nil && fi.Mode().IsRegular() {
+			if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		} else if err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotDir(err) {
+			return err
+		}
+		if err := root.Remove(rel + metaSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotDir(err) {
+			return err
+		}
+		return nil
+	}()
+	mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("storage: delete %q: %w", key, err)
+	}
+	if err := syncDir(root, filepath.Dir(rel)); err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotDir(err) {
+		return fmt.Errorf("storage: delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// objectReader is the reader Disk.Open returns.
+type objectReader struct {
+	ctx  context.Context
+	f    *os.File
+	key  string
+	size int64
+	want string    // recorded sha256, "" for no verification
+	h    hash.Hash // nil when want == ""
+	n    int64
+}
+
+func (r *objectReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := r.f.Read(p)
+	if r.h != nil {
+		r.h.Write(p[:n])
+		r.n += int64(n)
+		if err == io.EOF {
+			if got := hex.EncodeToString(r.h.Sum(nil)); got != r.want || r.n != r.size {
+				return n, &IntegrityError{Key: r.key, WantSize: r.size, GotSize: r.n, WantSHA256: r.want, GotSHA256: got}
+			}
+		}
+	}
+	return n, err
+}
+
+func (r *objectReader) Close() error { return r.f.Close() }
+
+// ctxReader fails every Read once ctx is done, so a long copy stops within
+// one buffer of a cancellation.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, readError{err}
+	}
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = readError{err}
+	}
+	return n, err
+}
+
+// readError marks an error from the source side of a copy.
+type readError struct{ err error }
+
+func (e readError) Error() string { return e.err.Error() }
+func (e readError) Unwrap() error { return e.err }
+
+// onlyReader and onlyWriter hide ReadFrom/WriteTo so io.CopyBuffer uses its
+// buffer.
+type onlyReader struct{ io.Reader }
+type onlyWriter struct{ io.Writer }
+
+func normSHA256(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	s = strings.ToLower(s)
+	if b, err := hex.DecodeString(s); err != nil || len(b) != sha256.Size {
+		return "", fmt.Errorf("PutOptions.SHA256 %q is not 64 hex digits", s)
+	}
+	return s, nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// isNotDir reports an ENOTDIR-like error: a path component is a file, so the
+// object cannot exist.
+func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }

@@ -1,0 +1,197 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Store is object storage for finished videos. Implementations must be safe
+// for concurrent use.
+type Store interface {
+	// Put streams r to key with constant memory. When opts.Size >= 0 the byte
+	// count must match, and when opts.SHA256 != "" the hex sha256 must match;
+	// otherwise Put returns an *IntegrityError and no object is visible at
+	// key. On any error (including ctx cancellation or a reader error) nothing
+	// is visible at key and no temporary data is left behind. If an object
+	// already exists at key it is replaced atomically.
+	Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (ObjectInfo, error)
+
+	// Stat describes the object at key; a missing object gives an error
+	// wrapping ErrNotExist. SHA256 is filled (disk: computed by streaming
+	// the file; later backends from metadata).
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+
+	// Open streams the object's bytes (caller closes). Missing → ErrNotExist.
+	Open(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+
+	// Delete removes key; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+
+	// Location is a human/operator-facing address of key, e.g.
+	// "file:///abs/data/videos/x.mp4".
+	Location(key string) string
+}
+
+// PutOptions describe the object handed to [Store.Put].
+//
+// The zero value is not "no checks": Size 0 demands an empty object. Use
+// [NewPutOptions] or set Size to -1 when the size is unknown.
+type PutOptions struct {
+	// Size is the exact number of bytes the reader yields, or -1 (any
+	// negative value) when unknown. A reader that yields more stops being
+	// read at Size+1 bytes.
+	Size int64
+	// SHA256 is the expected lower- or upper-case hex sha256 of the bytes, or
+	// "" to skip the check. A value that is not 64 hex digits is refused
+	// before anything is read.
+	SHA256 string
+	// ContentType is stored with the object and returned by Stat and Open;
+	// "" stores none.
+	ContentType string
+	// Metadata is user metadata stored with the object. Keep keys to
+	// lower-case ASCII letters, digits and '-' or '_' so that every backend
+	// can store them unchanged.
+	Metadata map[string]string
+}
+
+// NewPutOptions returns options for an object of unknown size with no
+// integrity checks (Size -1).
+func NewPutOptions() PutOptions { return PutOptions{Size: -1} }
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	// Key is the object's key.
+	Key string
+	// Size is the object's length in bytes.
+	Size int64
+	// SHA256 is the lower-case hex sha256 of the object's bytes. See each
+	// method for where it comes from.
+	SHA256 string
+	// ContentType is the content type given to Put, or "".
+	ContentType string
+	// Location is the same as Store.Location(Key).
+	Location string
+	// ModTime is when the object was last written.
+	ModTime time.Time
+	// Metadata is the user metadata given to Put (nil when none).
+	Metadata map[string]string
+}
+
+// ErrNotExist is wrapped by the errors Store methods return for a missing
+// object. Test with errors.Is.
+var ErrNotExist = errors.New("storage: object does not exist")
+
+// ErrInvalidKey is wrapped by the errors returned for a key that
+// [ValidateKey] (or a backend's own rule) refuses. Such errors are permanent:
+// retrying with the same key cannot succeed.
+var ErrInvalidKey = errors.New("storage: invalid key")
+
+// ErrIntegrity is matched (errors.Is) by every *[IntegrityError].
+var ErrIntegrity = errors.New("storage: integrity check failed")
+
+// IntegrityError reports bytes that do not match the expected size or sha256.
+// Put returns it when the reader's bytes do not match PutOptions; a Disk's
+// Open reader returns it at the end of a stream whose bytes do not match the
+// sha256 recorded at Put time.
+type IntegrityError struct {
+	// Key is the object's key.
+	Key string
+	// WantSize is the expected size, or -1 when the size was not checked.
+	WantSize int64
+	// GotSize is the number of bytes read. Put stops reading at WantSize+1,
+	// so a larger GotSize means "more than WantSize".
+	GotSize int64
+	// WantSHA256 is the expected hex sha256, or "" when it was not checked.
+	WantSHA256 string
+	// GotSHA256 is the hex sha256 of the bytes read.
+	GotSHA256 string
+}
+
+// Error names the key and each mismatch.
+func (e *IntegrityError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "storage: integrity check failed for %q", e.Key)
+	sep := ": "
+	if e.WantSize >= 0 && e.GotSize != e.WantSize {
+		if e.GotSize > e.WantSize {
+			fmt.Fprintf(&b, "%ssize: want %d bytes, got more", sep, e.WantSize)
+		} else {
+			fmt.Fprintf(&b, "%ssize: want %d bytes, got %d", sep, e.WantSize, e.GotSize)
+		}
+		sep = "; "
+	}
+	if e.WantSHA256 != "" && !strings.EqualFold(e.WantSHA256, e.GotSHA256) {
+		fmt.Fprintf(&b, "%ssha256: want %s, got %s", sep, e.WantSHA256, e.GotSHA256)
+	}
+	return b.String()
+}
+
+// Is reports whether target is [ErrIntegrity].
+func (e *IntegrityError) Is(target error) bool { return target == ErrIntegrity }
+
+// MaxKeyLen is the longest key in bytes that [ValidateKey] accepts (S3's
+// limit).
+const MaxKeyLen = 1024
+
+// ValidateKey reports whether key is a valid object key: non-empty, at most
+// [MaxKeyLen] bytes of valid UTF-8, relative (no leading "/"), slash-separated
+// with no empty, "." or ".." segment (so no trailing or doubled "/"), and
+// without NUL, backslash or other control characters. The error wraps
+// [ErrInvalidKey] and names the problem.
+//
+// Backends may refuse more keys (see [Disk] for its reserved names); the
+// same error class is used.
+func ValidateKey(key string) error {
+	if problem := keyProblem(key); problem != "" {
+		return invalidKey(key, problem)
+	}
+	return nil
+}
+
+func keyProblem(key string) string {
+	switch {
+	case key == "":
+		return "key is empty"
+	case len(key) > MaxKeyLen:
+		return fmt.Sprintf("key is %d bytes, longer than %d", len(key), MaxKeyLen)
+	case !utf8.ValidString(key):
+		return "key is not valid UTF-8"
+	case key[0] == '/':
+		return `key is absolute (starts with "/")`
+	}
+	for _, c := range key {
+		switch {
+		case c == 0:
+			return "key contains a NUL byte"
+		case c == '\\':
+			return "key contains a backslash"
+		case unicode.IsControl(c):
+			return fmt.Sprintf("key contains control character %U", c)
+		}
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		switch seg {
+		case "":
+			return `key has an empty segment (leading, trailing or doubled "/")`
+		case ".":
+			return `key has a "." segment`
+		case "..":
+			return `key has a ".." segment`
+		}
+	}
+	return ""
+}
+
+func invalidKey(key, problem string) error {
+	const show = 80
+	if len(key) > show {
+		key = key[:show] + "…"
+	}
+	return fmt.Errorf("%w %q: %s", ErrInvalidKey, key, problem)
+}
