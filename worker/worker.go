@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -380,12 +379,4 @@ func (w *Worker) loadJob(ctx context.Context, id string) (*jobs.Record, error) {
 		return nil, permanent(err)
 	}
 	return rec, err
-}
-
-func short(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }

@@ -369,7 +369,7 @@ func testOverwriteAtomic(t *testing.T, s storage.Store) {
 				rc, _, err := s.Open(ctx, "k")
 				if err != nil {
 					if ctx.Err() == nil {
-						errs <- fmt.Errorf("Open during overwrite: %w", err)
+						errs <- fmt.Errorf("open during overwrite: %w", err)
 					}
 					return
 				}
@@ -527,7 +527,7 @@ func testMetadata(t *testing.T, s storage.Store) {
 	check("Open", oinfo)
 
 	put(t, s, "plain", b, opts(b))
-	if info := stat(t, s, "plain"); info.Metadata != nil && len(info.Metadata) != 0 {
+	if info := stat(t, s, "plain"); len(info.Metadata) != 0 {
 		t.Errorf("Stat Metadata of an object stored without any = %v", info.Metadata)
 	}
 }

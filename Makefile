@@ -1,0 +1,44 @@
+# videoworker — run `make help` for the targets.
+
+GO        ?= go
+PKGS      ?= ./...
+TEST_FLAGS ?= -race -count=1 -timeout 15m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/videoworker
+	$(GO) build -o bin/videoworker ./cmd/videoworker
+
+.PHONY: run
+run: ## run the self-contained demo (embedded Redis, stand-in API, storage in ./data)
+	$(GO) run ./cmd/videoworker demo
+
+.PHONY: test
+test: fmt-check vet staticcheck ## gofmt check, go vet, staticcheck, then go test -race (needs redis-server on PATH)
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+.PHONY: fmt-check
+fmt-check: ## fail when a file is not gofmt-formatted
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+.PHONY: staticcheck
+staticcheck: ## staticcheck (pinned in go.mod as a tool)
+	$(GO) tool staticcheck $(PKGS)
+
+.PHONY: fmt
+fmt: ## gofmt -w every Go file
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: clean
+clean: ## remove build output and demo data
+	rm -rf bin data
