@@ -123,7 +123,9 @@ type Change struct {
 	From []State
 	// To is the new state; empty keeps the state.
 	To State
-	// IfEqual holds fields that must have these stored values.
+	// IfEqual holds fields that must have these stored values. A field
+	// never written meets a condition on its zero value ("", 0, false, the
+	// zero time), as Get reads it.
 	IfEqual map[string]any
 	// Set holds fields to write (values as in the Record: string, int,
 	// int64, bool, time.Time, State; "" or a zero time clears nothing but
@@ -159,8 +161,8 @@ local i = 5
 local nif = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nif do
   local v = redis.call('HGET', KEYS[1], ARGV[i]) or ''
-  if v ~= ARGV[i+1] then return {0, cur} end
-  i = i + 2
+  if v ~= ARGV[i+1] and not (v == '' and ARGV[i+2] == '1') then return {0, cur} end
+  i = i + 3
 end
 local nset = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nset do
@@ -209,11 +211,11 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 		b, _ := json.Marshal(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
 		ev = string(b)
 	}
-	args := make([]any, 0, 8+2*(len(c.IfEqual)+len(set)+len(c.Incr)))
+	args := make([]any, 0, 8+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
 	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev)
 	args = append(args, len(c.IfEqual))
 	for k, v := range c.IfEqual {
-		args = append(args, k, encodeValue(v))
+		args = append(args, k, encodeValue(v), unsetMatches(v))
 	}
 	args = append(args, len(set))
 	for k, v := range set {
@@ -233,6 +235,28 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ErrNotFound)
 	}
 	return Outcome{Applied: code == 1, State: State(state)}, nil
+}
+
+// unsetMatches says ("1") whether a field never written (or stored empty)
+// meets an IfEqual condition on v: it does for a zero number and false,
+// which is how Get reads such a field. "" and the zero time encode as ""
+// and match it anyway.
+func unsetMatches(v any) string {
+	switch x := v.(type) {
+	case int:
+		if x == 0 {
+			return "1"
+		}
+	case int64:
+		if x == 0 {
+			return "1"
+		}
+	case bool:
+		if !x {
+			return "1"
+		}
+	}
+	return "0"
 }
 
 // Events returns up to the last n history lines of a job, oldest first.

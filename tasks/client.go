@@ -87,8 +87,11 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	return &Client{aq: asynq.NewClientFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log}
 }
 
-// Close releases the client's resources (not the Redis client).
-func (c *Client) Close() error { return c.aq.Close() }
+// Close releases the client's resources (not the Redis client). The
+// asynq client shares rdb and holds nothing else, so there is nothing to
+// release: asynq's own Close would only report that the connection is
+// shared.
+func (c *Client) Close() error { return nil }
 
 // Submit records the job and enqueues its create task. It returns once
 // both are durable in Redis. It is idempotent on Request.JobID: a retry

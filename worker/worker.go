@@ -227,8 +227,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the worker's asynq client.
-func (w *Worker) Close() error { return w.aq.Close() }
+// Close releases the worker's resources. The Redis client stays open and
+// remains the caller's. (asynq refuses to close a client built on a shared
+// Redis connection, so there is nothing to close here today.)
+func (w *Worker) Close() error { return nil }
 
 // retryLater asks for the task to run again after a wait without counting
 // a failed attempt: the API is rate limiting, or the thing is not ready.

@@ -1,0 +1,7 @@
+package jobs
+
+import "time"
+
+// SetClock makes s read the current time from now. Tests call it before
+// using s.
+func (s *Store) SetClock(now func() time.Time) { s.now = now }

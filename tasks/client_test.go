@@ -1,0 +1,441 @@
+package tasks_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/tasks"
+)
+
+func video(prompt string) apiclient.CreateRequest {
+	return apiclient.CreateRequest{Model: "veo-3", Prompt: prompt, Duration: 8}
+}
+
+// submit submits req, failing the test on error.
+func (b *bundle) submit(tb testing.TB, req tasks.Request) tasks.JobID {
+	tb.Helper()
+	id, err := b.client.Submit(b.ctx, req)
+	if err != nil {
+		tb.Fatalf("Submit(%+v): %v", req, err)
+	}
+	return id
+}
+
+func TestSubmitGeneratesUniqueIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	seen := map[tasks.JobID]bool{}
+	for i := range 5 {
+		id := b.submit(t, tasks.Request{Video: video("same prompt")})
+		if err := tasks.ValidateJobID(id.String()); err != nil {
+			t.Errorf("generated id: %v", err)
+		}
+		if !strings.HasPrefix(string(id), "job_") {
+			t.Errorf("generated id %q lacks the job_ prefix", id)
+		}
+		if seen[id] {
+			t.Fatalf("submit %d: id %s generated twice", i, id)
+		}
+		seen[id] = true
+		if b.task(t, tasks.QueueCreate, tasks.CreateTaskID(string(id))) == nil {
+			t.Errorf("no create task for %s", id)
+		}
+	}
+	if n := b.jobCount(t); n != 5 {
+		t.Errorf("%d job records, want 5", n)
+	}
+	if n := b.queueSize(t, tasks.QueueCreate); n != 5 {
+		t.Errorf("%d create tasks, want 5", n)
+	}
+}
+
+func TestSubmitIsIdempotentOnJobID(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	req := tasks.Request{JobID: "order-42", Video: video("a red kite"), Labels: map[string]string{"team": "ads"}}
+	for i := range 3 {
+		if id := b.submit(t, req); id != "order-42" {
+			t.Fatalf("submit %d returned %q, want order-42", i, id)
+		}
+	}
+	if n := b.jobCount(t); n != 1 {
+		t.Errorf("%d job records, want 1", n)
+	}
+	if n := b.queueSize(t, tasks.QueueCreate); n != 1 {
+		t.Errorf("%d create tasks, want 1", n)
+	}
+	info := b.task(t, tasks.QueueCreate, "create:order-42")
+	if info == nil || string(info.Payload) != `{"v":1,"job_id":"order-42"}` {
+		t.Fatalf("create task %+v", info)
+	}
+	hist, err := b.client.History(b.ctx, "order-42")
+	if err != nil || len(hist) != 1 {
+		t.Errorf("history %v, %v; want one submitted line", hist, err)
+	}
+	// Labels and timeout are not part of the identity: a retry that
+	// differs only there returns the job as it is.
+	if id := b.submit(t, tasks.Request{JobID: "order-42", Video: video("a red kite"), Timeout: time.Hour}); id != "order-42" {
+		t.Errorf("retry with other options returned %q", id)
+	}
+	if rec, _ := b.client.Status(b.ctx, "order-42"); rec.Labels["team"] != "ads" || !rec.Deadline.IsZero() {
+		t.Errorf("retry changed the record: labels %v deadline %v", rec.Labels, rec.Deadline)
+	}
+}
+
+func TestSubmitConflict(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	seed := int64(7)
+	orig := apiclient.CreateRequest{Model: "veo-3", Prompt: "a red kite", Seed: &seed,
+		ProviderParams: map[string]any{"strength": 3, "style": "noir"}}
+	b.submit(t, tasks.Request{JobID: "order-42", Video: orig})
+
+	// The same request, built again, is not a conflict.
+	seed2 := int64(7)
+	same := orig
+	same.Seed = &seed2
+	same.ProviderParams = map[string]any{"style": "noir", "strength": 3}
+	if _, err := b.client.Submit(b.ctx, tasks.Request{JobID: "order-42", Video: same}); err != nil {
+		t.Fatalf("same request again: %v", err)
+	}
+
+	for name, mutate := range map[string]func(*apiclient.CreateRequest){
+		"prompt":   func(r *apiclient.CreateRequest) { r.Prompt = "a blue kite" },
+		"model":    func(r *apiclient.CreateRequest) { r.Model = "sora-2" },
+		"seed":     func(r *apiclient.CreateRequest) { s := int64(8); r.Seed = &s },
+		"duration": func(r *apiclient.CreateRequest) { r.Duration = 4 },
+		"params":   func(r *apiclient.CreateRequest) { r.ProviderParams = map[string]any{"strength": 4} },
+	} {
+		changed := orig
+		mutate(&changed)
+		id, err := b.client.Submit(b.ctx, tasks.Request{JobID: "order-42", Video: changed})
+		if !errors.Is(err, tasks.ErrJobIDConflict) || id != "" {
+			t.Errorf("%s changed: Submit = %q, %v; want ErrJobIDConflict", name, id, err)
+		}
+	}
+	rec, err := b.client.Status(b.ctx, "order-42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Request.Prompt != "a red kite" || rec.Request.Model != "veo-3" {
+		t.Errorf("a conflicting submit changed the record: %+v", rec.Request)
+	}
+	if n := b.queueSize(t, tasks.QueueCreate); n != 1 {
+		t.Errorf("%d create tasks, want 1", n)
+	}
+}
+
+func TestSubmitValidation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ok := video("a prompt")
+	with := func(f func(*tasks.Request)) tasks.Request {
+		r := tasks.Request{Video: ok}
+		f(&r)
+		return r
+	}
+	tests := []struct {
+		name string
+		req  tasks.Request
+		want []string // substrings of the error, one per problem
+	}{
+		{"bad job id", with(func(r *tasks.Request) { r.JobID = "a b" }), []string{`job id "a b"`}},
+		{"long job id", with(func(r *tasks.Request) { r.JobID = tasks.JobID(strings.Repeat("x", 129)) }), []string{"job id"}},
+		{"no model", with(func(r *tasks.Request) { r.Video.Model = "" }), []string{"video.model"}},
+		{"no prompt", with(func(r *tasks.Request) { r.Video.Prompt = "" }), []string{"video.prompt is required"}},
+		{"long prompt", with(func(r *tasks.Request) { r.Video.Prompt = strings.Repeat("p", 32001) }), []string{"video.prompt is longer"}},
+		{"webhook", with(func(r *tasks.Request) {
+			r.Video.Webhook = &apiclient.WebhookSubscription{URL: "https://example.com/hook", Secret: "s3cr3t-value"}
+		}), []string{"video.webhook"}},
+		{"size and resolution", with(func(r *tasks.Request) { r.Video.Size = "1280x720"; r.Video.Resolution = "720p" }), []string{"video.size"}},
+		{"size and aspect ratio", with(func(r *tasks.Request) { r.Video.Size = "1280x720"; r.Video.AspectRatio = "16:9" }), []string{"video.size"}},
+		{"negative duration", with(func(r *tasks.Request) { r.Video.Duration = -1 }), []string{"video.duration"}},
+		{"long duration", with(func(r *tasks.Request) { r.Video.Duration = 121 }), []string{"video.duration"}},
+		{"negative samples", with(func(r *tasks.Request) { r.Video.SampleCount = -1 }), []string{"video.sample_count"}},
+		{"too many samples", with(func(r *tasks.Request) { r.Video.SampleCount = 5 }), []string{"video.sample_count"}},
+		{"negative timeout", with(func(r *tasks.Request) { r.Timeout = -time.Second }), []string{"timeout"}},
+		{"everything at once", tasks.Request{
+			JobID:   "bad id!",
+			Video:   apiclient.CreateRequest{Size: "1x1", Resolution: "720p", Duration: 500, SampleCount: 9, Webhook: &apiclient.WebhookSubscription{URL: "u"}},
+			Timeout: -1,
+		}, []string{"job id", "video.model", "video.prompt", "video.webhook", "video.size", "video.duration", "video.sample_count", "timeout"}},
+	}
+	for _, tt := range tests {
+		id, err := b.client.Submit(b.ctx, tt.req)
+		if !errors.Is(err, tasks.ErrInvalidRequest) || id != "" {
+			t.Errorf("%s: Submit = %q, %v; want ErrInvalidRequest", tt.name, id, err)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not mention %q", tt.name, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%s: error leaks the webhook secret: %v", tt.name, err)
+		}
+	}
+	// Boundaries that are allowed.
+	for _, r := range []tasks.Request{
+		with(func(r *tasks.Request) {
+			r.Video.Duration = 120
+			r.Video.SampleCount = 4
+			r.Video.Prompt = strings.Repeat("p", 32000)
+		}),
+		with(func(r *tasks.Request) { r.Video.Resolution = "720p"; r.Video.AspectRatio = "9:16" }),
+		with(func(r *tasks.Request) { r.Video.Size = "1280x720" }),
+		with(func(r *tasks.Request) { r.JobID = tasks.JobID(strings.Repeat("x", 128)) }),
+	} {
+		if _, err := b.client.Submit(b.ctx, r); err != nil {
+			t.Errorf("Submit of a valid request: %v", err)
+		}
+	}
+	if n := b.jobCount(t); n != 4 {
+		t.Errorf("%d job records, want only the 4 valid ones", n)
+	}
+}
+
+func TestSubmitRefusedWritesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.client.Submit(b.ctx, tasks.Request{JobID: "j1", Video: apiclient.CreateRequest{Model: "m", Prompt: "p",
+		Webhook: &apiclient.WebhookSubscription{URL: "https://example.com"}}})
+	if !errors.Is(err, tasks.ErrInvalidRequest) {
+		t.Fatalf("Submit with a webhook: %v", err)
+	}
+	if n := b.rdb.DBSize(b.ctx).Val(); n != 0 {
+		t.Errorf("a refused submit wrote %d keys", n)
+	}
+}
+
+func TestSubmitTimeoutSetsDeadline(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	before := time.Now()
+	b.submit(t, tasks.Request{JobID: "timed", Video: video("p"), Timeout: 90 * time.Minute})
+	after := time.Now()
+	b.submit(t, tasks.Request{JobID: "default", Video: video("p")})
+
+	rec, err := b.client.Status(b.ctx, "timed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := before.Add(90*time.Minute).Truncate(time.Millisecond), after.Add(90*time.Minute)
+	if rec.Deadline.Before(lo) || rec.Deadline.After(hi) {
+		t.Errorf("deadline %v, want within [%v, %v]", rec.Deadline, lo, hi)
+	}
+	if d := rec.Deadline.Sub(rec.SubmittedAt); d < 90*time.Minute-time.Second || d > 90*time.Minute+time.Second {
+		t.Errorf("deadline is %v after submission, want 90m", d)
+	}
+	if rec, _ := b.client.Status(b.ctx, "default"); !rec.Deadline.IsZero() {
+		t.Errorf("without a timeout the deadline is %v, want zero (the worker's default)", rec.Deadline)
+	}
+}
+
+func TestStatusAndHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	seed, audio := int64(99), true
+	req := tasks.Request{
+		JobID:  "status-1",
+		Video:  apiclient.CreateRequest{Model: "veo-3", Prompt: "a fox", Seed: &seed, GenerateAudio: &audio, AspectRatio: "9:16"},
+		Labels: map[string]string{"campaign": "spring", "owner": "ana"},
+	}
+	before := time.Now().Truncate(time.Millisecond)
+	b.submit(t, req)
+	after := time.Now()
+
+	rec, err := b.client.Status(b.ctx, "status-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.ID != "status-1" || rec.State != jobs.StateQueued || rec.VideoID != "" {
+		t.Errorf("record id %q state %q video %q", rec.ID, rec.State, rec.VideoID)
+	}
+	if diff := cmp.Diff(req.Video, rec.Request); diff != "" {
+		t.Errorf("request (-submitted +stored):\n%s", diff)
+	}
+	if diff := cmp.Diff(req.Labels, rec.Labels); diff != "" {
+		t.Errorf("labels (-submitted +stored):\n%s", diff)
+	}
+	if rec.SubmittedAt.Before(before) || rec.SubmittedAt.After(after) {
+		t.Errorf("submitted_at %v, want within [%v, %v]", rec.SubmittedAt, before, after)
+	}
+
+	hist, err := b.client.History(b.ctx, "status-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 1 || hist[0].Event != "submitted" || hist[0].State != jobs.StateQueued || hist[0].Detail != "model veo-3" {
+		t.Fatalf("history %+v, want one submitted line", hist)
+	}
+	// History follows the record as the worker moves it.
+	if _, err := b.store.Apply(b.ctx, "status-1", jobs.Change{To: jobs.StateSubmitting, Event: "create_started"}); err != nil {
+		t.Fatal(err)
+	}
+	hist, _ = b.client.History(b.ctx, "status-1")
+	if len(hist) != 2 || hist[1].Event != "create_started" || hist[1].State != jobs.StateSubmitting {
+		t.Errorf("history %+v, want a create_started line", hist)
+	}
+
+	if _, err := b.client.Status(b.ctx, "missing"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Errorf("Status of a missing job: %v, want jobs.ErrNotFound", err)
+	}
+	if hist, err := b.client.History(b.ctx, "missing"); err != nil || len(hist) != 0 {
+		t.Errorf("History of a missing job: %v, %v; want none", hist, err)
+	}
+}
+
+func TestSubmitReenqueuesMissingCreateTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	req := tasks.Request{JobID: "lost", Video: video("p")}
+	b.submit(t, req)
+	taskID := tasks.CreateTaskID("lost")
+
+	// The record exists but its task was lost (say, the producer crashed
+	// between the two writes, or an operator deleted it).
+	if err := b.insp.DeleteTask(tasks.QueueCreate, taskID); err != nil {
+		t.Fatal(err)
+	}
+	if b.task(t, tasks.QueueCreate, taskID) != nil {
+		t.Fatal("task still there after DeleteTask")
+	}
+	b.submit(t, req)
+	if b.task(t, tasks.QueueCreate, taskID) == nil {
+		t.Fatal("a retried Submit of a queued job did not re-enqueue its create task")
+	}
+
+	// Once the job has moved past queued, a retry enqueues nothing.
+	for _, st := range []jobs.State{jobs.StateSubmitting, jobs.StateGenerating, jobs.StateFailed} {
+		if _, err := b.store.Apply(b.ctx, "lost", jobs.Change{From: jobs.AllStates, To: st}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.insp.DeleteTask(tasks.QueueCreate, taskID); err != nil && b.task(t, tasks.QueueCreate, taskID) != nil {
+			t.Fatal(err)
+		}
+		if id := b.submit(t, req); id != "lost" {
+			t.Errorf("%s: Submit returned %q", st, id)
+		}
+		if b.task(t, tasks.QueueCreate, taskID) != nil {
+			t.Errorf("a Submit of a %s job enqueued a create task", st)
+		}
+	}
+	if n := b.jobCount(t); n != 1 {
+		t.Errorf("%d job records, want 1", n)
+	}
+}
+
+func TestSubmitConcurrentSameID(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 20
+	ids := make([]tasks.JobID, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			ids[i], errs[i] = b.client.Submit(b.ctx, tasks.Request{JobID: "race", Video: video("p")})
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if id != "race" {
+			t.Errorf("submitter %d got %q, want race", i, id)
+		}
+	}
+	if c := b.jobCount(t); c != 1 {
+		t.Errorf("%d job records, want 1", c)
+	}
+	if c := b.queueSize(t, tasks.QueueCreate); c != 1 {
+		t.Errorf("%d create tasks, want 1", c)
+	}
+	if hist, _ := b.client.History(b.ctx, "race"); len(hist) != 1 {
+		t.Errorf("history has %d lines, want 1", len(hist))
+	}
+}
+
+func TestSubmitLogsOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var buf bytes.Buffer
+	client := tasks.NewClient(b.rdb, tasks.ClientOptions{Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	req := tasks.Request{JobID: "logged", Video: video("p")}
+	for range 2 {
+		if _, err := client.Submit(b.ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("%d log lines, want one for the one new job:\n%s", len(lines), buf.String())
+	}
+	var line map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &line); err != nil {
+		t.Fatal(err)
+	}
+	if line["msg"] != "job submitted" || line["job_id"] != "logged" || line["model"] != "veo-3" {
+		t.Errorf("log line %v", line)
+	}
+}
+
+func TestClientPrefix(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client := tasks.NewClient(b.rdb, tasks.ClientOptions{Prefix: "tenant-a:"})
+	b.submit(t, tasks.Request{JobID: "j1", Video: video("default prefix")})
+	if _, err := client.Submit(b.ctx, tasks.Request{JobID: "j1", Video: video("tenant a")}); err != nil {
+		t.Fatalf("same id under another prefix: %v", err)
+	}
+	rec, err := jobs.NewStore(b.rdb, "tenant-a:").Get(b.ctx, "j1")
+	if err != nil || rec.Request.Prompt != "tenant a" {
+		t.Errorf("record under tenant-a: %+v, %v", rec, err)
+	}
+	if rec, _ := b.client.Status(b.ctx, "j1"); rec.Request.Prompt != "default prefix" {
+		t.Errorf("default-prefix record changed: %+v", rec.Request)
+	}
+}
+
+func TestClientClose(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client := tasks.NewClient(b.rdb, tasks.ClientOptions{})
+	if err := client.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	// The Redis client stays the caller's and keeps working.
+	if err := b.rdb.Ping(b.ctx).Err(); err != nil {
+		t.Errorf("Redis client after Close: %v", err)
+	}
+}
+
+func BenchmarkSubmit(b *testing.B) {
+	env := setup(b)
+	req := tasks.Request{Video: video("a paper boat on a rainy street"), Labels: map[string]string{"bench": "1"}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		req.JobID = tasks.JobID("bench-" + strconv.Itoa(i))
+		if _, err := env.client.Submit(env.ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
