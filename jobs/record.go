@@ -100,43 +100,61 @@ type Record struct {
 	Error     string `json:"error,omitempty"`
 	// Reconcile says what the last reconciliation of an in-doubt create did.
 	Reconcile string `json:"reconcile,omitempty"`
+	// FailedStep is the step that ended a failed job: create, poll,
+	// download or generation (the API's own failure).
+	FailedStep string `json:"failed_step,omitempty"`
+
+	// Webhook deliveries received for this job (verified, first time),
+	// duplicates of deliveries already applied, and the last one's event
+	// type, time and delivery attempt number.
+	WebhookDeliveries  int       `json:"webhook_deliveries,omitempty"`
+	WebhookDuplicates  int       `json:"webhook_duplicates,omitempty"`
+	LastWebhookEvent   string    `json:"last_webhook_event,omitempty"`
+	LastWebhookAt      time.Time `json:"last_webhook_at,omitzero"`
+	LastWebhookAttempt int       `json:"last_webhook_attempt,omitempty"`
 }
 
 // Field names of the Redis hash. They are part of the stored format.
 const (
-	FieldID                = "id"
-	FieldVersion           = "v"
-	FieldState             = "state"
-	FieldRequest           = "request"
-	FieldLabels            = "labels"
-	FieldVideoID           = "video_id"
-	FieldAPIStatus         = "api_status"
-	FieldProgress          = "progress"
-	FieldOutputs           = "outputs"
-	FieldSubmittedAt       = "submitted_at"
-	FieldCreateStartedAt   = "create_started_at"
-	FieldCreateEndedAt     = "create_ended_at"
-	FieldCreatedAt         = "created_at"
-	FieldCompletedAt       = "completed_at"
-	FieldDownloadStartedAt = "download_started_at"
-	FieldStoredAt          = "stored_at"
-	FieldFinishedAt        = "finished_at"
-	FieldUpdatedAt         = "updated_at"
-	FieldDeadline          = "deadline"
-	FieldCreateInDoubt     = "create_in_doubt"
-	FieldCreateAttempts    = "create_attempts"
-	FieldPolls             = "polls"
-	FieldPollSeq           = "poll_seq"
-	FieldDownloadAttempts  = "download_attempts"
-	FieldExpectedBytes     = "expected_bytes"
-	FieldExpectedSHA256    = "expected_sha256"
-	FieldStorageKey        = "storage_key"
-	FieldLocation          = "location"
-	FieldBytes             = "bytes"
-	FieldSHA256            = "sha256"
-	FieldErrorCode         = "error_code"
-	FieldError             = "error"
-	FieldReconcile         = "reconcile"
+	FieldID                 = "id"
+	FieldVersion            = "v"
+	FieldState              = "state"
+	FieldRequest            = "request"
+	FieldLabels             = "labels"
+	FieldVideoID            = "video_id"
+	FieldAPIStatus          = "api_status"
+	FieldProgress           = "progress"
+	FieldOutputs            = "outputs"
+	FieldSubmittedAt        = "submitted_at"
+	FieldCreateStartedAt    = "create_started_at"
+	FieldCreateEndedAt      = "create_ended_at"
+	FieldCreatedAt          = "created_at"
+	FieldCompletedAt        = "completed_at"
+	FieldDownloadStartedAt  = "download_started_at"
+	FieldStoredAt           = "stored_at"
+	FieldFinishedAt         = "finished_at"
+	FieldUpdatedAt          = "updated_at"
+	FieldDeadline           = "deadline"
+	FieldCreateInDoubt      = "create_in_doubt"
+	FieldCreateAttempts     = "create_attempts"
+	FieldPolls              = "polls"
+	FieldPollSeq            = "poll_seq"
+	FieldDownloadAttempts   = "download_attempts"
+	FieldExpectedBytes      = "expected_bytes"
+	FieldExpectedSHA256     = "expected_sha256"
+	FieldStorageKey         = "storage_key"
+	FieldLocation           = "location"
+	FieldBytes              = "bytes"
+	FieldSHA256             = "sha256"
+	FieldErrorCode          = "error_code"
+	FieldError              = "error"
+	FieldReconcile          = "reconcile"
+	FieldFailedStep         = "failed_step"
+	FieldWebhookDeliveries  = "webhook_deliveries"
+	FieldWebhookDuplicates  = "webhook_duplicates"
+	FieldLastWebhookEvent   = "last_webhook_event"
+	FieldLastWebhookAt      = "last_webhook_at"
+	FieldLastWebhookAttempt = "last_webhook_attempt"
 )
 
 // recordVersion is the stored format version.
@@ -178,14 +196,16 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		VideoID:   m[FieldVideoID],
 		APIStatus: m[FieldAPIStatus],
 
-		ExpectedSHA256: m[FieldExpectedSHA256],
-		StorageKey:     m[FieldStorageKey],
-		Location:       m[FieldLocation],
-		SHA256:         m[FieldSHA256],
-		ErrorCode:      m[FieldErrorCode],
-		Error:          m[FieldError],
-		Reconcile:      m[FieldReconcile],
-		CreateInDoubt:  m[FieldCreateInDoubt] == "1",
+		ExpectedSHA256:   m[FieldExpectedSHA256],
+		StorageKey:       m[FieldStorageKey],
+		Location:         m[FieldLocation],
+		SHA256:           m[FieldSHA256],
+		ErrorCode:        m[FieldErrorCode],
+		Error:            m[FieldError],
+		Reconcile:        m[FieldReconcile],
+		FailedStep:       m[FieldFailedStep],
+		LastWebhookEvent: m[FieldLastWebhookEvent],
+		CreateInDoubt:    m[FieldCreateInDoubt] == "1",
 	}
 	if s := m[FieldRequest]; s != "" {
 		if err := json.Unmarshal([]byte(s), &r.Request); err != nil {
@@ -197,7 +217,8 @@ func decodeRecord(m map[string]string) (*Record, error) {
 			return nil, errors.New("job record: labels: " + err.Error())
 		}
 	}
-	ints := map[string]*int{FieldProgress: &r.Progress, FieldOutputs: &r.Outputs, FieldCreateAttempts: &r.CreateAttempts, FieldPolls: &r.Polls, FieldPollSeq: &r.PollSeq, FieldDownloadAttempts: &r.DownloadAttempts}
+	ints := map[string]*int{FieldProgress: &r.Progress, FieldOutputs: &r.Outputs, FieldCreateAttempts: &r.CreateAttempts, FieldPolls: &r.Polls, FieldPollSeq: &r.PollSeq, FieldDownloadAttempts: &r.DownloadAttempts,
+		FieldWebhookDeliveries: &r.WebhookDeliveries, FieldWebhookDuplicates: &r.WebhookDuplicates, FieldLastWebhookAttempt: &r.LastWebhookAttempt}
 	for f, p := range ints {
 		if s := m[f]; s != "" {
 			n, err := strconv.Atoi(s)
@@ -220,7 +241,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 	times := map[string]*time.Time{
 		FieldSubmittedAt: &r.SubmittedAt, FieldCreateStartedAt: &r.CreateStartedAt, FieldCreateEndedAt: &r.CreateEndedAt,
 		FieldCreatedAt: &r.CreatedAt, FieldCompletedAt: &r.CompletedAt, FieldDownloadStartedAt: &r.DownloadStartedAt,
-		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline,
+		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline, FieldLastWebhookAt: &r.LastWebhookAt,
 	}
 	for f, p := range times {
 		if s := m[f]; s != "" {

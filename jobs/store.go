@@ -39,10 +39,12 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 // Prefix returns the key prefix.
 func (s *Store) Prefix() string { return s.prefix }
 
-func (s *Store) jobKey(id string) string    { return s.prefix + "job:{" + id + "}" }
-func (s *Store) eventsKey(id string) string { return s.prefix + "job:{" + id + "}:events" }
-func (s *Store) indexKey() string           { return s.prefix + "jobs" }
-func (s *Store) claimsKey() string          { return s.prefix + "claims" }
+func (s *Store) jobKey(id string) string      { return s.prefix + "job:{" + id + "}" }
+func (s *Store) eventsKey(id string) string   { return s.prefix + "job:{" + id + "}:events" }
+func (s *Store) indexKey() string             { return s.prefix + "jobs" }
+func (s *Store) webhooksKey(id string) string { return s.prefix + "job:{" + id + "}:webhooks" }
+func (s *Store) webhookStatsKey() string      { return s.prefix + "webhook_stats" }
+func (s *Store) claimsKey() string            { return s.prefix + "claims" }
 func (s *Store) createLockKey(model string) string {
 	return s.prefix + "create_lock:" + strings.ToLower(model)
 }
@@ -373,4 +375,73 @@ func (s *Store) CreateLockHolder(ctx context.Context, model string) (string, err
 		return "", nil
 	}
 	return v, err
+}
+
+// WebhookDelivery describes a verified webhook delivery for RecordWebhook.
+type WebhookDelivery struct {
+	// Key deduplicates deliveries: the delivery key, or the payload id.
+	Key       string
+	EventType string
+	Attempt   int
+}
+
+var webhookScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
+  redis.call('HINCRBY', KEYS[1], 'webhook_duplicates', 1)
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], 'webhook_deliveries', 1)
+redis.call('HSET', KEYS[1], 'last_webhook_event', ARGV[2], 'last_webhook_at', ARGV[3], 'last_webhook_attempt', ARGV[4])
+local st = redis.call('HGET', KEYS[1], 'state') or ''
+redis.call('RPUSH', KEYS[2], string.gsub(ARGV[5], '"state":""', '"state":"' .. st .. '"', 1))
+redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
+return 1
+`)
+
+// SeenWebhook reports whether a delivery with key was already applied to
+// the job.
+func (s *Store) SeenWebhook(ctx context.Context, jobID, key string) (bool, error) {
+	ok, err := s.rdb.SIsMember(ctx, s.webhooksKey(jobID), key).Result()
+	if err != nil {
+		return false, fmt.Errorf("job %s webhooks: %w", jobID, err)
+	}
+	return ok, nil
+}
+
+// RecordWebhook applies a verified delivery to the job's record once: the
+// first time its key is seen it counts a delivery, keeps the event type,
+// time and attempt, and writes a history line, and reports true; a repeat
+// counts a duplicate and reports false. A missing job wraps ErrNotFound.
+func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelivery) (bool, error) {
+	now := s.now()
+	ev, _ := json.Marshal(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
+	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID)},
+		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev)).Int()
+	if err != nil {
+		return false, fmt.Errorf("job %s webhook: %w", jobID, err)
+	}
+	if n < 0 {
+		return false, fmt.Errorf("job %s: %w", jobID, ErrNotFound)
+	}
+	return n == 1, nil
+}
+
+// CountWebhookOutcome adds one to the fleet-wide webhook counter of
+// outcome (e.g. "accepted", "duplicate", "bad_signature"); a rejection also
+// records its time and reason. These counters never touch a job: an
+// unverified request must not change any job.
+func (s *Store) CountWebhookOutcome(ctx context.Context, outcome, reason string) error {
+	pipe := s.rdb.Pipeline()
+	pipe.HIncrBy(ctx, s.webhookStatsKey(), outcome, 1)
+	if reason != "" {
+		pipe.HSet(ctx, s.webhookStatsKey(), "last_rejection_at", encodeValue(s.now()), "last_rejection", outcome+": "+reason)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// WebhookStats returns the fleet-wide webhook counters.
+func (s *Store) WebhookStats(ctx context.Context) (map[string]string, error) {
+	return s.rdb.HGetAll(ctx, s.webhookStatsKey()).Result()
 }

@@ -235,7 +235,7 @@ func liveTasks(t *testing.T, insp *asynq.Inspector, queue, jobID string) []strin
 	lists := []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){insp.ListPendingTasks, insp.ListScheduledTasks, insp.ListActiveTasks, insp.ListRetryTasks}
 	for _, list := range lists {
 		infos, err := list(queue, asynq.PageSize(1000))
-		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+		if err != nil && !strings.Contains(err.Error(), "does not exist") {
 			t.Fatal(err)
 		}
 		for _, ti := range infos {
@@ -252,8 +252,8 @@ func pendingCount(t *testing.T, insp *asynq.Inspector, queues ...string) int {
 	n := 0
 	for _, q := range queues {
 		info, err := insp.GetQueueInfo(q)
-		if errors.Is(err, asynq.ErrQueueNotFound) {
-			continue
+		if err != nil && strings.Contains(err.Error(), "does not exist") {
+			continue // nothing was ever enqueued there
 		}
 		if err != nil {
 			t.Fatal(err)

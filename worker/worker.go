@@ -89,6 +89,10 @@ type Config struct {
 	// DelayedTaskCheckInterval is how often scheduled tasks are moved to
 	// their queues; it bounds how late a poll fires. Default 1 s.
 	DelayedTaskCheckInterval time.Duration
+	// TaskCheckInterval is how long an idle worker waits before it looks
+	// at its queues again; it bounds how fast a webhook's status check
+	// starts. Default 50 ms (asynq's own default is 1 s).
+	TaskCheckInterval time.Duration
 	// Webhook, when set, is subscribed on every create. The job id is
 	// added to its URL as the query parameter job_id.
 	Webhook *apiclient.WebhookSubscription
@@ -117,6 +121,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxRetryDelay, 5*time.Minute)
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.DelayedTaskCheckInterval, time.Second)
+	def(&c.TaskCheckInterval, 50*time.Millisecond)
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
@@ -199,6 +204,7 @@ func (w *Worker) ServerConfig() asynq.Config {
 		LogLevel:                 asynq.WarnLevel,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
+		TaskCheckInterval:        w.cfg.TaskCheckInterval,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			id, _ := asynq.GetTaskID(ctx)
 			var rl *retryLater
@@ -329,9 +335,14 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 	if len(msg) > 2000 {
 		msg = msg[:2000] + "…"
 	}
+	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
+	switch code {
+	case "generation_failed", "expired", "cancelled":
+		step = "generation"
+	}
 	out, uerr := w.jobs.Apply(ctx, rec.ID, jobs.Change{
 		To:    to,
-		Set:   map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg},
+		Set:   map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg, jobs.FieldFailedStep: step},
 		Event: "failed", Detail: code + ": " + msg,
 	})
 	if uerr != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/standin"
 )
 
@@ -54,9 +55,13 @@ func runStandin(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 // serveHTTP serves h on ln until ctx ends, then shuts down gracefully.
+// The stand-in streams videos of any size, so it has no write timeout.
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := server.NewHTTPServer(h, log)
+	if _, isStandin := h.(*standin.Server); isStandin {
+		hs.WriteTimeout = 0
+		hs.ReadTimeout = 0
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

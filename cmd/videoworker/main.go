@@ -8,6 +8,7 @@
 //	videoworker worker              run a worker until SIGTERM
 //	videoworker enqueue [flags]     submit jobs; prints their ids
 //	videoworker status JOB_ID...    show jobs and their history
+//	videoworker serve               webhook receiver and health checks
 //	videoworker standin [flags]     serve the stand-in AI Stats API
 //	videoworker demo [flags]        everything in one process, no set-up
 //
@@ -50,6 +51,7 @@ commands:
   worker    run a worker until SIGTERM or Ctrl-C
   enqueue   submit video jobs; prints one job id per line
   status    show jobs and their history: status JOB_ID...
+  serve     serve the webhook receiver and health checks (SERVE_ADDR)
   standin   serve the stand-in AI Stats API (for tests and demos)
   demo      run Redis, the stand-in API and a worker in one process and submit sample jobs
 
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStatus(ctx, rest, stdout, stderr)
 	case "standin":
 		return runStandin(ctx, rest, stdout, stderr)
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":

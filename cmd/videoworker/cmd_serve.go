@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/server"
+	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/webhook"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "", "override SERVE_ADDR")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	sc, err := loadServeConfig()
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		sc.Addr = *addr
+	}
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	rdb, err := openRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store, err := storage.Open(ctx, cfg.StorageURL)
+	if err != nil {
+		return err
+	}
+	h, err := newServerHandler(cfg, sc, rdb, store, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", sc.Addr)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	fmt.Fprintf(stdout, "videoworker serving on http://%s (webhooks at %s)\n", ln.Addr(), webhook.Path)
+	log.Info("videoworker serve", "config", sc, "webhooks", sc.PublicURL != "" || len(sc.Secrets) > 0)
+	return serveHTTP(ctx, ln, h, log)
+}
+
+// newServerHandler builds the server's routes from the configuration.
+func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, store storage.Store, log *slog.Logger) (http.Handler, error) {
+	deps := server.Deps{Redis: rdb, Store: store, Logger: log}
+	if len(sc.Secrets) > 0 {
+		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
+		if err != nil {
+			return nil, err
+		}
+		deps.Webhooks = webhook.NewHandler(v, jobs.NewStore(rdb, cfg.KeyPrefix), asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook"))
+	} else {
+		log.Warn("WEBHOOK_SECRETS not set: the webhook receiver is off, jobs finish by polling alone")
+	}
+	return server.New(deps), nil
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/videoworker/videoworker/apiclient"
+)
+
+// ServeConfig is the configuration of the HTTP server and of webhooks,
+// read from the environment like Config. Workers read the webhook part too:
+// they subscribe each new job's webhook when it is complete.
+type ServeConfig struct {
+	Addr      string        `envconfig:"SERVE_ADDR" default:":8080" desc:"listen address of videoworker serve"`
+	PublicURL string        `envconfig:"WEBHOOK_PUBLIC_URL" desc:"URL the API delivers webhooks to (https, or http://localhost for development); with WEBHOOK_SECRETS it turns webhooks on"`
+	Secrets   []string      `envconfig:"WEBHOOK_SECRETS" desc:"webhook signing secrets, comma separated; the first signs new jobs, all verify (rotation). Secret"`
+	Tolerance time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
+	Progress  bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
+}
+
+// LogValue keeps the secrets out of logs.
+func (c ServeConfig) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("addr", c.Addr), slog.String("webhook_public_url", c.PublicURL),
+		slog.Int("webhook_secrets", len(c.Secrets)), slog.Duration("webhook_tolerance", c.Tolerance))
+}
+
+func loadServeConfig() (ServeConfig, error) {
+	var c ServeConfig
+	if err := envconfig.Process("", &c); err != nil {
+		return c, fmt.Errorf("configuration: %w", err)
+	}
+	var secrets []string
+	for _, s := range c.Secrets {
+		if s = strings.TrimSpace(s); s != "" {
+			secrets = append(secrets, s)
+		}
+	}
+	c.Secrets = secrets
+	return c, c.Validate()
+}
+
+// Validate names every problem.
+func (c ServeConfig) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("SERVE_ADDR: want host:port or :port"))
+	}
+	if c.PublicURL != "" {
+		if err := checkWebhookURL(c.PublicURL); err != nil {
+			errs = append(errs, fmt.Errorf("WEBHOOK_PUBLIC_URL: %v", err))
+		}
+		if len(c.Secrets) == 0 {
+			errs = append(errs, errors.New("WEBHOOK_SECRETS: required with WEBHOOK_PUBLIC_URL (the API signs deliveries with it)"))
+		}
+	}
+	for i, s := range c.Secrets {
+		if len(s) < 16 {
+			errs = append(errs, fmt.Errorf("WEBHOOK_SECRETS: secret %d is shorter than 16 characters", i+1))
+		}
+	}
+	if c.Tolerance < time.Second || c.Tolerance > time.Hour {
+		errs = append(errs, errors.New("WEBHOOK_TOLERANCE: want between 1s and 1h"))
+	}
+	return errors.Join(errs...)
+}
+
+// checkWebhookURL applies the API's rules: https, or http for localhost,
+// 127.0.0.1 and [::1] (local development).
+func checkWebhookURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return errors.New("not an absolute URL")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		switch u.Hostname() {
+		case "localhost", "127.0.0.1", "::1":
+			return nil
+		}
+		return errors.New("http is allowed only for localhost, 127.0.0.1 and [::1]; use https")
+	}
+	return errors.New("want https")
+}
+
+// Subscription is the webhook each new job subscribes, or nil when
+// webhooks are off.
+func (c ServeConfig) Subscription() *apiclient.WebhookSubscription {
+	if c.PublicURL == "" || len(c.Secrets) == 0 {
+		return nil
+	}
+	events := []string{"video.completed", "video.failed", "video.cancelled", "video.expired"}
+	if c.Progress {
+		events = append(events, "video.progress")
+	}
+	return &apiclient.WebhookSubscription{URL: c.PublicURL, Events: events, Secret: c.Secrets[0]}
+}

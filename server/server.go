@@ -1,0 +1,154 @@
+// Package server is the project's HTTP server: the webhook receiver and
+// the health checks (later also the job API and the operator pages). It
+// wraps every route with panic recovery and one access-log line per
+// request; query strings are never logged.
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/webhook"
+)
+
+// Deps are what the server serves.
+type Deps struct {
+	Redis redis.UniversalClient
+	Store storage.Store
+	// Webhooks is the receiver; nil when webhooks are not configured (the
+	// route then answers 404).
+	Webhooks http.Handler
+	Logger   *slog.Logger
+}
+
+// New returns the server's handler.
+func New(d Deps) http.Handler {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	if d.Webhooks != nil {
+		mux.Handle(webhook.Path, d.Webhooks)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		checks, ok := ready(r.Context(), d)
+		status := http.StatusOK
+		if !ok {
+			status = http.StatusServiceUnavailable
+		}
+		writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+	})
+	return accessLog(d.Logger, recoverer(d.Logger, mux))
+}
+
+// ready checks that Redis answers and storage takes a write.
+func ready(ctx context.Context, d Deps) (map[string]string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ok := true
+	if err := d.Redis.Ping(ctx).Err(); err != nil {
+		checks["redis"] = "unreachable"
+		ok = false
+	} else {
+		checks["redis"] = "ok"
+	}
+	if d.Store != nil {
+		key := fmt.Sprintf("_readyz/probe-%d", time.Now().UnixNano())
+		if _, err := d.Store.Put(ctx, key, bytes.NewReader(nil), storage.PutOptions{Size: 0}); err != nil {
+			checks["storage"] = "not writable"
+			ok = false
+		} else {
+			_ = d.Store.Delete(ctx, key)
+			checks["storage"] = "ok"
+		}
+	}
+	return checks, ok
+}
+
+// NewHTTPServer returns an http.Server for h with the project's timeouts.
+func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += n
+	return n, err
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// accessLog writes one line per request: method, path (no query), status,
+// bytes and duration.
+func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		level := slog.LevelDebug
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			level = slog.LevelInfo
+		}
+		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
+	})
+}
+
+// recoverer turns a panic into a 500 and a log line.
+func recoverer(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.ErrorContext(r.Context(), "panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"status": "error", "reason": "internal error"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,251 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/tasks"
+)
+
+// MaxBody is the largest delivery accepted (1 MiB).
+const MaxBody = 1 << 20
+
+// Path is where the server mounts the receiver.
+const Path = "/webhooks/aistats"
+
+// Event is a delivery's payload.
+type Event struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	CreatedAt apiclient.Time  `json:"created_at"`
+	Delivery  json.RawMessage `json:"delivery,omitempty"`
+	Data      apiclient.Video `json:"data"`
+}
+
+// Enqueuer enqueues tasks; *asynq.Client is one.
+type Enqueuer interface {
+	EnqueueContext(ctx context.Context, t *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Handler receives webhook deliveries. It is an http.Handler.
+type Handler struct {
+	verifier *Verifier
+	jobs     *jobs.Store
+	enqueue  Enqueuer
+	log      *slog.Logger
+}
+
+// NewHandler returns the receiver. log may be nil.
+func NewHandler(v *Verifier, store *jobs.Store, enq Enqueuer, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{verifier: v, jobs: store, enqueue: enq, log: log}
+}
+
+// reply is the JSON answer of every request.
+type reply struct {
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	JobID  string `json:"job_id,omitempty"`
+}
+
+// Outcomes counted fleet-wide (jobs.Store.CountWebhookOutcome).
+const (
+	OutcomeAccepted     = "accepted"
+	OutcomeDuplicate    = "duplicate"
+	OutcomeEarly        = "early"
+	OutcomeBadSignature = "bad_signature"
+	OutcomeBadTimestamp = "bad_timestamp"
+	OutcomeBadRequest   = "bad_request"
+	OutcomeUnknownJob   = "unknown_job"
+	OutcomeMismatch     = "video_mismatch"
+	OutcomeError        = "error"
+)
+
+var safeKey = regexp.MustCompile(`[^A-Za-z0-9_.:-]`)
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.reject(ctx, w, http.StatusMethodNotAllowed, OutcomeBadRequest, "method "+r.Method+" not allowed; deliveries are POST")
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		h.reject(ctx, w, http.StatusUnsupportedMediaType, OutcomeBadRequest, "content type must be application/json")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.reject(ctx, w, http.StatusRequestEntityTooLarge, OutcomeBadRequest, fmt.Sprintf("body larger than %d bytes", MaxBody))
+			return
+		}
+		h.reject(ctx, w, http.StatusBadRequest, OutcomeBadRequest, "could not read body")
+		return
+	}
+	hd := ReadHeaders(r.Header)
+	if err := h.verifier.Verify(hd, body); err != nil {
+		switch {
+		case errors.Is(err, ErrMissingHeaders):
+			h.reject(ctx, w, http.StatusBadRequest, OutcomeBadRequest, err.Error())
+		case errors.Is(err, ErrBadTimestamp):
+			h.reject(ctx, w, http.StatusUnauthorized, OutcomeBadTimestamp, err.Error())
+		default:
+			h.reject(ctx, w, http.StatusUnauthorized, OutcomeBadSignature, err.Error())
+		}
+		return
+	}
+	// From here the body is the API's own words.
+	var ev Event
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Data.ID == "" {
+		h.reject(ctx, w, http.StatusBadRequest, OutcomeBadRequest, "payload is not a video event (need JSON with data.id)")
+		return
+	}
+	eventType := firstNonEmpty(ev.Type, hd.EventType)
+	key := firstNonEmpty(hd.DeliveryKey, ev.ID, hd.EventID)
+	if key == "" {
+		h.reject(ctx, w, http.StatusBadRequest, OutcomeBadRequest, "no delivery key and no event id")
+		return
+	}
+	key = safeKey.ReplaceAllString(key, "_")
+
+	jobID, status, reason := h.findJob(ctx, r, ev.Data.ID)
+	if status != 0 {
+		outcome := OutcomeUnknownJob
+		if status == http.StatusConflict {
+			outcome = OutcomeMismatch
+		}
+		if status >= 500 {
+			outcome = OutcomeError
+		}
+		h.reject(ctx, w, status, outcome, reason)
+		return
+	}
+	rec, err := h.jobs.Get(ctx, jobID)
+	if err != nil {
+		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
+		return
+	}
+	switch {
+	case rec.VideoID == "":
+		// The API announced the job before our create call's answer was
+		// saved. Nothing to check yet; polling will start shortly.
+		h.count(ctx, OutcomeEarly, "")
+		writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "job has no video id yet", JobID: jobID})
+		return
+	case rec.VideoID != ev.Data.ID:
+		h.reject(ctx, w, http.StatusConflict, OutcomeMismatch, "the event's video does not belong to this job")
+		return
+	}
+
+	seen, err := h.jobs.SeenWebhook(ctx, jobID, key)
+	if err != nil {
+		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
+		return
+	}
+	if !seen && wantsCheck(eventType) && !rec.State.Terminal() {
+		// Reconcile, do not trust: check the job's status now. The task id
+		// makes concurrent copies of this delivery enqueue one check.
+		t, err := tasks.NewCheckTask(jobID, key, "webhook "+eventType)
+		if err == nil {
+			_, err = h.enqueue.EnqueueContext(ctx, t)
+		}
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			h.log.ErrorContext(ctx, "webhook: enqueue status check", "job_id", jobID, "err", err.Error())
+			h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "could not schedule the status check; retry")
+			return
+		}
+	}
+	first, err := h.jobs.RecordWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt})
+	if err != nil {
+		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
+		return
+	}
+	if !first {
+		h.count(ctx, OutcomeDuplicate, "")
+		h.log.InfoContext(ctx, "webhook duplicate acknowledged", "job_id", jobID, "video_id", rec.VideoID, "event", eventType, "delivery_key", key, "attempt", hd.Attempt)
+		writeJSON(w, http.StatusOK, reply{Status: "duplicate", JobID: jobID})
+		return
+	}
+	h.count(ctx, OutcomeAccepted, "")
+	h.log.InfoContext(ctx, "webhook accepted", "job_id", jobID, "video_id", rec.VideoID, "event", eventType, "delivery_key", key, "attempt", hd.Attempt)
+	writeJSON(w, http.StatusOK, reply{Status: "accepted", JobID: jobID})
+}
+
+// findJob finds the job a delivery is about: the job_id query parameter
+// that the worker put into the webhook URL, checked against the owner of
+// the video; or, without it, the video's owner. A non-zero status means
+// the request is refused with that status and reason.
+func (h *Handler) findJob(ctx context.Context, r *http.Request, videoID string) (string, int, string) {
+	owners, err := h.jobs.Owners(ctx, []string{videoID})
+	if err != nil {
+		return "", http.StatusInternalServerError, "job store unavailable"
+	}
+	owner := owners[videoID]
+	jobID := r.URL.Query().Get("job_id")
+	switch {
+	case jobID != "" && tasks.ValidateJobID(jobID) != nil:
+		return "", http.StatusBadRequest, "job_id is not a valid job id"
+	case jobID != "" && owner != "" && owner != jobID:
+		return "", http.StatusConflict, "the event's video belongs to another job"
+	case jobID == "" && owner == "":
+		return "", http.StatusNotFound, "no job owns this video"
+	case jobID == "":
+		jobID = owner
+	}
+	if _, err := h.jobs.Get(ctx, jobID); errors.Is(err, jobs.ErrNotFound) {
+		return "", http.StatusNotFound, "unknown job"
+	} else if err != nil {
+		return "", http.StatusInternalServerError, "job store unavailable"
+	}
+	return jobID, 0, ""
+}
+
+// wantsCheck reports whether an event type calls for a status check:
+// every event but progress ticks.
+func wantsCheck(eventType string) bool {
+	return !strings.HasSuffix(eventType, ".progress")
+}
+
+func (h *Handler) reject(ctx context.Context, w http.ResponseWriter, status int, outcome, reason string) {
+	h.count(ctx, outcome, reason)
+	h.log.WarnContext(ctx, "webhook rejected", "status", status, "outcome", outcome, "reason", reason)
+	writeJSON(w, status, reply{Status: "rejected", Reason: reason})
+}
+
+func (h *Handler) count(ctx context.Context, outcome, reason string) {
+	if err := h.jobs.CountWebhookOutcome(context.WithoutCancel(ctx), outcome, reason); err != nil {
+		h.log.WarnContext(ctx, "webhook: count outcome", "err", err.Error())
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
