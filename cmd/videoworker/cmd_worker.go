@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/worker"
 )
 
 func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -30,6 +31,10 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := cfg.requireAPIKey(); err != nil {
 		return err
 	}
+	sc, err := loadServeConfig()
+	if err != nil {
+		return err
+	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	rdb, err := openRedis(ctx, cfg.RedisURL)
 	if err != nil {
@@ -45,7 +50,11 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	w, err := newWorker(cfg, rdb, api, store, log, nil)
+	sub := sc.Subscription()
+	if sub == nil {
+		log.Info("webhooks off (WEBHOOK_PUBLIC_URL and WEBHOOK_SECRETS not set): jobs finish by polling alone")
+	}
+	w, err := newWorker(cfg, rdb, api, store, log, func(wc *worker.Config) { wc.Webhook = sub })
 	if err != nil {
 		return err
 	}
