@@ -112,6 +112,13 @@ type Record struct {
 	LastWebhookEvent   string    `json:"last_webhook_event,omitempty"`
 	LastWebhookAt      time.Time `json:"last_webhook_at,omitzero"`
 	LastWebhookAttempt int       `json:"last_webhook_attempt,omitempty"`
+
+	// Retries counts operator retries of a finished job; RetriedAt is the
+	// last one. A retry restarts the default deadline from RetriedAt.
+	Retries   int       `json:"retries,omitempty"`
+	RetriedAt time.Time `json:"retried_at,omitzero"`
+	// CancelOutcome says what the API answered when asked to cancel.
+	CancelOutcome string `json:"cancel_outcome,omitempty"`
 }
 
 // Field names of the Redis hash. They are part of the stored format.
@@ -155,6 +162,9 @@ const (
 	FieldLastWebhookEvent   = "last_webhook_event"
 	FieldLastWebhookAt      = "last_webhook_at"
 	FieldLastWebhookAttempt = "last_webhook_attempt"
+	FieldRetries            = "retries"
+	FieldRetriedAt          = "retried_at"
+	FieldCancelOutcome      = "cancel_outcome"
 )
 
 // recordVersion is the stored format version.
@@ -218,7 +228,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		}
 	}
 	ints := map[string]*int{FieldProgress: &r.Progress, FieldOutputs: &r.Outputs, FieldCreateAttempts: &r.CreateAttempts, FieldPolls: &r.Polls, FieldPollSeq: &r.PollSeq, FieldDownloadAttempts: &r.DownloadAttempts,
-		FieldWebhookDeliveries: &r.WebhookDeliveries, FieldWebhookDuplicates: &r.WebhookDuplicates, FieldLastWebhookAttempt: &r.LastWebhookAttempt}
+		FieldWebhookDeliveries: &r.WebhookDeliveries, FieldWebhookDuplicates: &r.WebhookDuplicates, FieldLastWebhookAttempt: &r.LastWebhookAttempt, FieldRetries: &r.Retries}
 	for f, p := range ints {
 		if s := m[f]; s != "" {
 			n, err := strconv.Atoi(s)
@@ -241,7 +251,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 	times := map[string]*time.Time{
 		FieldSubmittedAt: &r.SubmittedAt, FieldCreateStartedAt: &r.CreateStartedAt, FieldCreateEndedAt: &r.CreateEndedAt,
 		FieldCreatedAt: &r.CreatedAt, FieldCompletedAt: &r.CompletedAt, FieldDownloadStartedAt: &r.DownloadStartedAt,
-		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline, FieldLastWebhookAt: &r.LastWebhookAt,
+		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline, FieldLastWebhookAt: &r.LastWebhookAt, FieldRetriedAt: &r.RetriedAt,
 	}
 	for f, p := range times {
 		if s := m[f]; s != "" {

@@ -445,3 +445,84 @@ func (s *Store) CountWebhookOutcome(ctx context.Context, outcome, reason string)
 func (s *Store) WebhookStats(ctx context.Context) (map[string]string, error) {
 	return s.rdb.HGetAll(ctx, s.webhookStatsKey()).Result()
 }
+
+// Cursor is a position in the job index, newest first: the submission
+// time and id of the last job returned. The zero Cursor is the start.
+type Cursor struct {
+	SubmittedMS int64
+	ID          string
+}
+
+// String encodes the cursor for an API ("" for the start).
+func (c Cursor) String() string {
+	if c.ID == "" {
+		return ""
+	}
+	return strconv.FormatInt(c.SubmittedMS, 10) + "_" + c.ID
+}
+
+// ParseCursor decodes a cursor made by Cursor.String.
+func ParseCursor(s string) (Cursor, error) {
+	if s == "" {
+		return Cursor{}, nil
+	}
+	ms, id, ok := strings.Cut(s, "_")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || err != nil || id == "" {
+		return Cursor{}, errors.New("malformed cursor")
+	}
+	return Cursor{SubmittedMS: n, ID: id}, nil
+}
+
+// Page returns up to limit job ids after cur, newest first, and the cursor
+// of the last one (zero when the index is exhausted). Jobs submitted in the
+// same millisecond are ordered by id, so paging never skips or repeats.
+func (s *Store) Page(ctx context.Context, cur Cursor, limit int) ([]string, Cursor, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	max := "+inf"
+	if cur.ID != "" {
+		max = strconv.FormatInt(cur.SubmittedMS, 10)
+	}
+	var out []string
+	var last Cursor
+	for len(out) < limit {
+		batch, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.indexKey(), &redis.ZRangeBy{Max: max, Min: "-inf", Count: int64(limit - len(out) + 64)}).Result()
+		if err != nil {
+			return nil, Cursor{}, fmt.Errorf("list jobs: %w", err)
+		}
+		if len(batch) == 0 {
+			return out, Cursor{}, nil
+		}
+		progressed := false
+		for _, z := range batch {
+			id, _ := z.Member.(string)
+			ms := int64(z.Score)
+			// Equal scores come in descending id order: skip up to and
+			// including the cursor's id.
+			if cur.ID != "" && ms == cur.SubmittedMS && id >= cur.ID {
+				continue
+			}
+			out = append(out, id)
+			last, cur = Cursor{SubmittedMS: ms, ID: id}, Cursor{SubmittedMS: ms, ID: id}
+			progressed = true
+			if len(out) == limit {
+				return out, last, nil
+			}
+		}
+		if !progressed {
+			// Everything left at this score came before the cursor.
+			max = "(" + strconv.FormatInt(cur.SubmittedMS, 10)
+			cur = Cursor{}
+			continue
+		}
+		max = strconv.FormatInt(cur.SubmittedMS, 10)
+	}
+	return out, last, nil
+}
+
+// Count returns how many jobs the index holds.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	return s.rdb.ZCard(ctx, s.indexKey()).Result()
+}

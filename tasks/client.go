@@ -73,6 +73,7 @@ type ClientOptions struct {
 // It is safe for concurrent use.
 type Client struct {
 	aq    *asynq.Client
+	insp  *asynq.Inspector
 	store *jobs.Store
 	log   *slog.Logger
 }
@@ -84,7 +85,7 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{aq: asynq.NewClientFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log}
+	return &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log}
 }
 
 // Close releases the client's resources (not the Redis client). The
@@ -198,4 +199,175 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// ListOptions selects jobs for List.
+type ListOptions struct {
+	// States keeps only jobs in these states; empty means all.
+	States []jobs.State
+	// Limit is the page size (1–200, default 50).
+	Limit int
+	// Cursor continues a previous page ("" for the newest jobs).
+	Cursor string
+}
+
+// maxScan bounds how many index entries one List call reads when a state
+// filter hides most jobs; the returned cursor continues from there.
+const maxScan = 5000
+
+// List returns a page of jobs, newest first, and the cursor of the next
+// page ("" when there is none).
+func (c *Client) List(ctx context.Context, o ListOptions) ([]*jobs.Record, string, error) {
+	if o.Limit <= 0 {
+		o.Limit = 50
+	}
+	if o.Limit > 200 {
+		o.Limit = 200
+	}
+	cur, err := jobs.ParseCursor(o.Cursor)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: cursor: %v", ErrInvalidRequest, err)
+	}
+	want := map[jobs.State]bool{}
+	for _, s := range o.States {
+		want[s] = true
+	}
+	var out []*jobs.Record
+	scanned := 0
+	for len(out) < o.Limit && scanned < maxScan {
+		ids, next, err := c.store.Page(ctx, cur, o.Limit)
+		if err != nil {
+			return nil, "", err
+		}
+		scanned += len(ids)
+		for i, id := range ids {
+			rec, err := c.store.Get(ctx, id)
+			if errors.Is(err, jobs.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, "", err
+			}
+			if len(want) == 0 || want[rec.State] {
+				out = append(out, rec)
+				if len(out) == o.Limit {
+					if i == len(ids)-1 {
+						return out, next.String(), nil
+					}
+					return out, jobs.Cursor{SubmittedMS: rec.SubmittedAt.UnixMilli(), ID: id}.String(), nil
+				}
+			}
+		}
+		if next.ID == "" {
+			return out, "", nil
+		}
+		cur = next
+	}
+	return out, cur.String(), nil
+}
+
+// ErrNotCancellable is returned when cancelling a job that already ended.
+var ErrNotCancellable = errors.New("job already ended")
+
+// ErrNotRetryable is returned when retrying a job that is not failed or
+// timed out.
+var ErrNotRetryable = errors.New("only failed or timed-out jobs can be retried")
+
+// Cancel ends a job that has not finished: no further step runs for it
+// (each step checks the record first), and a worker asks the API to cancel
+// the generation where the API supports it, recording the answer. A job
+// that already ended gives ErrNotCancellable.
+func (c *Client) Cancel(ctx context.Context, id JobID, reason string) (*jobs.Record, error) {
+	if reason == "" {
+		reason = "cancelled by a user"
+	}
+	out, err := c.store.Apply(ctx, string(id), jobs.Change{To: jobs.StateCancelled,
+		Set:   map[string]any{jobs.FieldErrorCode: "cancelled_by_user", jobs.FieldError: reason},
+		Event: "cancelled", Detail: reason})
+	if err != nil {
+		return nil, err
+	}
+	if !out.Applied {
+		return nil, fmt.Errorf("cancel %s: %w (state %s)", id, ErrNotCancellable, out.State)
+	}
+	t, err := NewCancelTask(string(id))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.aq.EnqueueContext(ctx, t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil, fmt.Errorf("cancel %s: enqueue: %w", id, err)
+	}
+	c.log.InfoContext(ctx, "job cancelled", "job_id", string(id), "reason", reason)
+	return c.store.Get(ctx, string(id))
+}
+
+// Retry brings a failed or timed-out job back without duplicating its
+// remote generation: a job whose video was generated is downloaded again;
+// one still generating is polled again; one whose create is in doubt is
+// reconciled again; only a job whose generation failed at the API, or that
+// never reached it, is submitted (again). The job's default deadline
+// restarts now.
+func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
+	rec, err := c.store.Get(ctx, string(id))
+	if err != nil {
+		return nil, err
+	}
+	if rec.State != jobs.StateFailed && rec.State != jobs.StateTimedOut {
+		return nil, fmt.Errorf("retry %s: %w (state %s)", id, ErrNotRetryable, rec.State)
+	}
+	now := time.Now().UTC()
+	set := map[string]any{jobs.FieldErrorCode: "", jobs.FieldError: "", jobs.FieldFailedStep: "", jobs.FieldFinishedAt: "", jobs.FieldRetriedAt: now}
+	if !rec.Deadline.IsZero() {
+		set[jobs.FieldDeadline] = now.Add(rec.Deadline.Sub(rec.SubmittedAt))
+	}
+	var to jobs.State
+	var task *asynq.Task
+	var taskID, queue, how string
+	remoteFailed := rec.FailedStep == "generation"
+	switch {
+	case rec.VideoID != "" && !rec.CompletedAt.IsZero() && !remoteFailed:
+		to, how = jobs.StateDownloading, "download again"
+		task, err = NewDownloadTask(rec.ID, rec.VideoID)
+		taskID, queue = DownloadTaskID(rec.ID), QueueDownload
+	case rec.VideoID != "" && !remoteFailed:
+		to, how = jobs.StateGenerating, "poll again"
+		set[jobs.FieldPollSeq] = rec.PollSeq + 1
+		task, err = NewPollTask(rec.ID, rec.PollSeq+1, 0)
+	default:
+		to = jobs.StateQueued
+		how = "submit again"
+		if rec.CreateInDoubt {
+			to, how = jobs.StateSubmitting, "reconcile the in-doubt create again"
+		} else if rec.VideoID != "" {
+			how = "new generation (the previous one failed at the API)"
+			set[jobs.FieldVideoID] = ""
+			set[jobs.FieldAPIStatus] = ""
+			set[jobs.FieldCompletedAt] = ""
+		}
+		task, err = NewCreateTask(rec.ID)
+		taskID, queue = CreateTaskID(rec.ID), QueueCreate
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.store.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{rec.State}, To: to, Set: set,
+		Incr: map[string]int64{jobs.FieldRetries: 1}, IfEqual: map[string]any{jobs.FieldRetries: rec.Retries},
+		Event: "retried", Detail: how})
+	if err != nil {
+		return nil, err
+	}
+	if !out.Applied {
+		return nil, fmt.Errorf("retry %s: the job changed meanwhile (state %s)", id, out.State)
+	}
+	if taskID != "" {
+		// An archived task with the same id would block the new one.
+		if err := c.insp.DeleteTask(queue, taskID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			c.log.WarnContext(ctx, "retry: could not delete the old task", "job_id", rec.ID, "task_id", taskID, "err", err.Error())
+		}
+	}
+	if _, err := c.aq.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil, fmt.Errorf("retry %s: enqueue: %w", id, err)
+	}
+	c.log.InfoContext(ctx, "job retried", "job_id", rec.ID, "video_id", rec.VideoID, "how", how)
+	return c.store.Get(ctx, rec.ID)
 }

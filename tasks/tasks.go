@@ -27,6 +27,9 @@ const (
 	TypePoll = "video:poll"
 	// TypeDownload streams the finished video into storage.
 	TypeDownload = "video:download"
+	// TypeCancel asks the API to cancel a job that a user cancelled, and
+	// records the answer.
+	TypeCancel = "video:cancel"
 )
 
 // Queue names, one per step, so that workers can be given roles (for
@@ -89,6 +92,9 @@ func PollTaskID(jobID string, seq int) string { return "poll:" + jobID + ":" + s
 // CheckTaskID is the id of an out-of-chain status check keyed by key (for
 // example a webhook delivery key).
 func CheckTaskID(jobID, key string) string { return "check:" + jobID + ":" + key }
+
+// CancelTaskID is the id of a job's cancel task.
+func CancelTaskID(jobID string) string { return "cancel:" + jobID }
 
 // DownloadTaskID is the id of a job's download task.
 func DownloadTaskID(jobID string) string { return "download:" + jobID }
@@ -153,12 +159,30 @@ func NewDownloadTask(jobID, videoID string, opts ...asynq.Option) (*asynq.Task, 
 	return asynq.NewTask(TypeDownload, b, append(base, opts...)...), nil
 }
 
+// CancelPayload is the payload of TypeCancel.
+type CancelPayload struct {
+	Version int    `json:"v"`
+	JobID   string `json:"job_id"`
+}
+
+// NewCancelTask returns the cancel task of jobID: queue QueuePoll, 5
+// retries, TaskID CancelTaskID(jobID).
+func NewCancelTask(jobID string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(CancelPayload{Version: PayloadVersion, JobID: jobID})
+	if err != nil {
+		return nil, err
+	}
+	base := []asynq.Option{asynq.Queue(QueuePoll), asynq.MaxRetry(5), asynq.Timeout(pollTimeout), asynq.TaskID(CancelTaskID(jobID))}
+	return asynq.NewTask(TypeCancel, b, append(base, opts...)...), nil
+}
+
 // versioned is implemented by every payload.
 type versioned interface{ check() error }
 
 func (p *CreatePayload) check() error   { return checkCommon(p.Version, p.JobID) }
 func (p *PollPayload) check() error     { return checkCommon(p.Version, p.JobID) }
 func (p *DownloadPayload) check() error { return checkCommon(p.Version, p.JobID) }
+func (p *CancelPayload) check() error   { return checkCommon(p.Version, p.JobID) }
 
 func checkCommon(v int, jobID string) error {
 	if v < 1 || v > PayloadVersion {

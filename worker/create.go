@@ -124,7 +124,9 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (bool, error) {
 		return false, err
 	}
 	if !out.Applied {
-		return true, nil // a concurrent copy owns the create; its outcome will be recorded
+		// Ended meanwhile (cancelled): release the lock. Otherwise a
+		// concurrent copy of this task owns the create and the lock.
+		return !out.State.Terminal(), nil
 	}
 	req := rec.Request
 	req.Webhook = w.webhookFor(rec.ID)
@@ -193,6 +195,11 @@ func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video
 		return err
 	}
 	if !out.Applied {
+		if out.State == jobs.StateCancelled {
+			// Cancelled while the create call ran: keep the video id and
+			// ask the API to cancel it too.
+			return w.adoptCancelled(ctx, rec, v)
+		}
 		return nil
 	}
 	rec.VideoID, rec.State, rec.PollSeq = v.ID, jobs.StateGenerating, 1

@@ -43,6 +43,7 @@ type VideoAPI interface {
 	Get(ctx context.Context, id string) (*apiclient.Video, error)
 	List(ctx context.Context, p apiclient.ListParams) (*apiclient.VideoList, error)
 	Content(ctx context.Context, id string, index int) (*apiclient.Content, error)
+	Cancel(ctx context.Context, id string) (*apiclient.Video, error)
 }
 
 var _ VideoAPI = (*apiclient.Client)(nil)
@@ -188,6 +189,7 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(tasks.TypeCreate, w.handleCreate)
 	mux.HandleFunc(tasks.TypePoll, w.handlePoll)
 	mux.HandleFunc(tasks.TypeDownload, w.handleDownload)
+	mux.HandleFunc(tasks.TypeCancel, w.handleCancel)
 	return mux
 }
 
@@ -372,6 +374,9 @@ func (w *Worker) onTaskError(ctx context.Context, rec *jobs.Record, err error) e
 func (w *Worker) deadline(rec *jobs.Record) time.Time {
 	if !rec.Deadline.IsZero() {
 		return rec.Deadline
+	}
+	if rec.RetriedAt.After(rec.SubmittedAt) {
+		return rec.RetriedAt.Add(w.cfg.JobTimeout)
 	}
 	return rec.SubmittedAt.Add(w.cfg.JobTimeout)
 }

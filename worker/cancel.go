@@ -1,0 +1,71 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/tasks"
+)
+
+// handleCancel asks the API to cancel the generation of a job a user
+// cancelled, and records the answer. The API currently answers 501 for
+// every job: the generation then runs on (and is billed), which the record
+// says plainly.
+func (w *Worker) handleCancel(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.Decode[tasks.CancelPayload](t.Payload())
+	if err != nil {
+		w.log.ErrorContext(ctx, "bad cancel payload", "err", err.Error())
+		return permanent(err)
+	}
+	rec, err := w.loadJob(ctx, p.JobID)
+	if err != nil {
+		return err
+	}
+	if rec.State != jobs.StateCancelled {
+		return nil // retried since
+	}
+	var outcome string
+	switch {
+	case rec.VideoID == "" && rec.CreateInDoubt:
+		outcome = "a create call was in flight with no answer: a generation may exist at the API; check its job list"
+	case rec.VideoID == "":
+		outcome = "nothing to cancel at the API: the job was never submitted"
+	default:
+		v, err := w.api.Cancel(ctx, rec.VideoID)
+		var ae *apiclient.APIError
+		switch {
+		case err == nil:
+			outcome = fmt.Sprintf("the API cancelled video %s (status %s)", rec.VideoID, v.Status)
+		case errors.As(err, &ae) && ae.StatusCode == 501:
+			outcome = fmt.Sprintf("the API does not support cancelling (%s): video %s runs to its end and is billed; it will not be downloaded", ae.Reason, rec.VideoID)
+		case apiclient.IsRetryable(err):
+			return err
+		default:
+			outcome = "the API refused to cancel: " + err.Error()
+		}
+	}
+	_, err = w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateCancelled},
+		Set: map[string]any{jobs.FieldCancelOutcome: outcome}, Event: "cancel_outcome", Detail: outcome})
+	w.log.InfoContext(ctx, "job cancel", "job_id", rec.ID, "video_id", rec.VideoID, "outcome", outcome)
+	return err
+}
+
+// adoptCancelled records the video of a create that finished after its
+// job was cancelled, and asks the API to cancel it.
+func (w *Worker) adoptCancelled(ctx context.Context, rec *jobs.Record, v *apiclient.Video) error {
+	if _, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateCancelled},
+		Set:   map[string]any{jobs.FieldVideoID: v.ID, jobs.FieldCreateInDoubt: false, jobs.FieldCreatedAt: w.now()},
+		Event: "created_after_cancel", Detail: "video " + v.ID}); err != nil {
+		return err
+	}
+	t, err := tasks.NewCancelTask(rec.ID, asynq.TaskID(tasks.CancelTaskID(rec.ID)+":"+v.ID))
+	if err != nil {
+		return err
+	}
+	return w.enqueue(ctx, t)
+}
