@@ -50,6 +50,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// String keeps the API key out of formatted output.
+func (c Config) String() string {
+	return fmt.Sprintf("{BaseURL:%s APIKey:[redacted] Timeout:%s}", c.BaseURL, c.Timeout)
+}
+
+// GoString keeps the API key out of %#v output.
+func (c Config) GoString() string { return c.String() }
+
 // LogValue keeps the API key out of logs.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("base_url", c.BaseURL), slog.Bool("api_key_set", c.APIKey != ""), slog.Duration("timeout", c.Timeout))
@@ -121,6 +129,23 @@ func New(cfg Config) (*Client, error) {
 	return &Client{base: u, key: cfg.APIKey, hc: &hcCopy, cfg: cfg, log: log, headers: h}, nil
 }
 
+// String describes the client without its key.
+func (c *Client) String() string { return "apiclient.Client{" + c.base.String() + "}" }
+
+// GoString keeps the key out of %#v output.
+func (c *Client) GoString() string { return c.String() }
+
+// LogValue keeps the key out of logs.
+func (c *Client) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// checkID refuses ids that would address another resource.
+func checkID(op, id string) error {
+	if id == "" || id == "." || id == ".." {
+		return &APIError{Op: op, StatusCode: http.StatusBadRequest, Code: "validation_error", Description: fmt.Sprintf("invalid video id %q (checked before sending)", id)}
+	}
+	return nil
+}
+
 // BaseURL returns the API root the client talks to.
 func (c *Client) BaseURL() string { return c.base.String() }
 
@@ -159,6 +184,9 @@ func (c *Client) Create(ctx context.Context, req CreateRequest, opts CreateOptio
 
 // Get returns the job's current state (GET /videos/{id}).
 func (c *Client) Get(ctx context.Context, id string) (*Video, error) {
+	if err := checkID("get video", id); err != nil {
+		return nil, err
+	}
 	var v Video
 	if err := c.call(ctx, "get video "+id, http.MethodGet, "/videos/"+url.PathEscape(id), nil, nil, nil, true, &v); err != nil {
 		return nil, err
@@ -204,6 +232,9 @@ func (c *Client) List(ctx context.Context, p ListParams) (*VideoList, error) {
 // DownloadURL mints a short-lived signed link (POST
 // /videos/{id}/download_url).
 func (c *Client) DownloadURL(ctx context.Context, id string, req DownloadURLRequest) (*DownloadLink, error) {
+	if err := checkID("download_url", id); err != nil {
+		return nil, err
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -217,6 +248,9 @@ func (c *Client) DownloadURL(ctx context.Context, id string, req DownloadURLRequ
 
 // Delete tombstones a terminal job (DELETE /videos/{id}).
 func (c *Client) Delete(ctx context.Context, id string) (*Deleted, error) {
+	if err := checkID("delete video", id); err != nil {
+		return nil, err
+	}
 	var d Deleted
 	if err := c.call(ctx, "delete video "+id, http.MethodDelete, "/videos/"+url.PathEscape(id), nil, nil, nil, true, &d); err != nil {
 		return nil, err
@@ -228,6 +262,9 @@ func (c *Client) Delete(ctx context.Context, id string) (*Deleted, error) {
 // /videos/{id}/cancel). The API currently answers 501 not_implemented_yet
 // for every job; that comes back as a non-retryable *APIError.
 func (c *Client) Cancel(ctx context.Context, id string) (*Video, error) {
+	if err := checkID("cancel video", id); err != nil {
+		return nil, err
+	}
 	var v Video
 	if err := c.call(ctx, "cancel video "+id, http.MethodPost, "/videos/"+url.PathEscape(id)+"/cancel", nil, []byte("{}"), nil, false, &v); err != nil {
 		return nil, err
@@ -242,6 +279,9 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Video, error) {
 // ContentIdleTimeout. A job that is not ready yet gives an *APIError whose
 // NotReady is true.
 func (c *Client) Content(ctx context.Context, id string, index int) (*Content, error) {
+	if err := checkID("content", id); err != nil {
+		return nil, err
+	}
 	op := "content " + id
 	q := url.Values{}
 	if index > 0 {
@@ -267,6 +307,9 @@ func (c *Client) Content(ctx context.Context, id string, index int) (*Content, e
 		}
 		if resp.StatusCode/100 != 2 {
 			defer cancel()
+			// The header timer is stopped: bound reading the error body too.
+			t := time.AfterFunc(c.cfg.Timeout, cancel)
+			defer t.Stop()
 			return c.errorFrom(op, resp)
 		}
 		out = &Content{
@@ -365,7 +408,12 @@ func (c *Client) send(ctx context.Context, op, method, path string, q url.Values
 	u.Path = c.base.Path + path
 	u.RawPath = ""
 	if strings.Contains(path, "%") {
+		// path is already escaped (url.PathEscape of an id): Path must
+		// hold its decoded form, or the id is escaped twice.
 		u.RawPath = c.base.EscapedPath() + path
+		if p, err := url.PathUnescape(path); err == nil {
+			u.Path = c.base.Path + p
+		}
 	}
 	if len(q) > 0 {
 		u.RawQuery = q.Encode()
@@ -413,7 +461,7 @@ func (c *Client) errorFrom(op string, resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
-	return newAPIError(op, resp, body)
+	return newAPIError(op, resp, body, c.key)
 }
 
 // maxJSONBody caps a decoded answer (a list page of 200 videos is far

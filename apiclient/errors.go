@@ -1,9 +1,11 @@
 package apiclient
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -33,9 +35,14 @@ type APIError struct {
 	Details json.RawMessage
 	// RetryAfter is the parsed Retry-After header, or 0.
 	RetryAfter time.Duration
-	// Documented reports whether the body had the documented error shape.
-	// A 5xx without it usually comes from a proxy in front of the API.
+	// Documented reports whether the body had the documented error shape
+	// (an "error" member).
 	Documented bool
+	// FromGateway reports whether the body also carries what only the
+	// gateway's own answers carry (status_code or generation_id). A 5xx
+	// without it may come from a proxy in front of the API, which says
+	// nothing about whether the request took effect.
+	FromGateway bool
 }
 
 func (e *APIError) Error() string {
@@ -133,7 +140,7 @@ func InDoubt(err error) bool {
 	}
 	var ae *APIError
 	if errors.As(err, &ae) {
-		return ae.StatusCode >= 500 && ae.StatusCode != http.StatusNotImplemented && !ae.Documented
+		return ae.StatusCode >= 500 && ae.StatusCode != http.StatusNotImplemented && !ae.FromGateway
 	}
 	return false
 }
@@ -146,6 +153,9 @@ func RetryAfter(err error) time.Duration {
 	}
 	return 0
 }
+
+// redacted replaces the API key in error bodies.
+const redacted = "[redacted]"
 
 // maxErrorBody caps how much of an error body is read.
 const maxErrorBody = 64 << 10
@@ -165,11 +175,20 @@ type errorBody struct {
 }
 
 // newAPIError is the one place an *APIError is built from a response.
-func newAPIError(op string, resp *http.Response, body []byte) *APIError {
+// Every occurrence of secret (the API key) in the body is redacted: a
+// server or proxy that echoes the credentials must not put them into
+// error text.
+func newAPIError(op string, resp *http.Response, body []byte, secret string) *APIError {
 	e := &APIError{Op: op, StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	if secret != "" {
+		body = bytes.ReplaceAll(body, []byte(secret), []byte(redacted))
+	}
 	var eb errorBody
-	if json.Unmarshal(body, &eb) == nil && len(eb.Error) > 0 {
+	// The gateway's own answer always carries "error" and status_code or
+	// generation_id; a proxy's JSON rarely does.
+	if json.Unmarshal(body, &eb) == nil && len(eb.Error) > 0 && string(eb.Error) != "null" {
 		e.Documented = true
+		e.FromGateway = eb.StatusCode != 0 || eb.GenerationID != "" || bytes.HasPrefix(bytes.TrimSpace(eb.Error), []byte("{"))
 		e.ErrorType, e.ErrorOrigin, e.GenerationID = eb.ErrorType, eb.ErrorOrigin, eb.GenerationID
 		e.Reason, e.Description, e.Details = eb.Reason, firstNonEmpty(eb.Description, eb.Message), eb.Details
 		var code string
@@ -191,6 +210,11 @@ func newAPIError(op string, resp *http.Response, body []byte) *APIError {
 	if e.Code == "" {
 		e.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", "_"))
 	}
+	if secret != "" { // again after JSON unescaping, and before truncation
+		for _, f := range []*string{&e.Code, &e.Reason, &e.Description, &e.ErrorType, &e.ErrorOrigin, &e.GenerationID} {
+			*f = strings.ReplaceAll(*f, secret, redacted)
+		}
+	}
 	if len(e.Description) > 500 {
 		e.Description = e.Description[:500] + "…"
 	}
@@ -205,10 +229,14 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		if n <= 0 {
+		if !(n > 0) || math.IsInf(n, 1) { // also NaN
 			return 0
 		}
-		return time.Duration(n * float64(time.Second))
+		// Saturate: converting a float beyond int64 would wrap negative.
+		if d := n * float64(time.Second); d < float64(math.MaxInt64) {
+			return time.Duration(d)
+		}
+		return time.Duration(math.MaxInt64)
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
 		return t.Sub(now)
