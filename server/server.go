@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/tasks"
 	"github.com/videoworker/videoworker/webhook"
 )
 
@@ -26,7 +27,12 @@ type Deps struct {
 	// Webhooks is the receiver; nil when webhooks are not configured (the
 	// route then answers 404).
 	Webhooks http.Handler
-	Logger   *slog.Logger
+	// Producer backs the job API; nil leaves it out.
+	Producer *tasks.Client
+	// Auth guards everything but health checks and webhooks; required
+	// when Producer is set.
+	Auth   *Auth
+	Logger *slog.Logger
 }
 
 // New returns the server's handler.
@@ -37,6 +43,12 @@ func New(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	if d.Webhooks != nil {
 		mux.Handle(webhook.Path, d.Webhooks)
+	}
+	if d.Auth == nil {
+		d.Auth = &Auth{}
+	}
+	if d.Producer != nil {
+		(&jobsAPI{producer: d.Producer}).routes(mux, d.Auth.requireRead)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
