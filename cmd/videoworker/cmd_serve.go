@@ -15,6 +15,7 @@ import (
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/tasks"
 	"github.com/videoworker/videoworker/webhook"
 )
 
@@ -61,7 +62,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // newServerHandler builds the server's routes from the configuration.
 func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, store storage.Store, log *slog.Logger) (http.Handler, error) {
-	deps := server.Deps{Redis: rdb, Store: store, Logger: log}
+	auth, err := server.NewAuth(sc.APITokens, sc.Operators)
+	if err != nil {
+		return nil, err
+	}
+	if sc.APITokens == "" && sc.Operators == "" {
+		log.Warn("API_TOKENS and OPERATORS not set: the job API and operator pages refuse every request")
+	}
+	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth,
+		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log})}
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/server"
 )
 
 // ServeConfig is the configuration of the HTTP server and of webhooks,
@@ -23,12 +24,15 @@ type ServeConfig struct {
 	Secrets   []string      `envconfig:"WEBHOOK_SECRETS" desc:"webhook signing secrets, comma separated; the first signs new jobs, all verify (rotation). Secret"`
 	Tolerance time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
 	Progress  bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
+	APITokens string        `envconfig:"API_TOKENS" desc:"bearer tokens of the job API, comma separated (at least 16 characters each). Secret"`
+	Operators string        `envconfig:"OPERATORS" desc:"dashboard and monitoring logins: user:password:role,… with role viewer (read-only) or operator. Secret"`
 }
 
 // LogValue keeps the secrets out of logs.
 func (c ServeConfig) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("addr", c.Addr), slog.String("webhook_public_url", c.PublicURL),
-		slog.Int("webhook_secrets", len(c.Secrets)), slog.Duration("webhook_tolerance", c.Tolerance))
+		slog.Int("webhook_secrets", len(c.Secrets)), slog.Duration("webhook_tolerance", c.Tolerance),
+		slog.Bool("api_tokens_set", c.APITokens != ""), slog.Bool("operators_set", c.Operators != ""))
 }
 
 func loadServeConfig() (ServeConfig, error) {
@@ -64,6 +68,9 @@ func (c ServeConfig) Validate() error {
 		if len(s) < 16 {
 			errs = append(errs, fmt.Errorf("WEBHOOK_SECRETS: secret %d is shorter than 16 characters", i+1))
 		}
+	}
+	if _, err := server.NewAuth(c.APITokens, c.Operators); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Tolerance < time.Second || c.Tolerance > time.Hour {
 		errs = append(errs, errors.New("WEBHOOK_TOLERANCE: want between 1s and 1h"))
