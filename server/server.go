@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 	"github.com/videoworker/videoworker/webhook"
@@ -27,6 +28,9 @@ type Deps struct {
 	// Webhooks is the receiver; nil when webhooks are not configured (the
 	// route then answers 404).
 	Webhooks http.Handler
+	// Metrics, when set, is served at /metrics (viewer credentials or an
+	// API token).
+	Metrics *metrics.Metrics
 	// Producer backs the job API; nil leaves it out.
 	Producer *tasks.Client
 	// Auth guards everything but health checks and webhooks; required
@@ -49,6 +53,9 @@ func New(d Deps) http.Handler {
 	}
 	if d.Producer != nil {
 		(&jobsAPI{producer: d.Producer}).routes(mux, d.Auth.requireRead)
+	}
+	if d.Metrics != nil {
+		mux.Handle("GET /metrics", d.Auth.require(RoleViewer, d.Metrics.Handler()))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

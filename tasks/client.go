@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -145,39 +146,68 @@ func (c *Client) History(ctx context.Context, id JobID) ([]jobs.Event, error) {
 	return c.store.Events(ctx, string(id), 0)
 }
 
+// ValidationError lists every problem of a request, by field name (the
+// JSON names: job_id, model, prompt, size, duration, sample_count,
+// webhook, timeout). errors.Is(err, ErrInvalidRequest) is true for it.
+type ValidationError struct {
+	Fields map[string]string
+	order  []string
+}
+
+func (e *ValidationError) add(field, msg string) {
+	if e.Fields == nil {
+		e.Fields = map[string]string{}
+	}
+	if _, ok := e.Fields[field]; !ok {
+		e.order = append(e.order, field)
+	}
+	e.Fields[field] = msg
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, 0, len(e.order))
+	for _, f := range e.order {
+		parts = append(parts, e.Fields[f])
+	}
+	return ErrInvalidRequest.Error() + ": " + strings.Join(parts, "; ")
+}
+
+// Is makes errors.Is(err, ErrInvalidRequest) true.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidRequest }
+
 func validate(req Request) error {
-	var errs []error
+	ve := &ValidationError{}
 	if req.JobID != "" {
 		if err := ValidateJobID(string(req.JobID)); err != nil {
-			errs = append(errs, err)
+			ve.add("job_id", err.Error())
 		}
 	}
 	if req.Video.Model == "" {
-		errs = append(errs, errors.New("video.model is required"))
+		ve.add("model", "video.model is required")
 	}
 	if req.Video.Prompt == "" {
-		errs = append(errs, errors.New("video.prompt is required"))
+		ve.add("prompt", "video.prompt is required")
 	}
 	if len(req.Video.Prompt) > 32000 {
-		errs = append(errs, errors.New("video.prompt is longer than 32000 characters"))
+		ve.add("prompt", "video.prompt is longer than 32000 characters")
 	}
 	if req.Video.Webhook != nil {
-		errs = append(errs, errors.New("video.webhook must be empty: the worker subscribes its own webhook"))
+		ve.add("webhook", "video.webhook must be empty: the worker subscribes its own webhook")
 	}
 	if req.Video.Size != "" && (req.Video.Resolution != "" || req.Video.AspectRatio != "") {
-		errs = append(errs, errors.New("video.size cannot be combined with video.resolution or video.aspect_ratio"))
+		ve.add("size", "video.size cannot be combined with video.resolution or video.aspect_ratio")
 	}
 	if req.Video.Duration < 0 || req.Video.Duration > 120 {
-		errs = append(errs, errors.New("video.duration must be between 0 and 120 seconds"))
+		ve.add("duration", "video.duration must be between 0 and 120 seconds")
 	}
 	if req.Video.SampleCount < 0 || req.Video.SampleCount > 4 {
-		errs = append(errs, errors.New("video.sample_count must be between 1 and 4"))
+		ve.add("sample_count", "video.sample_count must be between 1 and 4")
 	}
 	if req.Timeout < 0 {
-		errs = append(errs, errors.New("timeout must not be negative"))
+		ve.add("timeout", "timeout must not be negative")
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", ErrInvalidRequest, errors.Join(errs...))
+	if len(ve.Fields) > 0 {
+		return ve
 	}
 	return nil
 }

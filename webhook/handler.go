@@ -16,6 +16,7 @@ import (
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/tasks"
 )
 
@@ -45,6 +46,13 @@ type Handler struct {
 	jobs     *jobs.Store
 	enqueue  Enqueuer
 	log      *slog.Logger
+	met      *metrics.Metrics
+}
+
+// WithMetrics makes h count deliveries by outcome in m; it returns h.
+func (h *Handler) WithMetrics(m *metrics.Metrics) *Handler {
+	h.met = m
+	return h
 }
 
 // NewHandler returns the receiver. log may be nil.
@@ -229,6 +237,7 @@ func (h *Handler) reject(ctx context.Context, w http.ResponseWriter, status int,
 }
 
 func (h *Handler) count(ctx context.Context, outcome, reason string) {
+	h.met.Webhook(outcome)
 	if err := h.jobs.CountWebhookOutcome(context.WithoutCancel(ctx), outcome, reason); err != nil {
 		h.log.WarnContext(ctx, "webhook: count outcome", "err", err.Error())
 	}

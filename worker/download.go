@@ -64,6 +64,12 @@ func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) 
 		return err
 	}
 	if out.Applied {
+		start := rec.SubmittedAt
+		if rec.RetriedAt.After(start) {
+			start = rec.RetriedAt
+		}
+		w.met.JobFinished(string(jobs.StateStored))
+		w.met.Stored(total, start, rec.CompletedAt, w.now())
 		w.log.InfoContext(ctx, "job stored", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(jobs.StateStored),
 			"location", first.Location, "bytes", total)
 	}

@@ -62,6 +62,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 		return nil
 	}
 
+	w.met.StatusCheck()
 	v, gerr := w.api.Get(ctx, rec.VideoID)
 	if gerr != nil {
 		var ae *apiclient.APIError

@@ -33,6 +33,7 @@ import (
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -135,6 +136,8 @@ type Deps struct {
 	Store  storage.Store
 	Jobs   *jobs.Store
 	Logger *slog.Logger
+	// Metrics, when set, records finished jobs, stored bytes and latencies.
+	Metrics *metrics.Metrics
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -148,6 +151,7 @@ type Worker struct {
 	jobs  *jobs.Store
 	log   *slog.Logger
 	aq    *asynq.Client
+	met   *metrics.Metrics
 	now   func() time.Time
 }
 
@@ -180,7 +184,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		d.Now = time.Now
 	}
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
-		aq: asynq.NewClientFromRedisClient(d.Redis), now: func() time.Time { return d.Now().UTC() }}, nil
+		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics, now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
@@ -352,6 +356,7 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 		return
 	}
 	if out.Applied {
+		w.met.JobFinished(string(to))
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", msg)
 	}
 }

@@ -1,0 +1,198 @@
+// Package metrics holds the project's Prometheus metrics: API calls by
+// endpoint and status, jobs by terminal state, time from submit to stored
+// and from completion to stored, webhook deliveries by outcome, bytes
+// stored, and the asynq queue metrics (sizes and latency per queue).
+//
+// Every method is safe on a nil *Metrics, so components take an optional
+// *Metrics and need no "if enabled" branches.
+package metrics
+
+import (
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is one registry and the project's collectors.
+type Metrics struct {
+	reg                *prometheus.Registry
+	apiCalls           *prometheus.CounterVec
+	apiLatency         *prometheus.HistogramVec
+	jobsFinished       *prometheus.CounterVec
+	submitToStored     prometheus.Histogram
+	completionToStored prometheus.Histogram
+	webhooks           *prometheus.CounterVec
+	bytesStored        prometheus.Counter
+	polls              prometheus.Counter
+}
+
+// latencyBuckets spans 10 ms to about 1.5 hours.
+var latencyBuckets = prometheus.ExponentialBuckets(0.01, 2.5, 14)
+
+// New returns a registry with the project's metrics and the Go runtime
+// and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		apiCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "videoworker_api_calls_total", Help: "Calls to the AI Stats API by endpoint and HTTP status (\"error\" when no answer came).",
+		}, []string{"endpoint", "status"}),
+		apiLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "videoworker_api_call_duration_seconds", Help: "Time to the response headers of AI Stats API calls, by endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
+		}, []string{"endpoint"}),
+		jobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "videoworker_jobs_finished_total", Help: "Jobs that reached a terminal state, by state.",
+		}, []string{"state"}),
+		submitToStored: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "videoworker_submit_to_stored_seconds", Help: "Time from submission to the video stored.", Buckets: latencyBuckets,
+		}),
+		completionToStored: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "videoworker_completion_to_stored_seconds", Help: "Time from the worker learning the API completed the job to the video stored.", Buckets: latencyBuckets,
+		}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "videoworker_webhook_deliveries_total", Help: "Webhook deliveries received, by outcome (accepted, duplicate, bad_signature, …).",
+		}, []string{"outcome"}),
+		bytesStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "videoworker_bytes_stored_total", Help: "Bytes of video written to storage.",
+		}),
+		polls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "videoworker_status_checks_total", Help: "Status checks (polls and webhook-triggered checks) made.",
+		}),
+	}
+	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry returns the registry, for extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
+
+// AddQueues registers the asynq queue metrics (sizes, latency, memory,
+// processed and failed counts per queue) read through insp at scrape time.
+func (m *Metrics) AddQueues(insp *asynq.Inspector) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// JobFinished records a job reaching a terminal state.
+func (m *Metrics) JobFinished(state string) {
+	if m == nil {
+		return
+	}
+	m.jobsFinished.WithLabelValues(state).Inc()
+}
+
+// Stored records a stored video: its bytes, and the times from submission
+// and from completion (zero times are skipped).
+func (m *Metrics) Stored(bytes int64, submitted, completed, stored time.Time) {
+	if m == nil {
+		return
+	}
+	m.bytesStored.Add(float64(bytes))
+	if !submitted.IsZero() {
+		m.submitToStored.Observe(stored.Sub(submitted).Seconds())
+	}
+	if !completed.IsZero() {
+		m.completionToStored.Observe(stored.Sub(completed).Seconds())
+	}
+}
+
+// Webhook records a webhook delivery's outcome.
+func (m *Metrics) Webhook(outcome string) {
+	if m == nil {
+		return
+	}
+	m.webhooks.WithLabelValues(outcome).Inc()
+}
+
+// StatusCheck records one status check.
+func (m *Metrics) StatusCheck() {
+	if m == nil {
+		return
+	}
+	m.polls.Inc()
+}
+
+// Transport wraps rt (http.DefaultTransport when nil) so that every API
+// call is counted by endpoint and status. Endpoints are path templates
+// (ids removed), so the label set stays small.
+func (m *Metrics) Transport(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if m == nil {
+		return rt
+	}
+	return roundTripper{m: m, next: rt}
+}
+
+type roundTripper struct {
+	m    *Metrics
+	next http.RoundTripper
+}
+
+func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	ep := Endpoint(r.Method, r.URL.Path)
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	t.m.apiLatency.WithLabelValues(ep).Observe(time.Since(start).Seconds())
+	status := "error"
+	if err == nil {
+		status = strconv.Itoa(resp.StatusCode)
+	}
+	t.m.apiCalls.WithLabelValues(ep, status).Inc()
+	return resp, err
+}
+
+var (
+	reContent  = regexp.MustCompile(`/videos/[^/]+/content$`)
+	reDownload = regexp.MustCompile(`/videos/[^/]+/download_url$`)
+	reCancel   = regexp.MustCompile(`/videos/[^/]+/cancel$`)
+	reModels   = regexp.MustCompile(`/videos/models$`)
+	reVideo    = regexp.MustCompile(`/videos/[^/]+$`)
+	reList     = regexp.MustCompile(`/videos$`)
+)
+
+// Endpoint names an API call: create, get, list, content, download_url,
+// cancel, delete, models, or other.
+func Endpoint(method, path string) string {
+	switch {
+	case reContent.MatchString(path):
+		return "content"
+	case reDownload.MatchString(path):
+		return "download_url"
+	case reCancel.MatchString(path):
+		return "cancel"
+	case reModels.MatchString(path):
+		return "models"
+	case reList.MatchString(path) && method == http.MethodPost:
+		return "create"
+	case reList.MatchString(path):
+		return "list"
+	case reVideo.MatchString(path) && method == http.MethodDelete:
+		return "delete"
+	case reVideo.MatchString(path):
+		return "get"
+	}
+	return "other"
+}
