@@ -123,7 +123,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	w, err := newWorker(cfg, rdb, api, store, log, func(wc *worker.Config) {
+	w, err := newWorker(cfg, rdb, api, store, log, nil, func(wc *worker.Config) {
 		wc.PollInterval = time.Second
 		wc.DelayedTaskCheckInterval = 200 * time.Millisecond
 		wc.ShutdownTimeout = 5 * time.Second

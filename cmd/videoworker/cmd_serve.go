@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
@@ -69,14 +70,16 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	if sc.APITokens == "" && sc.Operators == "" {
 		log.Warn("API_TOKENS and OPERATORS not set: the job API and operator pages refuse every request")
 	}
-	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth,
+	m := metrics.New()
+	m.AddQueues(asynq.NewInspectorFromRedisClient(rdb))
+	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m,
 		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log})}
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
 		if err != nil {
 			return nil, err
 		}
-		deps.Webhooks = webhook.NewHandler(v, jobs.NewStore(rdb, cfg.KeyPrefix), asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook"))
+		deps.Webhooks = webhook.NewHandler(v, jobs.NewStore(rdb, cfg.KeyPrefix), asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook")).WithMetrics(m)
 	} else {
 		log.Warn("WEBHOOK_SECRETS not set: the webhook receiver is off, jobs finish by polling alone")
 	}

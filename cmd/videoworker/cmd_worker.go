@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 
+	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/worker"
 )
@@ -42,7 +46,8 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer rdb.Close()
 	checkRedisSafety(ctx, rdb, log)
-	api, err := newAPIClient(cfg, log)
+	m := metrics.New()
+	api, err := newAPIClient(cfg, log, m)
 	if err != nil {
 		return err
 	}
@@ -54,11 +59,23 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if sub == nil {
 		log.Info("webhooks off (WEBHOOK_PUBLIC_URL and WEBHOOK_SECRETS not set): jobs finish by polling alone")
 	}
-	w, err := newWorker(cfg, rdb, api, store, log, func(wc *worker.Config) { wc.Webhook = sub })
+	w, err := newWorker(cfg, rdb, api, store, log, m, func(wc *worker.Config) { wc.Webhook = sub })
 	if err != nil {
 		return err
 	}
 	defer w.Close()
+	if sc.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", sc.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = serveHTTP(ctx, ln, mux, log) }()
+		defer func() { <-done }() // serveHTTP returns once ctx ends
+		log.Info("worker metrics", "addr", ln.Addr().String())
+	}
 	log.Info("videoworker worker", "api", cfg.APIBaseURL, "storage", cfg.StorageURL, "redis", redactURL(cfg.RedisURL))
 	return w.Run(ctx)
 }

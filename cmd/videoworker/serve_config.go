@@ -19,13 +19,14 @@ import (
 // read from the environment like Config. Workers read the webhook part too:
 // they subscribe each new job's webhook when it is complete.
 type ServeConfig struct {
-	Addr      string        `envconfig:"SERVE_ADDR" default:":8080" desc:"listen address of videoworker serve"`
-	PublicURL string        `envconfig:"WEBHOOK_PUBLIC_URL" desc:"URL the API delivers webhooks to (https, or http://localhost for development); with WEBHOOK_SECRETS it turns webhooks on"`
-	Secrets   []string      `envconfig:"WEBHOOK_SECRETS" desc:"webhook signing secrets, comma separated; the first signs new jobs, all verify (rotation). Secret"`
-	Tolerance time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
-	Progress  bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
-	APITokens string        `envconfig:"API_TOKENS" desc:"bearer tokens of the job API, comma separated (at least 16 characters each). Secret"`
-	Operators string        `envconfig:"OPERATORS" desc:"dashboard and monitoring logins: user:password:role,… with role viewer (read-only) or operator. Secret"`
+	Addr        string        `envconfig:"SERVE_ADDR" default:":8080" desc:"listen address of videoworker serve"`
+	PublicURL   string        `envconfig:"WEBHOOK_PUBLIC_URL" desc:"URL the API delivers webhooks to (https, or http://localhost for development); with WEBHOOK_SECRETS it turns webhooks on"`
+	Secrets     []string      `envconfig:"WEBHOOK_SECRETS" desc:"webhook signing secrets, comma separated; the first signs new jobs, all verify (rotation). Secret"`
+	Tolerance   time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
+	Progress    bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
+	APITokens   string        `envconfig:"API_TOKENS" desc:"bearer tokens of the job API, comma separated (at least 16 characters each). Secret"`
+	MetricsAddr string        `envconfig:"METRICS_ADDR" desc:"worker only: address of the worker's own /metrics (unauthenticated; bind it to a private interface); empty = off"`
+	Operators   string        `envconfig:"OPERATORS" desc:"dashboard and monitoring logins: user:password:role,… with role viewer (read-only) or operator. Secret"`
 }
 
 // LogValue keeps the secrets out of logs.

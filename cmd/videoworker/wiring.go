@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/worker"
 )
@@ -46,13 +48,17 @@ func checkRedisSafety(ctx context.Context, rdb redis.UniversalClient, log *slog.
 	}
 }
 
-// newAPIClient builds the API client from the configuration.
-func newAPIClient(cfg Config, log *slog.Logger) (*apiclient.Client, error) {
-	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Timeout: cfg.APITimeout, Logger: log})
+// newAPIClient builds the API client from the configuration; with m set,
+// every call is counted.
+func newAPIClient(cfg Config, log *slog.Logger, m *metrics.Metrics) (*apiclient.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 128
+	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Timeout: cfg.APITimeout, Logger: log,
+		HTTPClient: &http.Client{Transport: m.Transport(tr)}})
 }
 
 // newWorker builds a worker from the configuration and its parts.
-func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store storage.Store, log *slog.Logger, tune func(*worker.Config)) (*worker.Worker, error) {
+func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store storage.Store, log *slog.Logger, m *metrics.Metrics, tune func(*worker.Config)) (*worker.Worker, error) {
 	queues, err := parseQueues(cfg.Queues)
 	if err != nil {
 		return nil, err
@@ -70,5 +76,5 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 	if tune != nil {
 		tune(&wc)
 	}
-	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: jobs.NewStore(rdb, cfg.KeyPrefix), Logger: log})
+	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: jobs.NewStore(rdb, cfg.KeyPrefix), Logger: log, Metrics: m})
 }
