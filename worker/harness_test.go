@@ -242,3 +242,11 @@ func (e *env) checkStored(recs []*jobs.Record) {
 		e.t.Errorf("the API created %d jobs for %d submitted", st.JobsCreated, len(recs))
 	}
 }
+
+// contextWithCancel returns a context ended by the returned func or at the
+// end of the test.
+func contextWithCancel(t *testing.T) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx, cancel
+}
