@@ -45,6 +45,7 @@ func (s *Store) indexKey() string             { return s.prefix + "jobs" }
 func (s *Store) webhooksKey(id string) string { return s.prefix + "job:{" + id + "}:webhooks" }
 func (s *Store) webhookStatsKey() string      { return s.prefix + "webhook_stats" }
 func (s *Store) claimsKey() string            { return s.prefix + "claims" }
+func (s *Store) activeKey() string            { return s.prefix + "active" }
 func (s *Store) createLockKey(model string) string {
 	return s.prefix + "create_lock:" + strings.ToLower(model)
 }
@@ -95,7 +96,10 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 		existing, err := s.Get(ctx, rec.ID)
 		return false, existing, err
 	}
-	if err := s.rdb.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID}).Err(); err != nil {
+	pipe := s.rdb.Pipeline()
+	pipe.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID})
+	pipe.SAdd(ctx, s.activeKey(), rec.ID)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return true, rec, fmt.Errorf("index job %s: %w", rec.ID, err)
 	}
 	return true, rec, nil
@@ -235,6 +239,19 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 	state, _ := res[1].(string)
 	if code < 0 {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ErrNotFound)
+	}
+	if code == 1 && c.To != "" {
+		// The set of unfinished jobs, for the stranded-job reconciler. It
+		// lives outside the job's hash slot, so it is kept here rather than
+		// in the script; the reconciler repairs any drift.
+		if c.To.Terminal() {
+			err = s.rdb.SRem(ctx, s.activeKey(), id).Err()
+		} else {
+			err = s.rdb.SAdd(ctx, s.activeKey(), id).Err()
+		}
+		if err != nil {
+			return Outcome{Applied: true, State: State(state)}, fmt.Errorf("update job %s: active set: %w", id, err)
+		}
 	}
 	return Outcome{Applied: code == 1, State: State(state)}, nil
 }
@@ -525,4 +542,57 @@ func (s *Store) Page(ctx context.Context, cur Cursor, limit int) ([]string, Curs
 // Count returns how many jobs the index holds.
 func (s *Store) Count(ctx context.Context) (int64, error) {
 	return s.rdb.ZCard(ctx, s.indexKey()).Result()
+}
+
+// ScanActive calls fn for every job id in the set of unfinished jobs, in
+// batches, until fn returns an error or the set is walked.
+func (s *Store) ScanActive(ctx context.Context, fn func(ids []string) error) error {
+	var cursor uint64
+	for {
+		ids, next, err := s.rdb.SScan(ctx, s.activeKey(), cursor, "", 500).Result()
+		if err != nil {
+			return fmt.Errorf("scan active jobs: %w", err)
+		}
+		if len(ids) > 0 {
+			if err := fn(ids); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// Deactivate removes ids from the set of unfinished jobs.
+func (s *Store) Deactivate(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.rdb.SRem(ctx, s.activeKey(), ids).Err()
+}
+
+// ActiveCount is the size of the set of unfinished jobs.
+func (s *Store) ActiveCount(ctx context.Context) (int64, error) {
+	return s.rdb.SCard(ctx, s.activeKey()).Result()
+}
+
+var leaseScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// Lease takes or renews a named fleet-wide lease for owner; it reports
+// whether owner holds it now.
+func (s *Store) Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	n, err := leaseScript.Run(ctx, s.rdb, []string{s.prefix + "lease:" + name}, owner, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("lease %s: %w", name, err)
+	}
+	return n == 1, nil
 }

@@ -250,3 +250,8 @@ func contextWithCancel(t *testing.T) (context.Context, func()) {
 	t.Cleanup(cancel)
 	return ctx, cancel
 }
+
+// request is a generation request whose prompt is the job id.
+func (e *env) request(id string) apiclient.CreateRequest {
+	return apiclient.CreateRequest{Model: "google/veo-3.1-lite", Prompt: "prompt " + id}
+}

@@ -95,6 +95,13 @@ type Config struct {
 	// at its queues again; it bounds how fast a webhook's status check
 	// starts. Default 50 ms (asynq's own default is 1 s).
 	TaskCheckInterval time.Duration
+	// StrandedCheckInterval is how often one worker of the fleet looks for
+	// unfinished jobs whose next task is missing and re-enqueues it.
+	// Default 30 s; negative turns it off.
+	StrandedCheckInterval time.Duration
+	// StrandedGrace leaves alone jobs changed more recently than this.
+	// Default 1 min.
+	StrandedGrace time.Duration
 	// Webhook, when set, is subscribed on every create. The job id is
 	// added to its URL as the query parameter job_id.
 	Webhook *apiclient.WebhookSubscription
@@ -124,6 +131,10 @@ func (c *Config) setDefaults() {
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.DelayedTaskCheckInterval, time.Second)
 	def(&c.TaskCheckInterval, 50*time.Millisecond)
+	if c.StrandedCheckInterval == 0 {
+		c.StrandedCheckInterval = 30 * time.Second
+	}
+	def(&c.StrandedGrace, time.Minute)
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
@@ -232,7 +243,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	w.log.InfoContext(ctx, "worker started", "concurrency", w.cfg.Concurrency, "queues", fmt.Sprint(w.cfg.Queues))
+	checks := make(chan struct{})
+	go func() {
+		defer close(checks)
+		if w.cfg.StrandedCheckInterval > 0 {
+			w.runStrandedChecks(ctx, w.cfg.StrandedCheckInterval)
+		}
+	}()
 	<-ctx.Done()
+	<-checks
 	w.log.Info("worker stopping", "grace", w.cfg.ShutdownTimeout)
 	srv.Shutdown()
 	w.log.Info("worker stopped")
