@@ -48,6 +48,29 @@ type Config struct {
 	UserAgent string
 	// Logger receives debug lines about retries; discarded when nil.
 	Logger *slog.Logger
+	// Limiter, when set, paces every HTTP attempt fleet-wide and is told
+	// of every 429, so that one rate-limit answer pauses that class of call
+	// for every worker.
+	Limiter Limiter
+	// MaxLimiterWait is the longest the client waits for the Limiter before
+	// it gives up with a 429-like *APIError (Code "fleet_rate_limited")
+	// carrying the wait as RetryAfter. Default 1 s.
+	MaxLimiterWait time.Duration
+}
+
+// Call classes for a Limiter: creates are budgeted apart from reads.
+const (
+	ClassCreate = "create"
+	ClassRead   = "read"
+)
+
+// Limiter paces API calls, typically across a fleet of processes.
+type Limiter interface {
+	// Reserve takes a slot for one call of class. It returns 0 when the
+	// call may go now, or how long until one may (nothing is taken then).
+	Reserve(ctx context.Context, class string) (time.Duration, error)
+	// Pause stops calls of class for d, for everyone sharing the limiter.
+	Pause(ctx context.Context, class string, d time.Duration) error
 }
 
 // String keeps the API key out of formatted output.
@@ -105,6 +128,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "videoworker/1"
+	}
+	if cfg.MaxLimiterWait <= 0 {
+		cfg.MaxLimiterWait = time.Second
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
@@ -404,6 +430,13 @@ func backoff(n int, base, max time.Duration) time.Duration {
 // Idempotency-Key header as replayable, and the API does not honour the
 // key, so a silent resend could start a second paid job.
 func (c *Client) send(ctx context.Context, op, method, path string, q url.Values, body []byte, h http.Header, noReplay bool) (*http.Response, error) {
+	class := ClassRead
+	if method == http.MethodPost && path == "/videos" {
+		class = ClassCreate
+	}
+	if err := c.pace(ctx, op, class); err != nil {
+		return nil, err
+	}
 	u := *c.base
 	u.Path = c.base.Path + path
 	u.RawPath = ""
@@ -444,7 +477,42 @@ func (c *Client) send(ctx context.Context, op, method, path string, q url.Values
 	if err != nil {
 		return nil, &TransportError{Op: op, Sent: sent.Load(), Timeout: isTimeout(ctx, err), Err: scrub(err)}
 	}
+	if resp.StatusCode == http.StatusTooManyRequests && c.cfg.Limiter != nil {
+		d := max(parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), time.Second)
+		if perr := c.cfg.Limiter.Pause(ctx, class, d); perr != nil {
+			c.log.WarnContext(ctx, "rate limiter: pause", "class", class, "err", perr.Error())
+		}
+	}
 	return resp, nil
+}
+
+// pace waits for the limiter's slot for one call of class, up to
+// MaxLimiterWait.
+func (c *Client) pace(ctx context.Context, op, class string) error {
+	if c.cfg.Limiter == nil {
+		return nil
+	}
+	deadline := time.Now().Add(c.cfg.MaxLimiterWait)
+	for {
+		d, err := c.cfg.Limiter.Reserve(ctx, class)
+		if err != nil {
+			return &TransportError{Op: op, Err: fmt.Errorf("rate limiter: %w", err)}
+		}
+		if d <= 0 {
+			return nil
+		}
+		if time.Now().Add(d).After(deadline) {
+			return &APIError{Op: op, StatusCode: http.StatusTooManyRequests, Code: "fleet_rate_limited",
+				Description: "the fleet's " + class + " budget is spent or paused (not sent)", RetryAfter: d}
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return &TransportError{Op: op, Err: ctx.Err()}
+		case <-t.C:
+		}
+	}
 }
 
 func (c *Client) timeoutErr(op string, err error) error {

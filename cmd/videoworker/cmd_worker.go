@@ -9,7 +9,6 @@ import (
 	"net/http"
 
 	"github.com/videoworker/videoworker/metrics"
-	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/worker"
 )
 
@@ -47,11 +46,13 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer rdb.Close()
 	checkRedisSafety(ctx, rdb, log)
 	m := metrics.New()
-	api, err := newAPIClient(cfg, log, m)
+	lim := sc.limiter(rdb, cfg.KeyPrefix)
+	log.Info("API budgets", "create", sc.CreateRate, "read", sc.ReadRate)
+	api, err := newAPIClient(cfg, log, m, lim)
 	if err != nil {
 		return err
 	}
-	store, err := storage.Open(ctx, cfg.StorageURL)
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

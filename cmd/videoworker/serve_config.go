@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/ratelimit"
 	"github.com/videoworker/videoworker/server"
 )
 
@@ -25,6 +27,8 @@ type ServeConfig struct {
 	Tolerance   time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
 	Progress    bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
 	APITokens   string        `envconfig:"API_TOKENS" desc:"bearer tokens of the job API, comma separated (at least 16 characters each). Secret"`
+	CreateRate  string        `envconfig:"API_CREATE_RATE" desc:"fleet-wide budget of create calls: N/s, N/m or N/h, optionally +burst (e.g. 10/m+2); empty = unlimited"`
+	ReadRate    string        `envconfig:"API_READ_RATE" desc:"fleet-wide budget of status, list and content calls, same form; empty = unlimited"`
 	MetricsAddr string        `envconfig:"METRICS_ADDR" desc:"worker only: address of the worker's own /metrics (unauthenticated; bind it to a private interface); empty = off"`
 	Operators   string        `envconfig:"OPERATORS" desc:"dashboard and monitoring logins: user:password:role,… with role viewer (read-only) or operator. Secret"`
 }
@@ -70,6 +74,12 @@ func (c ServeConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("WEBHOOK_SECRETS: secret %d is shorter than 16 characters", i+1))
 		}
 	}
+	if _, err := ratelimit.ParseLimit(c.CreateRate); err != nil {
+		errs = append(errs, fmt.Errorf("API_CREATE_RATE: %v", err))
+	}
+	if _, err := ratelimit.ParseLimit(c.ReadRate); err != nil {
+		errs = append(errs, fmt.Errorf("API_READ_RATE: %v", err))
+	}
 	if _, err := server.NewAuth(c.APITokens, c.Operators); err != nil {
 		errs = append(errs, err)
 	}
@@ -110,4 +120,12 @@ func (c ServeConfig) Subscription() *apiclient.WebhookSubscription {
 		events = append(events, "video.progress")
 	}
 	return &apiclient.WebhookSubscription{URL: c.PublicURL, Events: events, Secret: c.Secrets[0]}
+}
+
+// limiter is the fleet-wide API limiter of the configured budgets. Pauses
+// after a 429 apply even when no budget is set.
+func (c ServeConfig) limiter(rdb redis.UniversalClient, prefix string) *ratelimit.Limiter {
+	create, _ := ratelimit.ParseLimit(c.CreateRate)
+	read, _ := ratelimit.ParseLimit(c.ReadRate)
+	return ratelimit.New(rdb, prefix, map[string]ratelimit.Limit{apiclient.ClassCreate: create, apiclient.ClassRead: read})
 }

@@ -48,13 +48,21 @@ func checkRedisSafety(ctx context.Context, rdb redis.UniversalClient, log *slog.
 	}
 }
 
+// openStore opens STORAGE_URL with the S3 settings of the configuration;
+// for S3 it checks within 30 s that the bucket answers.
+func openStore(ctx context.Context, cfg Config) (storage.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return storage.OpenWith(ctx, cfg.StorageURL, cfg.storageOptions())
+}
+
 // newAPIClient builds the API client from the configuration; with m set,
 // every call is counted.
-func newAPIClient(cfg Config, log *slog.Logger, m *metrics.Metrics) (*apiclient.Client, error) {
+func newAPIClient(cfg Config, log *slog.Logger, m *metrics.Metrics, lim apiclient.Limiter) (*apiclient.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 128
 	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Timeout: cfg.APITimeout, Logger: log,
-		HTTPClient: &http.Client{Transport: m.Transport(tr)}})
+		HTTPClient: &http.Client{Transport: m.Transport(tr)}, Limiter: lim})
 }
 
 // newWorker builds a worker from the configuration and its parts.
