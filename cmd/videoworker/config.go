@@ -25,8 +25,23 @@ type Config struct {
 	APIKey     string        `envconfig:"AISTATS_API_KEY" desc:"AI Stats API key (secret; never logged)"`
 	APITimeout time.Duration `envconfig:"AISTATS_TIMEOUT" default:"30s" desc:"timeout of each API call (content: until the headers arrive)"`
 
-	StorageURL  string `envconfig:"STORAGE_URL" default:"file://./data" desc:"where videos are stored: file://PATH"`
+	StorageURL  string `envconfig:"STORAGE_URL" default:"file://./data" desc:"where videos are stored: file://PATH, a plain path, or s3://BUCKET[/PREFIX]"`
 	KeyTemplate string `envconfig:"STORAGE_KEY_TEMPLATE" default:"videos/{date}/{job_id}.{ext}" desc:"object key template: {job_id} {video_id} {date} {index} {ext}"`
+
+	// S3 settings, used when STORAGE_URL is s3://…; query parameters of
+	// the URL (endpoint, region, path_style, ssl) override the first four.
+	S3Endpoint    string `envconfig:"S3_ENDPOINT" desc:"S3 server: host[:port] or http(s)://host[:port] (default: AWS, s3.amazonaws.com)"`
+	S3Region      string `envconfig:"S3_REGION" desc:"the bucket's region (default: asked from the server; MinIO and versitygw use us-east-1)"`
+	S3PathStyle   bool   `envconfig:"S3_PATH_STYLE" default:"false" desc:"path-style requests (host/bucket/key); MinIO, versitygw and Garage need true"`
+	S3UseSSL      bool   `envconfig:"S3_USE_SSL" default:"true" desc:"https to the S3 server (an http:// S3_ENDPOINT turns it off)"`
+	S3PartSizeMiB int    `envconfig:"S3_PART_SIZE_MIB" default:"16" desc:"multipart part size in MiB (5-5120); an upload of unknown size holds one part in memory"`
+	// Credentials: the S3_ pair, else the standard AWS_ names, else the
+	// machine's role (web identity, ECS task role, EC2 instance role).
+	S3AccessKeyID      string `envconfig:"S3_ACCESS_KEY_ID" desc:"S3 access key id (takes precedence over AWS_ACCESS_KEY_ID)"`
+	S3SecretAccessKey  string `envconfig:"S3_SECRET_ACCESS_KEY" desc:"S3 secret key (secret; never logged)"`
+	AWSAccessKeyID     string `envconfig:"AWS_ACCESS_KEY_ID" desc:"S3 access key id when S3_ACCESS_KEY_ID is unset"`
+	AWSSecretAccessKey string `envconfig:"AWS_SECRET_ACCESS_KEY" desc:"S3 secret key when S3_SECRET_ACCESS_KEY is unset (secret; never logged)"`
+	AWSSessionToken    string `envconfig:"AWS_SESSION_TOKEN" desc:"session token of temporary AWS_ credentials (secret; never logged)"`
 
 	Concurrency     int           `envconfig:"WORKER_CONCURRENCY" default:"20" desc:"tasks run at once per worker process"`
 	Queues          string        `envconfig:"WORKER_QUEUES" desc:"queues and priorities, e.g. video_download:6,video_poll:5 (default: all three)"`
@@ -53,8 +68,8 @@ func loadConfig() (Config, error) {
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		add("REDIS_URL: want redis://[user:password@]host:port/db or rediss://…")
+	if _, err := parseRedisURL(c.RedisURL); err != nil {
+		add("REDIS_URL: %v", err)
 	}
 	if u, err := url.Parse(c.APIBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("AISTATS_BASE_URL: want an absolute http(s) URL")
@@ -62,9 +77,7 @@ func (c Config) Validate() error {
 	if c.APITimeout <= 0 {
 		add("AISTATS_TIMEOUT: must be positive")
 	}
-	if u, err := url.Parse(c.StorageURL); err != nil || c.StorageURL == "" || (u.Scheme != "file" && u.Scheme != "") {
-		add("STORAGE_URL: want file://PATH or a plain path")
-	}
+	c.validateStorage(add)
 	if _, err := storage.RenderKey(c.KeyTemplate, storage.KeyVars{JobID: "j", VideoID: "v", Date: time.Now()}); err != nil {
 		add("STORAGE_KEY_TEMPLATE: %v", err)
 	}
@@ -95,6 +108,47 @@ func (c Config) Validate() error {
 		add("LOG_LEVEL: %v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateStorage checks STORAGE_URL and, for s3:// URLs, the S3 settings.
+func (c Config) validateStorage(add func(format string, a ...any)) {
+	u, err := url.Parse(c.StorageURL)
+	switch {
+	case strings.TrimSpace(c.StorageURL) == "":
+		add("STORAGE_URL: want file://PATH, a plain path or s3://BUCKET[/PREFIX]")
+	case err != nil || u.Scheme == "" || len(u.Scheme) == 1 || u.Scheme == "file":
+		// A path or file URL: storage.Open reports what is wrong with it.
+	case u.Scheme == "s3":
+		if _, err := storage.ParseS3URL(c.StorageURL, c.storageOptions().S3); err != nil {
+			add("STORAGE_URL: %v", strings.TrimPrefix(err.Error(), "storage: "))
+		}
+		if c.S3PartSizeMiB < 5 || c.S3PartSizeMiB > 5120 {
+			add("S3_PART_SIZE_MIB: want 5-5120, got %d", c.S3PartSizeMiB)
+		}
+		for _, pair := range [][4]string{
+			{"S3_ACCESS_KEY_ID", c.S3AccessKeyID, "S3_SECRET_ACCESS_KEY", c.S3SecretAccessKey},
+			{"AWS_ACCESS_KEY_ID", c.AWSAccessKeyID, "AWS_SECRET_ACCESS_KEY", c.AWSSecretAccessKey},
+		} {
+			if (pair[1] == "") != (pair[3] == "") {
+				add("%s and %s: set both or neither", pair[0], pair[2])
+			}
+		}
+	default:
+		add("STORAGE_URL: unknown scheme %q: want file://PATH, a plain path or s3://BUCKET[/PREFIX]", u.Scheme)
+	}
+}
+
+// storageOptions are the settings storage.OpenWith takes from the
+// configuration rather than from STORAGE_URL.
+func (c Config) storageOptions() storage.OpenOptions {
+	ak, sk, token := c.S3AccessKeyID, c.S3SecretAccessKey, ""
+	if ak == "" && sk == "" {
+		ak, sk, token = c.AWSAccessKeyID, c.AWSSecretAccessKey, c.AWSSessionToken
+	}
+	return storage.OpenOptions{S3: storage.S3Config{
+		Endpoint: c.S3Endpoint, Region: c.S3Region, PathStyle: c.S3PathStyle, UseSSL: c.S3UseSSL,
+		PartSize: uint64(max(c.S3PartSizeMiB, 0)) << 20, AccessKey: ak, SecretKey: sk, SessionToken: token,
+	}}
 }
 
 // requireAPIKey is checked by the commands that call the API.

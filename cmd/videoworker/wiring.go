@@ -16,18 +16,19 @@ import (
 	"github.com/videoworker/videoworker/worker"
 )
 
-// openRedis connects to REDIS_URL and checks that Redis answers.
+// openRedis connects to REDIS_URL (standalone, Sentinel or Cluster) and
+// checks that Redis answers.
 func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(rawURL)
+	t, err := parseRedisURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	rdb := redis.NewClient(opt)
+	rdb := t.client()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+		return nil, fmt.Errorf("redis (%s): %w", t.addr(), err)
 	}
 	return rdb, nil
 }
