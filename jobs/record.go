@@ -119,6 +119,10 @@ type Record struct {
 	RetriedAt time.Time `json:"retried_at,omitzero"`
 	// CancelOutcome says what the API answered when asked to cancel.
 	CancelOutcome string `json:"cancel_outcome,omitempty"`
+	// DeadTask is the queue and id ("queue/id") of the task archived when
+	// the job failed: running that task again (asynqmon's "retry" on the
+	// dead letter) retries the job.
+	DeadTask string `json:"dead_task,omitempty"`
 }
 
 // Field names of the Redis hash. They are part of the stored format.
@@ -165,6 +169,7 @@ const (
 	FieldRetries            = "retries"
 	FieldRetriedAt          = "retried_at"
 	FieldCancelOutcome      = "cancel_outcome"
+	FieldDeadTask           = "dead_task"
 )
 
 // recordVersion is the stored format version.
@@ -215,6 +220,8 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		Reconcile:        m[FieldReconcile],
 		FailedStep:       m[FieldFailedStep],
 		LastWebhookEvent: m[FieldLastWebhookEvent],
+		CancelOutcome:    m[FieldCancelOutcome],
+		DeadTask:         m[FieldDeadTask],
 		CreateInDoubt:    m[FieldCreateInDoubt] == "1",
 	}
 	if s := m[FieldRequest]; s != "" {

@@ -357,8 +357,8 @@ func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
 	switch {
 	case rec.VideoID != "" && !rec.CompletedAt.IsZero() && !remoteFailed:
 		to, how = jobs.StateDownloading, "download again"
-		task, err = NewDownloadTask(rec.ID, rec.VideoID)
-		taskID, queue = DownloadTaskID(rec.ID), QueueDownload
+		taskID, queue = RetryTaskID(DownloadTaskID(rec.ID), rec.Retries+1), QueueDownload
+		task, err = NewDownloadTask(rec.ID, rec.VideoID, asynq.TaskID(taskID))
 	case rec.VideoID != "" && !remoteFailed:
 		to, how = jobs.StateGenerating, "poll again"
 		set[jobs.FieldPollSeq] = rec.PollSeq + 1
@@ -374,8 +374,8 @@ func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
 			set[jobs.FieldAPIStatus] = ""
 			set[jobs.FieldCompletedAt] = ""
 		}
-		task, err = NewCreateTask(rec.ID)
-		taskID, queue = CreateTaskID(rec.ID), QueueCreate
+		taskID, queue = RetryTaskID(CreateTaskID(rec.ID), rec.Retries+1), QueueCreate
+		task, err = NewCreateTask(rec.ID, asynq.TaskID(taskID))
 	}
 	if err != nil {
 		return nil, err
@@ -390,7 +390,8 @@ func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
 		return nil, fmt.Errorf("retry %s: the job changed meanwhile (state %s)", id, out.State)
 	}
 	if taskID != "" {
-		// An archived task with the same id would block the new one.
+		// An archived task with the same id (from an older release or a
+		// manual enqueue) would block the new one.
 		if err := c.insp.DeleteTask(queue, taskID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 			c.log.WarnContext(ctx, "retry: could not delete the old task", "job_id", rec.ID, "task_id", taskID, "err", err.Error())
 		}

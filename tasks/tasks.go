@@ -93,6 +93,16 @@ func PollTaskID(jobID string, seq int) string { return "poll:" + jobID + ":" + s
 // example a webhook delivery key).
 func CheckTaskID(jobID, key string) string { return "check:" + jobID + ":" + key }
 
+// RetryTaskID is the id of a step's task after the job's n-th retry: the
+// archived task of the failed attempt keeps the plain id, so a retried
+// job's task needs its own.
+func RetryTaskID(base string, n int) string {
+	if n <= 0 {
+		return base
+	}
+	return base + ":r" + strconv.Itoa(n)
+}
+
 // CancelTaskID is the id of a job's cancel task.
 func CancelTaskID(jobID string) string { return "cancel:" + jobID }
 

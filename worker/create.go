@@ -26,6 +26,9 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	if err != nil {
 		return err
 	}
+	if ok, err := w.revived(ctx, rec); ok {
+		return err
+	}
 	defer func() { err = w.onTaskError(ctx, rec, err) }()
 
 	switch {

@@ -29,6 +29,9 @@ func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) 
 	if err != nil {
 		return err
 	}
+	if ok, err := w.revived(ctx, rec); ok {
+		return err
+	}
 	defer func() { err = w.onTaskError(ctx, rec, err) }()
 	if rec.State != jobs.StateDownloading {
 		return nil // stored already, ended, or not there yet

@@ -27,7 +27,14 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { err = w.onTaskError(ctx, rec, err) }()
+	if ok, err := w.revived(ctx, rec); ok {
+		return err
+	}
+	if p.Seq > 0 {
+		// A failed out-of-chain check never fails the job: the chain
+		// carries on.
+		defer func() { err = w.onTaskError(ctx, rec, err) }()
+	}
 
 	switch {
 	case rec.State.Terminal():
@@ -172,7 +179,7 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 }
 
 func (w *Worker) enqueueDownload(ctx context.Context, rec *jobs.Record) error {
-	t, err := tasks.NewDownloadTask(rec.ID, rec.VideoID)
+	t, err := tasks.NewDownloadTask(rec.ID, rec.VideoID, asynq.TaskID(tasks.RetryTaskID(tasks.DownloadTaskID(rec.ID), rec.Retries)))
 	if err != nil {
 		return err
 	}

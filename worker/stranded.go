@@ -97,18 +97,21 @@ func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 func nextTask(rec *jobs.Record) (*asynq.Task, string, string, error) {
 	switch rec.State {
 	case jobs.StateQueued, jobs.StateSubmitting:
-		t, err := tasks.NewCreateTask(rec.ID)
-		return t, tasks.QueueCreate, tasks.CreateTaskID(rec.ID), err
+		id := tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries)
+		t, err := tasks.NewCreateTask(rec.ID, asynq.TaskID(id))
+		return t, tasks.QueueCreate, id, err
 	case jobs.StateGenerating:
 		if rec.PollSeq < 1 {
-			t, err := tasks.NewCreateTask(rec.ID) // create saved the id but not the chain
-			return t, tasks.QueueCreate, tasks.CreateTaskID(rec.ID), err
+			id := tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries) // create saved the id but not the chain
+			t, err := tasks.NewCreateTask(rec.ID, asynq.TaskID(id))
+			return t, tasks.QueueCreate, id, err
 		}
 		t, err := tasks.NewPollTask(rec.ID, rec.PollSeq, 0)
 		return t, tasks.QueuePoll, tasks.PollTaskID(rec.ID, rec.PollSeq), err
 	case jobs.StateDownloading:
-		t, err := tasks.NewDownloadTask(rec.ID, rec.VideoID)
-		return t, tasks.QueueDownload, tasks.DownloadTaskID(rec.ID), err
+		id := tasks.RetryTaskID(tasks.DownloadTaskID(rec.ID), rec.Retries)
+		t, err := tasks.NewDownloadTask(rec.ID, rec.VideoID, asynq.TaskID(id))
+		return t, tasks.QueueDownload, id, err
 	}
 	return nil, "", "", nil
 }

@@ -163,7 +163,9 @@ type Worker struct {
 	log   *slog.Logger
 	aq    *asynq.Client
 	met   *metrics.Metrics
-	now   func() time.Time
+	// producer retries jobs whose dead letter is run again.
+	producer *tasks.Client
+	now      func() time.Time
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -195,7 +197,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		d.Now = time.Now
 	}
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
-		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics, now: func() time.Time { return d.Now().UTC() }}, nil
+		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics,
+		producer: tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger}), now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
@@ -384,14 +387,47 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 // the task's last attempt, the job ends failed so that it is not stranded,
 // and the task is archived with the reason.
 func (w *Worker) onTaskError(ctx context.Context, rec *jobs.Record, err error) error {
-	if err == nil || rec == nil || errors.Is(err, asynq.SkipRetry) {
+	if err == nil || rec == nil {
 		return err
 	}
-	if lastAttempt(ctx) {
+	if !errors.Is(err, asynq.SkipRetry) {
+		if !lastAttempt(ctx) {
+			return err
+		}
 		w.failJob(ctx, rec, jobs.StateFailed, "retries_exhausted", err)
-		return permanent(err)
+		err = permanent(err)
+	}
+	// The task goes to the archive (asynq's dead letters): remember which,
+	// so that retrying it from there retries the job.
+	if dead := deadTaskRef(ctx); dead != "" {
+		_, _ = w.jobs.Apply(context.WithoutCancel(ctx), rec.ID, jobs.Change{From: jobs.AllStates, Set: map[string]any{jobs.FieldDeadTask: dead}})
 	}
 	return err
+}
+
+// deadTaskRef is "queue/id" of the running task.
+func deadTaskRef(ctx context.Context) string {
+	id, ok1 := asynq.GetTaskID(ctx)
+	q, ok2 := asynq.GetQueueName(ctx)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return q + "/" + id
+}
+
+// revived reports whether the running task is the job's archived dead
+// letter being run again (asynqmon's "retry"). If so it retries the job
+// the safe way (tasks.Client.Retry: no second generation of a video that
+// was made) and the caller ends the task.
+func (w *Worker) revived(ctx context.Context, rec *jobs.Record) (bool, error) {
+	if (rec.State != jobs.StateFailed && rec.State != jobs.StateTimedOut) || rec.DeadTask == "" || rec.DeadTask != deadTaskRef(ctx) {
+		return false, nil
+	}
+	if _, err := w.producer.Retry(ctx, tasks.JobID(rec.ID)); err != nil {
+		return true, err
+	}
+	w.log.InfoContext(ctx, "job retried from the dead-letter archive", "job_id", rec.ID, "video_id", rec.VideoID, "task", rec.DeadTask)
+	return true, nil
 }
 
 // deadline is the job's overall deadline.

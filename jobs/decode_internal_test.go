@@ -1,0 +1,47 @@
+package jobs
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDecodeCoversEveryField guards against a Record field that is written
+// but never read back: each field's stored name is its JSON name.
+func TestDecodeCoversEveryField(t *testing.T) {
+	rt := reflect.TypeOf(Record{})
+	m := map[string]string{}
+	for i := 0; i < rt.NumField(); i++ {
+		f := rt.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case f.Type == reflect.TypeOf(time.Time{}):
+			m[name] = "1700000000123"
+		case f.Type == reflect.TypeOf(State("")):
+			m[name] = "stored"
+		case f.Type.Kind() == reflect.String:
+			m[name] = "x"
+		case f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Int64:
+			m[name] = "7"
+		case f.Type.Kind() == reflect.Bool:
+			m[name] = "1"
+		case f.Type.Kind() == reflect.Map:
+			m[name] = `{"k":"v"}`
+		case f.Type.Kind() == reflect.Struct:
+			m[name] = `{"model":"m","prompt":"p"}`
+		default:
+			t.Fatalf("field %s: no sample for %s", f.Name, f.Type)
+		}
+	}
+	rec, err := decodeRecord(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := reflect.ValueOf(rec).Elem()
+	for i := 0; i < rt.NumField(); i++ {
+		if v.Field(i).IsZero() {
+			t.Errorf("Record.%s is stored but never decoded", rt.Field(i).Name)
+		}
+	}
+}
