@@ -59,9 +59,10 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	}()
 	if rec.CreateInDoubt {
 		adopted, err := w.reconcile(ctx, rec)
-		var rl *retryLater
-		if errors.As(err, &rl) {
-			keep = true // not settled yet: nobody else may create this model meanwhile
+		if err != nil && !errors.Is(err, asynq.SkipRetry) {
+			// Not settled yet: nobody else may create this model meanwhile,
+			// or their jobs could be taken for ours.
+			keep = rec.CreateInDoubt
 		}
 		if err != nil || adopted {
 			return err
