@@ -6,9 +6,10 @@
 // constant memory, verifies an expected size and sha256 (an *[IntegrityError]
 // on mismatch) and makes an object visible only once it is complete.
 //
-// Local disk ([Disk]) is the default backend. An S3 backend comes later in
-// its own change: it implements the same interface and must pass the same
-// conformance suite (package storagetest). [Open] picks a backend from a
-// URL such as "file:///var/lib/videoworker/videos" or a plain path; "s3://"
-// URLs are recognised and refused with an error until that backend lands.
+// Two backends implement it and pass the same conformance suite (package
+// storagetest): local disk ([Disk], the default) and S3-compatible object
+// storage ([S3]: AWS S3, MinIO, versitygw, Garage, …). [Open] and
+// [OpenWith] pick one from a URL such as "file:///var/lib/videoworker/videos",
+// a plain path, or "s3://bucket/prefix". Stores that can hand out
+// time-limited download links implement [Presigner].
 package storage

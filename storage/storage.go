@@ -24,7 +24,8 @@ type Store interface {
 
 	// Stat describes the object at key; a missing object gives an error
 	// wrapping ErrNotExist. SHA256 is filled (disk: computed by streaming
-	// the file; later backends from metadata).
+	// the file; S3: from the metadata recorded at Put, "" for objects other
+	// tools wrote).
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 
 	// Open streams the object's bytes (caller closes). Missing → ErrNotExist.
@@ -194,4 +195,13 @@ func invalidKey(key, problem string) error {
 		key = key[:show] + "…"
 	}
 	return fmt.Errorf("%w %q: %s", ErrInvalidKey, key, problem)
+}
+
+// Presigner is implemented by stores that can hand out a time-limited
+// download link for an object ([S3] does; [Disk] does not). Check for it
+// with a type assertion.
+type Presigner interface {
+	// PresignGet returns a URL that downloads key without credentials
+	// until ttl has passed. It does not check that the object exists.
+	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
 }

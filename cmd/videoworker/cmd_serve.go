@@ -44,7 +44,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer rdb.Close()
-	store, err := storage.Open(ctx, cfg.StorageURL)
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

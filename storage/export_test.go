@@ -1,0 +1,5 @@
+package storage
+
+// SetS3CopyMax sets the largest single server-side copy of s, so that tests
+// can exercise the multipart copy used beyond 5 GiB with small objects.
+func SetS3CopyMax(s *S3, n int64) { s.copyMax = n }
