@@ -31,10 +31,16 @@ type Metrics struct {
 	webhooks           *prometheus.CounterVec
 	bytesStored        prometheus.Counter
 	polls              prometheus.Counter
+	pollLateness       prometheus.Histogram
 }
 
 // latencyBuckets spans 10 ms to about 1.5 hours.
 var latencyBuckets = prometheus.ExponentialBuckets(0.01, 2.5, 14)
+
+// PollLatenessBuckets are the buckets of videoworker_poll_lateness_seconds:
+// fine around the 1 s that asynq's whole-second schedule and its delayed
+// task check impose, coarse beyond.
+var PollLatenessBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 120, 300}
 
 // New returns a registry with the project's metrics and the Go runtime
 // and process collectors.
@@ -66,8 +72,12 @@ func New() *Metrics {
 		polls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "videoworker_status_checks_total", Help: "Status checks (polls and webhook-triggered checks) made.",
 		}),
+		pollLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "videoworker_poll_lateness_seconds", Help: "How long after its scheduled time a delayed poll started (0 when it started early).",
+			Buckets: PollLatenessBuckets,
+		}),
 	}
-	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls,
+	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -131,6 +141,16 @@ func (m *Metrics) StatusCheck() {
 		return
 	}
 	m.polls.Inc()
+}
+
+// PollLateness records how late a delayed poll started: d is the time it
+// started minus the time it was scheduled for. asynq keeps whole-second
+// schedules, so a poll can start up to a second early; early counts as 0.
+func (m *Metrics) PollLateness(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.pollLateness.Observe(max(d, 0).Seconds())
 }
 
 // Transport wraps rt (http.DefaultTransport when nil) so that every API

@@ -71,6 +71,11 @@ type PollPayload struct {
 	Seq     int    `json:"seq"`
 	// Reason says why an out-of-chain check was made (e.g. "webhook").
 	Reason string `json:"reason,omitempty"`
+	// NotBefore is when a delayed check was scheduled to run, in Unix
+	// milliseconds (0 for a check enqueued to run at once). asynq does not
+	// tell a handler when its task was due; the worker compares this with
+	// the time the check starts to measure how late polls fire.
+	NotBefore int64 `json:"not_before,omitempty"`
 }
 
 // DownloadPayload is the payload of TypeDownload.
@@ -132,9 +137,14 @@ func NewCreateTask(jobID string, opts ...asynq.Option) (*asynq.Task, error) {
 
 // NewPollTask returns check number seq of jobID's poll chain, to run after
 // delay: queue QueuePoll, 25 retries, a 1-minute timeout, and TaskID
-// PollTaskID(jobID, seq).
+// PollTaskID(jobID, seq). A positive delay is also recorded in the payload
+// as NotBefore.
 func NewPollTask(jobID string, seq int, delay time.Duration, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(PollPayload{Version: PayloadVersion, JobID: jobID, Seq: seq})
+	p := PollPayload{Version: PayloadVersion, JobID: jobID, Seq: seq}
+	if delay > 0 {
+		p.NotBefore = time.Now().Add(delay).UnixMilli()
+	}
+	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func TestPayloadGolden(t *testing.T) {
 		want     string
 	}{
 		{"create", must(tasks.NewCreateTask("j1")), "video:create", `{"v":1,"job_id":"j1"}`},
-		{"poll", must(tasks.NewPollTask("j1", 3, time.Second)), "video:poll", `{"v":1,"job_id":"j1","seq":3}`},
+		{"poll", must(tasks.NewPollTask("j1", 3, 0)), "video:poll", `{"v":1,"job_id":"j1","seq":3}`},
 		{"check", must(tasks.NewCheckTask("j1", "delivery-7", "webhook")), "video:poll", `{"v":1,"job_id":"j1","seq":0,"reason":"webhook"}`},
 		{"check without reason", must(tasks.NewCheckTask("j1", "k", "")), "video:poll", `{"v":1,"job_id":"j1","seq":0}`},
 		{"download", must(tasks.NewDownloadTask("j1", "vid_1")), "video:download", `{"v":1,"job_id":"j1","video_id":"vid_1"}`},
@@ -200,6 +201,30 @@ func TestDecode(t *testing.T) {
 		check("PollPayload", err)
 		_, err = tasks.Decode[tasks.DownloadPayload]([]byte(tt.payload))
 		check("DownloadPayload", err)
+	}
+}
+
+// TestPollNotBefore checks that a delayed check carries the time it is due,
+// which the worker compares with the time it runs (poll lateness).
+func TestPollNotBefore(t *testing.T) {
+	t.Parallel()
+	before := time.Now()
+	task, err := tasks.NewPollTask("j1", 3, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	p, err := tasks.Decode[tasks.PollPayload](task.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := before.Add(5*time.Second).UnixMilli(), after.Add(5*time.Second).UnixMilli()
+	if p.NotBefore < lo || p.NotBefore > hi || p.Seq != 3 || p.JobID != "j1" {
+		t.Errorf("payload %+v: not_before want in [%d, %d]", p, lo, hi)
+	}
+	want := fmt.Sprintf(`{"v":1,"job_id":"j1","seq":3,"not_before":%d}`, p.NotBefore)
+	if got := string(task.Payload()); got != want {
+		t.Errorf("payload %s, want %s", got, want)
 	}
 }
 

@@ -41,6 +41,12 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 		return nil
 	}
 
+	select {
+	case w.createSlots <- struct{}{}:
+		defer func() { <-w.createSlots }()
+	default:
+		return &retryLater{after: jitter(200*time.Millisecond, 0.5), err: errors.New("this worker's create slots are busy")}
+	}
 	// Creates of one model are serialised fleet-wide, and an in-doubt
 	// create keeps the lock until it is reconciled: the API has no
 	// idempotency key, so this is what lets a reconciliation tell which
@@ -80,7 +86,7 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 
 // lockWait is how long a create waits in the handler for its model's
 // lock before it gives the slot back and retries later.
-const lockWait = 500 * time.Millisecond
+const lockWait = 200 * time.Millisecond
 
 // lockCreate takes the model's create lock for rec, waiting briefly. When
 // another job holds it, it returns a retryLater error (no attempt used).

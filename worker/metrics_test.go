@@ -84,6 +84,15 @@ func TestMetricsScrape(t *testing.T) {
 	if v := value(`videoworker_status_checks_total`); v < 4 {
 		t.Errorf("status checks = %v, want at least 4", v)
 	}
+	// Every job's first poll is scheduled (PollInterval later), so each
+	// records its lateness; with DelayedTaskCheckInterval 50 ms and asynq's
+	// whole-second schedule none starts more than about 1 s late.
+	if v := value(`videoworker_poll_lateness_seconds_count`); v < 4 {
+		t.Errorf("poll lateness observations = %v, want at least 4", v)
+	}
+	if v := value(`videoworker_poll_lateness_seconds_bucket{le="2"}`); v != value(`videoworker_poll_lateness_seconds_count`) {
+		t.Errorf("%v polls started within 2 s of their time, want all", v)
+	}
 	if v := value(`asynq_tasks_processed_total{queue="video_create"}`); v < 4 {
 		t.Errorf("asynq processed in video_create = %v, want ≥ 4", v)
 	}

@@ -23,6 +23,11 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 		w.log.ErrorContext(ctx, "bad poll payload", "err", err.Error())
 		return permanent(err)
 	}
+	if p.NotBefore > 0 {
+		if n, _ := asynq.GetRetryCount(ctx); n == 0 { // a retry runs late on purpose
+			w.met.PollLateness(w.now().Sub(time.UnixMilli(p.NotBefore)))
+		}
+	}
 	rec, err := w.loadJob(ctx, p.JobID)
 	if err != nil {
 		return err
@@ -94,7 +99,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 // observe records a status answer and moves the job on.
 func (w *Worker) observe(ctx context.Context, rec *jobs.Record, v *apiclient.Video, seq int) error {
 	if v.Status.Terminal() {
-		return w.finishGeneration(ctx, rec, v)
+		return w.finishGeneration(ctx, rec, v, seq)
 	}
 	if seq == 0 {
 		_, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateGenerating},
@@ -140,7 +145,11 @@ func (w *Worker) advance(ctx context.Context, rec *jobs.Record, seq int, delay t
 }
 
 // finishGeneration handles a terminal API status.
-func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apiclient.Video) error {
+func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apiclient.Video, seq int) error {
+	seenBy := fmt.Sprintf("seen by poll #%d", seq)
+	if seq == 0 {
+		seenBy = "seen by an out-of-chain check (webhook)"
+	}
 	switch v.Status {
 	case apiclient.StatusCompleted:
 		set := statusFields(v)
@@ -153,7 +162,7 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 			set[jobs.FieldExpectedSHA256] = v.Asset.SHA256
 		}
 		out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateGenerating}, To: jobs.StateDownloading,
-			Set: set, Incr: map[string]int64{jobs.FieldPolls: 1}, Event: "completed", Detail: "api status completed"})
+			Set: set, Incr: map[string]int64{jobs.FieldPolls: 1}, Event: "completed", Detail: "api status completed, " + seenBy})
 		if err != nil {
 			return err
 		}

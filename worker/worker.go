@@ -93,8 +93,14 @@ type Config struct {
 	DelayedTaskCheckInterval time.Duration
 	// TaskCheckInterval is how long an idle worker waits before it looks
 	// at its queues again; it bounds how fast a webhook's status check
-	// starts. Default 50 ms (asynq's own default is 1 s).
+	// starts. Default 20 ms (asynq's own default is 1 s); an idle worker
+	// then asks Redis 50 times a second.
 	TaskCheckInterval time.Duration
+	// CreateConcurrency caps how many create tasks run at once in this
+	// process (creates of one model are serialised fleet-wide anyway); the
+	// others step aside for a moment without using up a retry, so creates
+	// never crowd out polls and downloads. Default 2.
+	CreateConcurrency int
 	// StrandedCheckInterval is how often one worker of the fleet looks for
 	// unfinished jobs whose next task is missing and re-enqueues it.
 	// Default 30 s; negative turns it off.
@@ -130,7 +136,10 @@ func (c *Config) setDefaults() {
 	def(&c.MaxRetryDelay, 5*time.Minute)
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.DelayedTaskCheckInterval, time.Second)
-	def(&c.TaskCheckInterval, 50*time.Millisecond)
+	def(&c.TaskCheckInterval, 20*time.Millisecond)
+	if c.CreateConcurrency <= 0 {
+		c.CreateConcurrency = 2
+	}
 	if c.StrandedCheckInterval == 0 {
 		c.StrandedCheckInterval = 30 * time.Second
 	}
@@ -165,7 +174,9 @@ type Worker struct {
 	met   *metrics.Metrics
 	// producer retries jobs whose dead letter is run again.
 	producer *tasks.Client
-	now      func() time.Time
+	// createSlots holds a token per running create handler.
+	createSlots chan struct{}
+	now         func() time.Time
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -198,7 +209,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	}
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
 		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics,
-		producer: tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger}), now: func() time.Time { return d.Now().UTC() }}, nil
+		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger}),
+		createSlots: make(chan struct{}, cfg.CreateConcurrency), now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
