@@ -484,8 +484,12 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, c *call) {
 	s.mu.Lock()
 	now := s.now()
 	j := s.addJobLocked(p, r.Header.Get("Idempotency-Key"), now)
+	s.watchLocked(j, c.base, now)
 	snap := s.snapshotLocked(j, now)
 	s.mu.Unlock()
+	if j.hook != nil {
+		s.wakeLoop()
+	}
 	s.log.Debug("standin video created", "video_id", j.id, "model", j.model, "outcome", j.outcome.String(), "dropped", c.dropped)
 	s.ensureSHA(&snap)
 	writeJSON(w, http.StatusAccepted, s.render(&snap, c.base, now))

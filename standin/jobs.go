@@ -84,8 +84,11 @@ type job struct {
 	sha       [32]byte // sha256 of output 0, cached once computed
 
 	// webhook is the subscription from the create request, nil when none.
-	// Immutable; later delivery state belongs beside it, not in it.
+	// Immutable; delivery state is in hook.
 	webhook *webhook
+	// hook is the webhook delivery state, nil without a webhook secret.
+	// Set at creation; its fields are guarded by Server.mu.
+	hook *hookState
 }
 
 // webhook is a validated webhook subscription (reference section 7). The

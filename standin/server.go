@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -79,9 +80,27 @@ type Config struct {
 	Seed int64
 	// Faults is the initial fault injection; see [Server.SetFaults].
 	Faults Faults
-	// Now is the clock; nil means time.Now. Job schedules and signed-link
-	// expiry use it. Injected latency uses real time.
+	// Now is the clock; nil means time.Now. Job schedules, signed-link
+	// expiry and webhook timestamps and retry times use it. Injected
+	// latency and webhook timeouts use real time.
 	Now func() time.Time
+
+	// HeaderPrefix prefixes the webhook headers: [HeaderPrefixAIStats]
+	// ("x-ai-stats-", the default) or [HeaderPrefixPhaseo] ("x-phaseo-"),
+	// which also makes the User-Agent Phaseo-Async-Webhook/1.0 instead of
+	// AI-Stats-Async-Webhook/1.0.
+	HeaderPrefix string
+	// WebhookTimeScale multiplies the webhook retry delays (1, 5 and 15
+	// minutes) and the 30 s delivery timeout, which stays at least 1 s;
+	// tests use e.g. 0.001. 0 or less means 1.
+	WebhookTimeScale float64
+	// WebhookFaults is the initial webhook fault injection; see
+	// [Server.SetWebhookFaults].
+	WebhookFaults WebhookFaults
+	// WebhookTransport sends the webhook requests, e.g. the client
+	// transport of an httptest TLS server; nil means the server's own.
+	// Redirects are never followed either way.
+	WebhookTransport http.RoundTripper
 }
 
 // Faults injects failures. Each rate is a probability per request in 0..1,
@@ -134,9 +153,12 @@ type Stats struct {
 	// BytesServed counts content bytes written to clients (partial bodies
 	// of truncated responses included, dropped responses excluded).
 	BytesServed int64
+	// Webhooks counts webhook events and delivery attempts.
+	Webhooks WebhookStats
 }
 
 func (st Stats) clone() Stats {
+	st.Webhooks = st.Webhooks.clone()
 	st.JobsByIdempotencyKey = maps.Clone(st.JobsByIdempotencyKey)
 	st.JobsByPrompt = maps.Clone(st.JobsByPrompt)
 	st.Calls = maps.Clone(st.Calls)
@@ -152,12 +174,14 @@ type JobInfo struct {
 	IdempotencyKey string // the Idempotency-Key header of the create, "" if none
 	Status         string // status now, as GET /v1/videos/{id} would report it
 	CreatedAt      time.Time
-	Outputs        int  // sample_count
-	Deleted        bool // DELETE succeeded; the API now answers 404 video_deleted
+	CompletedAt    time.Time // when the job reached its terminal status; zero while it has not
+	Outputs        int       // sample_count
+	Deleted        bool      // DELETE succeeded; the API now answers 404 video_deleted
 }
 
 // Server is the stand-in API. Create it with [New]; it is safe for
-// concurrent use and starts no goroutines.
+// concurrent use. It starts goroutines only in [Server.Start] (webhook
+// delivery); [Server.Close] stops them.
 type Server struct {
 	cfg         Config
 	log         *slog.Logger
@@ -170,6 +194,15 @@ type Server struct {
 	faultScope  map[string]bool // nil: every endpoint
 	faultRNG    *rand.Rand
 	faultsEmpty bool // fast path: nothing to inject
+	whFaults    WebhookFaults
+
+	hookClient   *http.Client
+	ownTransport *http.Transport // nil when Config.WebhookTransport is set
+	hookTimeout  time.Duration
+	userAgent    string
+	wake         chan struct{} // wakes the delivery loop; capacity 1
+	runMu        sync.Mutex
+	run          *runner // nil unless started
 
 	mu        sync.Mutex
 	jobs      []*job // creation order
@@ -177,6 +210,7 @@ type Server struct {
 	held      bool
 	holdSince time.Time
 	stats     Stats
+	hooks     hookSched
 }
 
 // New returns a server for cfg. logger receives debug records of created
@@ -193,6 +227,12 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	cfg.PollAfterSeconds = max(cfg.PollAfterSeconds, 0)
 	cfg.FailRate = clamp01(cfg.FailRate)
 	cfg.ExpireRate = min(clamp01(cfg.ExpireRate), 1-cfg.FailRate)
+	if cfg.HeaderPrefix == "" {
+		cfg.HeaderPrefix = HeaderPrefixAIStats
+	}
+	if !(cfg.WebhookTimeScale > 0) || math.IsInf(cfg.WebhookTimeScale, 0) {
+		cfg.WebhookTimeScale = 1
+	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
@@ -212,9 +252,18 @@ func New(cfg Config, logger *slog.Logger) *Server {
 			JobsByPrompt:         map[string]int{},
 			Calls:                map[string]int{},
 			Faults:               map[string]int{},
+			Webhooks:             WebhookStats{Events: map[string]int{}, DeliveredEvents: map[string]int{}},
 		},
+		userAgent: "AI-Stats-Async-Webhook/1.0",
+		wake:      make(chan struct{}, 1),
 	}
+	if strings.EqualFold(cfg.HeaderPrefix, HeaderPrefixPhaseo) {
+		s.userAgent = "Phaseo-Async-Webhook/1.0"
+	}
+	s.hookTimeout = max(time.Duration(float64(webhookTimeout)*cfg.WebhookTimeScale), webhookMinTimeout)
+	s.hookClient, s.ownTransport = newHookClient(cfg.WebhookTransport)
 	s.SetFaults(cfg.Faults)
+	s.SetWebhookFaults(cfg.WebhookFaults)
 	return s
 }
 
@@ -251,6 +300,15 @@ func (s *Server) SetFaults(f Faults) {
 	s.faultMu.Unlock()
 }
 
+// SetWebhookFaults replaces the webhook fault injection; safe to call while
+// delivering. Attempts already past their draw are not affected.
+func (s *Server) SetWebhookFaults(f WebhookFaults) {
+	f = f.normalize()
+	s.faultMu.Lock()
+	s.whFaults = f
+	s.faultMu.Unlock()
+}
+
 // Stats returns a deep copy of the counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
@@ -259,9 +317,10 @@ func (s *Server) Stats() Stats {
 }
 
 // Complete forces job id to "completed" now, whatever its schedule and any
-// hold. It returns nil if the job is already completed, an error wrapping
-// [ErrNotFound] for an unknown id, and one wrapping [ErrTerminal] for a job
-// that is failed, expired or deleted.
+// hold; a started server sends its webhook events at once. It returns nil
+// if the job is already completed, an error wrapping [ErrNotFound] for an
+// unknown id, and one wrapping [ErrTerminal] for a job that is failed,
+// expired or deleted.
 func (s *Server) Complete(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -284,6 +343,10 @@ func (s *Server) Complete(id string) error {
 		j.startAt = now
 	}
 	j.endAt, j.outcome, j.forced = now, statusCompleted, true
+	if j.hook != nil {
+		s.rearmLocked(j.hook, now)
+		s.wakeLoop()
+	}
 	return nil
 }
 
@@ -295,7 +358,8 @@ func (s *Server) Complete(id string) error {
 // nothing becomes terminal at the instant of release unless its processing
 // time is zero. Jobs forced with [Server.Complete] ignore the hold. Calls
 // that do not change the state are no-ops; release costs one pass over all
-// jobs.
+// jobs. Webhook events follow the same schedule: none for a held job until
+// it moves again.
 func (s *Server) Hold(hold bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -305,12 +369,16 @@ func (s *Server) Hold(hold bool) {
 		s.held, s.holdSince = true, now
 	case !hold && s.held:
 		for _, j := range s.jobs {
+			if j.hook != nil && j.hook.index < 0 {
+				s.rearmLocked(j.hook, now) // frozen by the hold: look again
+			}
 			if j.forced || !j.endAt.After(s.holdSince) || j.startAt.After(now) {
 				continue // not held: finished before, forced, or not yet started
 			}
 			j.endAt = now.Add(j.endAt.Sub(later(s.holdSince, j.startAt)))
 		}
 		s.held = false
+		s.wakeLoop()
 	}
 }
 
@@ -382,6 +450,10 @@ func (s *Server) Job(id string) (JobInfo, bool) {
 		return JobInfo{}, false
 	}
 	st, _ := s.statusLocked(j, s.now())
+	var completedAt time.Time
+	if st.terminal() {
+		completedAt = j.endAt
+	}
 	return JobInfo{
 		ID:             j.id,
 		Model:          j.model,
@@ -389,6 +461,7 @@ func (s *Server) Job(id string) (JobInfo, bool) {
 		IdempotencyKey: j.idemKey,
 		Status:         st.String(),
 		CreatedAt:      j.createdAt,
+		CompletedAt:    completedAt,
 		Outputs:        int(j.outputs),
 		Deleted:        j.deleted,
 	}, true

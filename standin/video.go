@@ -19,11 +19,16 @@ type snapshot struct {
 	job
 	status   status
 	progress int
+	hook     hookView // webhook bookkeeping
 }
 
 func (s *Server) snapshotLocked(j *job, now time.Time) snapshot {
 	st, progress := s.statusLocked(j, now)
-	return snapshot{job: *j, status: st, progress: progress}
+	sn := snapshot{job: *j, status: st, progress: progress}
+	if j.hook != nil && j.hook.view != nil {
+		sn.hook = *j.hook.view
+	}
+	return sn
 }
 
 // ensureSHA fills the sha256 of output 0 into a completed snapshot, hashing
@@ -87,6 +92,14 @@ type videoJSON struct {
 	Billing          billingJSON  `json:"billing"`
 	Error            *string      `json:"error"`
 	Webhook          *webhookJSON `json:"webhook,omitempty"`
+	// Kind is "video" in webhook data only.
+	Kind string `json:"kind,omitempty"`
+	// Delivery bookkeeping (gateway source), present once a webhook
+	// attempt was made.
+	NextWebhookRetryAt      opt[string] `json:"next_webhook_retry_at,omitzero"`
+	LastWebhookProgress     opt[int]    `json:"last_webhook_progress,omitzero"`
+	LastWebhookProgressAt   opt[string] `json:"last_webhook_progress_at,omitzero"`
+	LastWebhookDispatchedAt opt[string] `json:"last_webhook_dispatched_at,omitzero"`
 }
 
 type assetJSON struct {
@@ -133,9 +146,110 @@ type billingJSON struct {
 }
 
 type webhookJSON struct {
-	URL       string   `json:"url"`
-	Events    []string `json:"events"`
-	HasSecret bool     `json:"has_secret"`
+	URL       string               `json:"url"`
+	Events    []string             `json:"events"`
+	HasSecret bool                 `json:"has_secret"`
+	Delivery  *webhookDeliveryJSON `json:"delivery,omitempty"` // once attempted
+	Attempts  []webhookAttemptJSON `json:"attempts,omitempty"` // the last 10
+}
+
+// webhookDeliveryJSON is the gateway's delivery summary.
+type webhookDeliveryJSON struct {
+	TotalAttempts       int      `json:"total_attempts"`
+	DeliveredEvents     int      `json:"delivered_events"`
+	DeliveredEventTypes []string `json:"delivered_event_types"` // delivery keys, sorted
+	PendingRetries      int      `json:"pending_retries"`
+	NextRetryAt         *string  `json:"next_retry_at"`
+	LastAttemptAt       *string  `json:"last_attempt_at"`
+	LastAttemptStatus   *string  `json:"last_attempt_status"`
+	LastResponseStatus  *int     `json:"last_response_status"`
+	LastDeliveredAt     *string  `json:"last_delivered_at"`
+	LastFailureAt       *string  `json:"last_failure_at"`
+	LastErrorMessage    *string  `json:"last_error_message"`
+}
+
+// webhookAttemptJSON is one attempt as the gateway records it, plus
+// event_id.
+type webhookAttemptJSON struct {
+	ID             string  `json:"id"`
+	EventID        string  `json:"event_id"`
+	DeliveryKey    string  `json:"delivery_key"`
+	EventType      string  `json:"event_type"`
+	Status         string  `json:"status"`
+	AttemptNumber  int     `json:"attempt_number"`
+	MaxAttempts    int     `json:"max_attempts"`
+	TriedAt        string  `json:"tried_at"`
+	DeliveredAt    *string `json:"delivered_at"`
+	NextRetryAt    *string `json:"next_retry_at"`
+	ResponseStatus *int    `json:"response_status"`
+	ErrorMessage   *string `json:"error_message"`
+}
+
+func isoOrNull(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	return ptr(isoMillis(t))
+}
+
+func nonZero[T comparable](v T) *T {
+	var zero T
+	if v == zero {
+		return nil
+	}
+	return &v
+}
+
+// renderHook fills the webhook bookkeeping of v from h, once an attempt
+// was made.
+func renderHook(v *videoJSON, h *hookView) {
+	if h.total == 0 || v.Webhook == nil {
+		return
+	}
+	last := h.attempts[len(h.attempts)-1]
+	v.Webhook.Delivery = &webhookDeliveryJSON{
+		TotalAttempts:       h.total,
+		DeliveredEvents:     len(h.deliveredKeys),
+		DeliveredEventTypes: h.deliveredKeys,
+		PendingRetries:      h.pendingRetries,
+		NextRetryAt:         isoOrNull(h.nextRetry),
+		LastAttemptAt:       ptr(isoMillis(last.at)),
+		LastAttemptStatus:   ptr(last.status),
+		LastResponseStatus:  nonZero(last.httpStatus),
+		LastDeliveredAt:     isoOrNull(h.lastDelivered),
+		LastFailureAt:       isoOrNull(h.lastFailure),
+		LastErrorMessage:    nonZero(h.lastError),
+	}
+	v.Webhook.Attempts = make([]webhookAttemptJSON, 0, len(h.attempts))
+	for _, a := range h.attempts {
+		tried := isoMillis(a.at)
+		aj := webhookAttemptJSON{
+			ID:             a.key + ":" + strconv.Itoa(a.attempt) + ":" + tried,
+			EventID:        a.eventID,
+			DeliveryKey:    a.key,
+			EventType:      a.typ,
+			Status:         a.status,
+			AttemptNumber:  a.attempt,
+			MaxAttempts:    webhookMaxAttempts,
+			TriedAt:        tried,
+			NextRetryAt:    isoOrNull(a.nextRetry),
+			ResponseStatus: nonZero(a.httpStatus),
+			ErrorMessage:   nonZero(a.errMsg),
+		}
+		if a.status == AttemptDelivered {
+			aj.DeliveredAt = &tried
+		}
+		v.Webhook.Attempts = append(v.Webhook.Attempts, aj)
+	}
+	v.NextWebhookRetryAt = null[string]()
+	if !h.nextRetry.IsZero() {
+		v.NextWebhookRetryAt = some(isoMillis(h.nextRetry))
+	}
+	v.LastWebhookProgress, v.LastWebhookProgressAt = null[int](), null[string]()
+	if h.lastProgress > 0 {
+		v.LastWebhookProgress, v.LastWebhookProgressAt = some(h.lastProgress), some(isoMillis(h.lastProgressAt))
+	}
+	v.LastWebhookDispatchedAt = some(isoMillis(h.lastDispatched))
 }
 
 // failureMessage is the error of every failed job.
@@ -218,6 +332,7 @@ func (s *Server) render(sn *snapshot, base string, now time.Time) videoJSON {
 	}
 	if sn.webhook != nil {
 		v.Webhook = &webhookJSON{URL: sn.webhook.url, Events: sn.webhook.events, HasSecret: sn.webhook.secret != ""}
+		renderHook(&v, &sn.hook)
 	}
 	if !sn.status.terminal() {
 		return v

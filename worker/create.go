@@ -81,6 +81,34 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	}
 	inDoubt, err := w.submit(ctx, rec)
 	keep = inDoubt
+	var rl *retryLater
+	if !inDoubt || !errors.As(err, &rl) {
+		return err
+	}
+	// Settle the doubt in this task, which holds the model's lock, rather
+	// than behind the queue of other creates waiting for that lock.
+	timer := time.NewTimer(w.cfg.ReconcileDelay + 50*time.Millisecond)
+	select {
+	case <-ctx.Done():
+		timer.Stop()
+		return err
+	case <-timer.C:
+	}
+	cur, gerr := w.jobs.Get(ctx, rec.ID)
+	if gerr != nil || !cur.CreateInDoubt || cur.VideoID != "" || cur.State != jobs.StateSubmitting {
+		return err // the retry sorts it out
+	}
+	adopted, rerr := w.reconcile(ctx, cur)
+	switch {
+	case rerr != nil:
+		keep = cur.CreateInDoubt && !errors.Is(rerr, asynq.SkipRetry)
+		return rerr
+	case adopted:
+		keep = false
+		return nil
+	}
+	inDoubt, err = w.submit(ctx, cur) // nothing was created: submit again
+	keep = inDoubt
 	return err
 }
 
