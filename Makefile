@@ -22,6 +22,24 @@ run: ## run the self-contained demo (embedded Redis, stand-in API, storage in ./
 test: fmt-check vet staticcheck ## gofmt check, go vet, staticcheck, then go test -race (needs redis-server on PATH)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
+.PHONY: soak
+soak: ## soak: 2,000 jobs, worker processes SIGKILLed, Redis restarted, API faults (~6-9 min on 2 cores; SOAK_FLAGS=-h lists flags)
+	$(GO) run ./cmd/soak $(SOAK_FLAGS)
+
+.PHONY: bench
+bench: ## performance figures vs targets (issue 7): table on stdout, JSON in bench/results/ (~12-15 min on 2 cores; BENCH_FLAGS=-h lists flags)
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench $(BENCH_FLAGS)
+
+.PHONY: bench-quick
+bench-quick: ## every bench figure with small workloads, one run (under 3 min)
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench -quick $(BENCH_FLAGS)
+
+.PHONY: bench-micro
+bench-micro: ## go test micro-benchmarks of the hot paths (benchstat-friendly; BENCH_COUNT=10 for benchstat)
+	$(GO) test -run '^$$' -bench . -benchmem -count $(or $(BENCH_COUNT),1) ./...
+
 .PHONY: fmt-check
 fmt-check: ## fail when a file is not gofmt-formatted
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
