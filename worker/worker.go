@@ -24,6 +24,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -299,7 +303,24 @@ func (e *retryAfter) Unwrap() error { return e.err }
 
 func isFailure(err error) bool {
 	var rl *retryLater
-	return !errors.As(err, &rl)
+	return !errors.As(err, &rl) && !redisUnavailable(err)
+}
+
+// redisUnavailable reports an error of Redis being down or loading its
+// data after a restart (not of the API): waiting it out must not use up
+// the task's retries.
+func redisUnavailable(err error) bool {
+	var te *apiclient.TransportError
+	var ae *apiclient.APIError
+	if errors.As(err, &te) || errors.As(err, &ae) {
+		return false
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "LOADING") || strings.Contains(msg, "MASTERDOWN") || strings.Contains(msg, "TRYAGAIN") || strings.Contains(msg, "CLUSTERDOWN") {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
 }
 
 // retryDelay is exponential backoff with jitter, at least any Retry-After
