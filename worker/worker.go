@@ -25,11 +25,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"syscall"
-	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
