@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
@@ -181,8 +182,21 @@ func (e *env) waitTerminal(ids []tasks.JobID, limit time.Duration) []*jobs.Recor
 			return recs
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("%d of %d jobs not finished after %s; e.g. %s in %s (api %s, polls %d, poll_seq %d, error %s %s)",
-				pending, len(ids), limit, example.ID, example.State, example.APIStatus, example.Polls, example.PollSeq, example.ErrorCode, example.Error)
+			task := "(no task info)"
+			insp := asynq.NewInspectorFromRedisClient(e.rdb)
+			for _, q := range []struct{ queue, id string }{
+				{tasks.QueuePoll, tasks.PollTaskID(example.ID, example.PollSeq)},
+				{tasks.QueueCreate, tasks.CreateTaskID(example.ID)},
+				{tasks.QueueDownload, tasks.DownloadTaskID(example.ID)},
+			} {
+				if ti, err := insp.GetTaskInfo(q.queue, q.id); err == nil {
+					task = fmt.Sprintf("task %s %s retried %d next %s last error %q", q.id, ti.State, ti.Retried, ti.NextProcessAt.Format(time.TimeOnly), ti.LastErr)
+					break
+				}
+			}
+			hist, _ := e.jobs.Events(context.Background(), example.ID, 0)
+			e.t.Fatalf("%d of %d jobs not finished after %s; e.g. %s in %s (api %s, polls %d, poll_seq %d, error %s %s); %s; history %+v",
+				pending, len(ids), limit, example.ID, example.State, example.APIStatus, example.Polls, example.PollSeq, example.ErrorCode, example.Error, task, hist)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
