@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -126,7 +127,7 @@ func (a *Auth) identify(r *http.Request) (name string, role Role, viaToken bool)
 // API callers (bearer) get 401 JSON; browsers get a Basic challenge.
 func (a *Auth) require(role Role, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, got, viaToken := a.identify(r)
+		name, got, viaToken := a.identify(r)
 		if got == RoleNone {
 			if !viaToken {
 				w.Header().Set("WWW-Authenticate", `Basic realm="videoworker", charset="UTF-8"`)
@@ -140,7 +141,7 @@ func (a *Auth) require(role Role, next http.Handler) http.Handler {
 			writeError(w, http.StatusForbidden, "forbidden", "this account is read-only", nil)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(withRole(r.Context(), got)))
+		next.ServeHTTP(w, r.WithContext(withUser(withRole(r.Context(), got), name)))
 	})
 }
 
@@ -156,4 +157,17 @@ func (a *Auth) requireRead(next http.Handler) http.Handler {
 			write.ServeHTTP(w, r)
 		}
 	})
+}
+
+type userKey struct{}
+
+func withUser(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, userKey{}, name)
+}
+
+// userOf returns the caller's name as set by Auth: the operator's login,
+// or "api-token".
+func userOf(ctx context.Context) string {
+	n, _ := ctx.Value(userKey{}).(string)
+	return n
 }

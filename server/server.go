@@ -1,7 +1,8 @@
-// Package server is the project's HTTP server: the webhook receiver and
-// the health checks (later also the job API and the operator pages). It
-// wraps every route with panic recovery and one access-log line per
-// request; query strings are never logged.
+// Package server is the project's HTTP server: the webhook receiver, the
+// health checks, the job API and the operator pages (the job dashboard at
+// / and the asynq web UI at /monitoring/). It wraps every route with panic
+// recovery and one access-log line per request; query strings are never
+// logged.
 package server
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
@@ -35,8 +37,16 @@ type Deps struct {
 	Producer *tasks.Client
 	// Auth guards everything but health checks and webhooks; required
 	// when Producer is set.
-	Auth   *Auth
-	Logger *slog.Logger
+	Auth *Auth
+	// Jobs reads the job records for the dashboard, which is served at /
+	// (with a page per job at /jobs/{id}) whenever Producer is set; nil
+	// means jobs.NewStore(Redis, "") (the default key prefix).
+	Jobs *jobs.Store
+	// Monitoring mounts the asynq web UI (asynqmon) at /monitoring/ for
+	// viewers (read-only) and operators. It uses the Redis client above
+	// and opens no connection of its own.
+	Monitoring bool
+	Logger     *slog.Logger
 }
 
 // New returns the server's handler.
@@ -51,8 +61,20 @@ func New(d Deps) http.Handler {
 	if d.Auth == nil {
 		d.Auth = &Auth{}
 	}
+	// Browsers send a logged-in operator's Basic credentials with any
+	// request to this host, also one a foreign page makes them send:
+	// cross-origin writes are refused everywhere but at the webhooks.
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(csrfRefused))
 	if d.Producer != nil {
-		(&jobsAPI{producer: d.Producer}).routes(mux, d.Auth.requireRead)
+		(&jobsAPI{producer: d.Producer}).routes(mux, func(h http.Handler) http.Handler { return csrf.Handler(d.Auth.requireRead(h)) })
+		if d.Jobs == nil {
+			d.Jobs = jobs.NewStore(d.Redis, "")
+		}
+		(&pages{producer: d.Producer, jobs: d.Jobs, store: d.Store, monitoring: d.Monitoring, log: d.Logger}).routes(mux, d.Auth, csrf.Handler)
+	}
+	if d.Monitoring {
+		mux.Handle(MonitoringPath+"/", csrf.Handler(d.Auth.requireRead(newMonitoring(d.Redis))))
 	}
 	if d.Metrics != nil {
 		mux.Handle("GET /metrics", d.Auth.require(RoleViewer, d.Metrics.Handler()))

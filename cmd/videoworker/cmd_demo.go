@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,13 +18,15 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/standin"
-	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/webhook"
 	"github.com/videoworker/videoworker/worker"
 )
 
@@ -43,11 +48,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	n := fs.Int("jobs", 5, "number of sample jobs to submit")
 	exitWhenDone := fs.Bool("exit-when-done", false, "exit once every job is finished (status 1 if any failed)")
 	quiet := fs.Bool("quiet", false, "no live progress lines")
+	addr := fs.String("addr", envOr("DEMO_ADDR", "127.0.0.1:0"), "listen address of the dashboard, the job API and the asynq UI (DEMO_ADDR)")
+	failRate := fs.Float64("fail-rate", 0, "fraction of the stand-in API's generations that fail, 0 to 1")
+	interval := fs.Duration("interval", 0, "wait between two submissions (e.g. 500ms, to see jobs in every state)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
 	if *n < 0 {
 		return usageError{"demo: -jobs must not be negative"}
+	}
+	if *failRate < 0 || *failRate > 1 || *interval < 0 {
+		return usageError{"demo: -fail-rate must be between 0 and 1 and -interval not negative"}
 	}
 	_, redisSet := os.LookupEnv("REDIS_URL")
 	_, keySet := os.LookupEnv("AISTATS_API_KEY")
@@ -96,7 +107,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer rdb.Close()
 
-	// The API: the stand-in unless AISTATS_API_KEY is set.
+	// The pages (and, with the stand-in, the webhook receiver): listen
+	// first, so that the worker can subscribe the receiver's address.
+	pages, err := listenDemoPages(*addr)
+	if err != nil {
+		return err
+	}
+	defer pages.ln.Close() // in case serve is never reached
+
+	// The API: the stand-in unless AISTATS_API_KEY is set. It delivers
+	// signed webhooks to the demo's receiver, with a few duplicates and
+	// wrongly signed attempts (retried) for the dashboard to count.
+	var hooks *apiclient.WebhookSubscription
 	if !keySet {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -104,7 +126,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		cfg.APIKey = "demo-key"
 		srv := standin.New(standin.Config{APIKey: cfg.APIKey, QueuedFor: 500 * time.Millisecond, ProcessingFor: 2 * time.Second,
-			PollAfterSeconds: 1, ContentSize: 256 << 10, Seed: time.Now().UnixNano()}, log.With("component", "standin"))
+			PollAfterSeconds: 1, ContentSize: 256 << 10, FailRate: *failRate, Seed: time.Now().UnixNano(),
+			WebhookTimeScale: 0.005, WebhookFaults: standin.WebhookFaults{DuplicateRate: 0.1, WrongSecretRate: 0.05}}, log.With("component", "standin"))
+		srv.Start()
+		defer srv.Close()
+		hooks = pages.subscription()
 		cfg.APIBaseURL = "http://" + ln.Addr().String() + "/v1"
 		wg.Add(1)
 		go func() {
@@ -119,7 +145,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	store, err := storage.Open(ctx, cfg.StorageURL)
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -127,6 +153,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		wc.PollInterval = time.Second
 		wc.DelayedTaskCheckInterval = 200 * time.Millisecond
 		wc.ShutdownTimeout = 5 * time.Second
+		wc.Webhook = hooks
 	})
 	if err != nil {
 		return err
@@ -138,6 +165,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
 	defer producer.Close()
+	js := jobs.NewStore(rdb, cfg.KeyPrefix)
+	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
+	if hooks != nil {
+		v, err := webhook.NewVerifier([]string{hooks.Secret}, 5*time.Minute, nil)
+		if err != nil {
+			return err
+		}
+		deps.Webhooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook"))
+	}
+	srvDone := pages.serve(ctx, deps, stdout, log)
+	defer func() { cancel(); <-srvDone }() // before Redis closes
 	start := time.Now()
 	ids := make([]tasks.JobID, 0, *n)
 	run := start.UTC().Format("150405")
@@ -150,6 +188,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		ids = append(ids, id)
+		if *interval > 0 && i < *n-1 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(*interval):
+			}
+		}
 	}
 	fmt.Fprintf(stdout, "submitted %d jobs; storing videos under %s\n", len(ids), cfg.StorageURL)
 
@@ -184,6 +229,63 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%d of %d jobs failed", failed, len(ids))
 	}
 	return nil
+}
+
+// demoPages is the demo's HTTP server: the dashboard, the job API, the
+// asynq UI and the webhook receiver, behind a login made up for the run.
+type demoPages struct {
+	ln         net.Listener
+	base       string // http://host:port
+	pass       string // of the operator "demo"
+	auth       *server.Auth
+	hookSecret string
+}
+
+// listenDemoPages listens on addr and makes up the login and the webhook
+// signing secret.
+func listenDemoPages(addr string) (*demoPages, error) {
+	var b [36]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	pass := base64.RawURLEncoding.EncodeToString(b[:12])
+	auth, err := server.NewAuth("", "demo:"+pass+":operator")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("demo dashboard: %w", err)
+	}
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return &demoPages{ln: ln, base: "http://" + net.JoinHostPort(host, port),
+		pass: pass, auth: auth, hookSecret: "whsec_" + hex.EncodeToString(b[12:])}, nil
+}
+
+// subscription is the webhook the worker subscribes on each create: the
+// receiver on this server, which the stand-in on this machine can reach.
+func (p *demoPages) subscription() *apiclient.WebhookSubscription {
+	return &apiclient.WebhookSubscription{URL: p.base + webhook.Path, Secret: p.hookSecret,
+		Events: []string{"video.completed", "video.failed", "video.cancelled", "video.expired"}}
+}
+
+// serve serves deps until ctx ends and prints the address and login. The
+// returned channel closes when the server has stopped.
+func (p *demoPages) serve(ctx context.Context, deps server.Deps, stdout io.Writer, log *slog.Logger) <-chan struct{} {
+	deps.Auth = p.auth
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := serveHTTP(ctx, p.ln, server.New(deps), log); err != nil {
+			log.Error("demo dashboard stopped", "err", err.Error())
+		}
+	}()
+	fmt.Fprintf(stdout, "dashboard at %s/ (asynq UI at %s%s/, job API at %s/v1/jobs)\n", p.base, p.base, server.MonitoringPath, p.base)
+	fmt.Fprintf(stdout, "  log in as demo / %s (operator; generated for this run)\n", p.pass)
+	return done
 }
 
 // watchJobs prints a line whenever a job changes state or progress, until

@@ -56,7 +56,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	fmt.Fprintf(stdout, "videoworker serving on http://%s (webhooks at %s)\n", ln.Addr(), webhook.Path)
+	fmt.Fprintf(stdout, "videoworker serving on http://%s (dashboard at /, asynq UI at %s/, webhooks at %s)\n", ln.Addr(), server.MonitoringPath, webhook.Path)
 	log.Info("videoworker serve", "config", sc, "webhooks", sc.PublicURL != "" || len(sc.Secrets) > 0)
 	return serveHTTP(ctx, ln, h, log)
 }
@@ -72,14 +72,15 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	}
 	m := metrics.New()
 	m.AddQueues(asynq.NewInspectorFromRedisClient(rdb))
-	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m,
+	js := jobs.NewStore(rdb, cfg.KeyPrefix)
+	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true,
 		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log})}
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
 		if err != nil {
 			return nil, err
 		}
-		deps.Webhooks = webhook.NewHandler(v, jobs.NewStore(rdb, cfg.KeyPrefix), asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook")).WithMetrics(m)
+		deps.Webhooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook")).WithMetrics(m)
 	} else {
 		log.Warn("WEBHOOK_SECRETS not set: the webhook receiver is off, jobs finish by polling alone")
 	}

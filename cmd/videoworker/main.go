@@ -8,7 +8,7 @@
 //	videoworker worker              run a worker until SIGTERM
 //	videoworker enqueue [flags]     submit jobs; prints their ids
 //	videoworker status JOB_ID...    show jobs and their history
-//	videoworker serve               webhook receiver and health checks
+//	videoworker serve               job API, dashboard, asynq UI, webhooks, health checks
 //	videoworker standin [flags]     serve the stand-in AI Stats API
 //	videoworker demo [flags]        everything in one process, no set-up
 //
@@ -51,9 +51,11 @@ commands:
   worker    run a worker until SIGTERM or Ctrl-C
   enqueue   submit video jobs; prints one job id per line
   status    show jobs and their history: status JOB_ID...
-  serve     serve the webhook receiver and health checks (SERVE_ADDR)
+  serve     serve the job API, the dashboard (/), the asynq UI (/monitoring/),
+            the webhook receiver and health checks (SERVE_ADDR)
   standin   serve the stand-in AI Stats API (for tests and demos)
-  demo      run Redis, the stand-in API and a worker in one process and submit sample jobs
+  demo      run Redis, the stand-in API, a worker and the dashboard in one process and
+            submit sample jobs
 
 Configuration is read from the environment (see README.md). Run
 'videoworker COMMAND -h' for a command's flags.`

@@ -71,7 +71,7 @@ func parseRedisURL(raw string) (redisTarget, error) {
 			return redisTarget{}, err
 		}
 		if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
-			return redisTarget{}, errors.New("Redis Cluster has only database 0")
+			return redisTarget{}, errors.New("a Redis Cluster has only database 0")
 		}
 		co := &redis.ClusterOptions{Addrs: hosts}
 		if u.User != nil {
