@@ -61,6 +61,12 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 			}
 			if out.Applied {
 				rec.PollSeq = p.Seq
+			} else if rec, err = w.jobs.Get(ctx, rec.ID); err != nil {
+				// The predecessor advanced the record itself meanwhile (it
+				// enqueued us, then moved poll_seq): read what it wrote.
+				return err
+			} else if rec.State != jobs.StateGenerating {
+				return nil
 			}
 		}
 		if rec.PollSeq != p.Seq {
