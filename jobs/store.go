@@ -240,10 +240,12 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 	if code < 0 {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ErrNotFound)
 	}
-	if code == 1 && c.To != "" {
+	if code == 1 && (c.To.Terminal() || (c.To != "" && fromTerminal(c.From))) {
 		// The set of unfinished jobs, for the stranded-job reconciler. It
 		// lives outside the job's hash slot, so it is kept here rather than
-		// in the script; the reconciler repairs any drift.
+		// in the script; the reconciler repairs any drift. Only entering or
+		// leaving a terminal state touches it, so two racing non-terminal
+		// changes cannot re-add a job that has just finished.
 		if c.To.Terminal() {
 			err = s.rdb.SRem(ctx, s.activeKey(), id).Err()
 		} else {
@@ -595,4 +597,13 @@ func (s *Store) Lease(ctx context.Context, name, owner string, ttl time.Duration
 		return false, fmt.Errorf("lease %s: %w", name, err)
 	}
 	return n == 1, nil
+}
+
+func fromTerminal(from []State) bool {
+	for _, st := range from {
+		if st.Terminal() {
+			return true
+		}
+	}
+	return false
 }
