@@ -27,7 +27,7 @@ soak: ## soak: 2,000 jobs, worker processes SIGKILLed, Redis restarted, API faul
 	$(GO) run ./cmd/soak $(SOAK_FLAGS)
 
 .PHONY: bench
-bench: ## performance figures vs targets (issue 7): table on stdout, JSON in bench/results/ (~12-15 min on 2 cores; BENCH_FLAGS=-h lists flags)
+bench: ## performance figures vs targets (issue 7): table on stdout, JSON in bench/results/ (about 10 min on 2 cores; BENCH_FLAGS=-h lists flags)
 	$(GO) build -o bin/bench ./cmd/bench
 	bin/bench $(BENCH_FLAGS)
 

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/tasks"
+)
+
+const (
+	producerGoroutines = 32
+	// producerRate is the target's rate: latency is measured there, open
+	// loop (from each call's scheduled start, so a stall counts fully).
+	producerRate = 5000
+)
+
+func defineProducer(r *recorder) {
+	s := "Producer (tasks.Client.Submit, no worker running)"
+	r.define(figureDef{Key: "producer.single", Section: s, Label: "Submit, one goroutine", Unit: "calls/s"})
+	r.define(figureDef{Key: "producer.single_p99", Section: s, Label: "Submit latency p99, one goroutine", Unit: "ms", Digits: 2})
+	r.define(figureDef{Key: "producer.conc", Section: s, Label: fmt.Sprintf("Submit, %d goroutines", producerGoroutines), Unit: "calls/s",
+		Target: "≥ 5,000/s", Pass: atLeast(5000)})
+	r.define(figureDef{Key: "producer.conc_p50", Section: s, Label: fmt.Sprintf("Submit latency p50, %d goroutines flat out", producerGoroutines), Unit: "ms", Digits: 2})
+	r.define(figureDef{Key: "producer.conc_p99", Section: s, Label: fmt.Sprintf("Submit latency p99, %d goroutines flat out", producerGoroutines), Unit: "ms", Digits: 2})
+	r.define(figureDef{Key: "producer.rate_p50", Section: s, Label: fmt.Sprintf("Submit latency p50 at a steady %s/s (open loop)", formatValue(producerRate, 0)), Unit: "ms", Digits: 2})
+	r.define(figureDef{Key: "producer.rate_p99", Section: s, Label: fmt.Sprintf("Submit latency p99 at a steady %s/s (open loop)", formatValue(producerRate, 0)), Unit: "ms", Digits: 2,
+		Target: "< 5 ms", Pass: below(5)})
+}
+
+func runProducer(ctx context.Context, b *bench) error {
+	re, err := startRedis()
+	if err != nil {
+		return err
+	}
+	defer re.close()
+	p := tasks.NewClient(re.rdb, tasks.ClientOptions{})
+	for _, conc := range []int{1, producerGoroutines} {
+		rate, lat, err := submitFor(ctx, p, fmt.Sprintf("prod%d", conc), conc, b.sz.producerFor)
+		if err != nil {
+			return err
+		}
+		p50, p99 := 1000*percentile(lat, 0.5), 1000*percentile(lat, 0.99)
+		if conc == 1 {
+			b.rec.add("producer.single", rate)
+			b.rec.add("producer.single_p99", p99)
+		} else {
+			b.rec.add("producer.conc", rate)
+			b.rec.add("producer.conc_p99", p99)
+			b.rec.add("producer.conc_p50", p50)
+		}
+		b.logf("producer, %d goroutines: %.0f submits/s, p50 %.2f ms, p99 %.2f ms", conc, rate, p50, p99)
+	}
+	lat, err := submitAtRate(ctx, p, "rate", producerGoroutines, producerRate, b.sz.producerFor)
+	if err != nil {
+		return err
+	}
+	p50, p99 := 1000*percentile(lat, 0.5), 1000*percentile(lat, 0.99)
+	b.rec.add("producer.rate_p50", p50)
+	b.rec.add("producer.rate_p99", p99)
+	b.logf("producer at %d/s: p50 %.2f ms, p99 %.2f ms", producerRate, p50, p99)
+	return nil
+}
+
+// submitAtRate starts Submit calls at a steady rate for d, from conc
+// goroutines, and returns each call's latency in seconds counted from its
+// scheduled start.
+func submitAtRate(ctx context.Context, p *tasks.Client, prefix string, conc int, rate float64, d time.Duration) ([]float64, error) {
+	n := int(rate * d.Seconds())
+	starts := make(chan int, n)
+	for i := range n {
+		starts <- i
+	}
+	close(starts)
+	interval := time.Duration(float64(time.Second) / rate)
+	t0 := time.Now()
+	lat := make([]float64, n)
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range starts {
+				at := t0.Add(time.Duration(i) * interval)
+				if w := time.Until(at); w > 0 {
+					time.Sleep(w)
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				id := fmt.Sprintf("%s-%07d", prefix, i)
+				_, err := p.Submit(ctx, tasks.Request{JobID: tasks.JobID(id), Video: apiclient.CreateRequest{Model: models[i%len(models)], Prompt: "producer " + id}})
+				lat[i] = time.Since(at).Seconds()
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, firstErr
+}
+
+// submitFor calls Submit from conc goroutines for d and returns the rate
+// and every call's latency in seconds.
+func submitFor(ctx context.Context, p *tasks.Client, prefix string, conc int, d time.Duration) (float64, []float64, error) {
+	var mu sync.Mutex
+	var all []float64
+	var firstErr error
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for g := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []float64
+			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
+				id := fmt.Sprintf("%s-%02d-%07d", prefix, g, i)
+				t0 := time.Now()
+				_, err := p.Submit(ctx, tasks.Request{JobID: tasks.JobID(id), Video: apiclient.CreateRequest{Model: models[i%len(models)], Prompt: "producer " + id}})
+				lat = append(lat, time.Since(t0).Seconds())
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return float64(len(all)) / time.Since(start).Seconds(), all, firstErr
+}
