@@ -510,11 +510,7 @@ func (d *Disk) Open(ctx context.Context, key string) (io.ReadCloser, ObjectInfo,
 		return nil, ObjectInfo{}, err
 	}
 	info := d.info(key, fi, meta)
-	rc := &objectReader{ctx: ctx, f: f, key: key, size: fi.Size(), want: info.SHA256}
-	if rc.want != "" {
-		rc.h = sha256.New()
-	}
-	return rc, info, nil
+	return newVerifyingReader(ctx, f, key, fi.Size(), info.SHA256), info, nil
 }
 
 func (d *Disk) info(key string, fi fs.FileInfo, meta *sidecar) ObjectInfo {
@@ -568,36 +564,6 @@ func (d *Disk) Delete(ctx context.Context, key string) error {
 	}
 	return nil
 }
-
-// objectReader is the reader Disk.Open returns.
-type objectReader struct {
-	ctx  context.Context
-	f    *os.File
-	key  string
-	size int64
-	want string    // recorded sha256, "" for no verification
-	h    hash.Hash // nil when want == ""
-	n    int64
-}
-
-func (r *objectReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := r.f.Read(p)
-	if r.h != nil {
-		r.h.Write(p[:n])
-		r.n += int64(n)
-		if err == io.EOF {
-			if got := hex.EncodeToString(r.h.Sum(nil)); got != r.want || r.n != r.size {
-				return n, &IntegrityError{Key: r.key, WantSize: r.size, GotSize: r.n, WantSHA256: r.want, GotSHA256: got}
-			}
-		}
-	}
-	return n, err
-}
-
-func (r *objectReader) Close() error { return r.f.Close() }
 
 // ctxReader fails every Read once ctx is done, so a long copy stops within
 // one buffer of a cancellation.

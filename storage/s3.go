@@ -701,11 +701,7 @@ func (s *S3) Open(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, e
 		return nil, ObjectInfo{}, s.readError("open", key, err)
 	}
 	info := s.info(key, oi)
-	rc := &s3Reader{body: body, key: key, size: info.Size, want: info.SHA256}
-	if rc.want != "" {
-		rc.h = sha256.New()
-	}
-	return rc, info, nil
+	return newVerifyingReader(ctx, body, key, info.Size, info.SHA256), info, nil
 }
 
 func (s *S3) info(key string, oi minio.ObjectInfo) ObjectInfo {
@@ -773,32 +769,6 @@ func (s *S3) PresignGet(ctx context.Context, key string, ttl time.Duration) (str
 	}
 	return u.String(), nil
 }
-
-// s3Reader is the reader S3.Open returns.
-type s3Reader struct {
-	body io.ReadCloser
-	key  string
-	size int64
-	want string
-	h    hash.Hash // nil when want == ""
-	n    int64
-}
-
-func (r *s3Reader) Read(p []byte) (int, error) {
-	n, err := r.body.Read(p)
-	if r.h != nil {
-		r.h.Write(p[:n])
-		r.n += int64(n)
-		if err == io.EOF {
-			if got := hex.EncodeToString(r.h.Sum(nil)); got != r.want || r.n != r.size {
-				return n, &IntegrityError{Key: r.key, WantSize: r.size, GotSize: r.n, WantSHA256: r.want, GotSHA256: got}
-			}
-		}
-	}
-	return n, err
-}
-
-func (r *s3Reader) Close() error { return r.body.Close() }
 
 // hashingReader hashes and counts what it reads, fails once ctx is done and
 // remembers why the source stopped. Its state is guarded by a mutex (not

@@ -2,8 +2,11 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strings"
 	"time"
@@ -205,3 +208,46 @@ type Presigner interface {
 	// until ttl has passed. It does not check that the object exists.
 	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
 }
+
+// verifyingReader is what Open returns: it streams an object and, when a
+// sha256 was recorded for it, checks the bytes as they pass; at end of
+// file it returns an *IntegrityError instead of io.EOF on a mismatch.
+// With ctx set, every Read fails once ctx is done.
+type verifyingReader struct {
+	ctx  context.Context
+	rc   io.ReadCloser
+	key  string
+	size int64
+	want string    // recorded sha256, "" for no verification
+	h    hash.Hash // nil when want == ""
+	n    int64
+}
+
+func newVerifyingReader(ctx context.Context, rc io.ReadCloser, key string, size int64, want string) *verifyingReader {
+	r := &verifyingReader{ctx: ctx, rc: rc, key: key, size: size, want: want}
+	if want != "" {
+		r.h = sha256.New()
+	}
+	return r
+}
+
+func (r *verifyingReader) Read(p []byte) (int, error) {
+	if r.ctx != nil {
+		if err := r.ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := r.rc.Read(p)
+	if r.h != nil {
+		r.h.Write(p[:n])
+		r.n += int64(n)
+		if err == io.EOF {
+			if got := hex.EncodeToString(r.h.Sum(nil)); got != r.want || r.n != r.size {
+				return n, &IntegrityError{Key: r.key, WantSize: r.size, GotSize: r.n, WantSHA256: r.want, GotSHA256: got}
+			}
+		}
+	}
+	return n, err
+}
+
+func (r *verifyingReader) Close() error { return r.rc.Close() }
