@@ -135,7 +135,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := serveHTTP(ctx, ln, srv, log); err != nil {
+			if err := serveHTTP(ctx, ln, standinHTTPServer(srv, log)); err != nil {
 				log.Error("stand-in API stopped", "err", err.Error())
 			}
 		}()
@@ -279,7 +279,7 @@ func (p *demoPages) serve(ctx context.Context, deps server.Deps, stdout io.Write
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := serveHTTP(ctx, p.ln, server.New(deps), log); err != nil {
+		if err := serveHTTP(ctx, p.ln, server.NewHTTPServer(server.New(deps), log)); err != nil {
 			log.Error("demo dashboard stopped", "err", err.Error())
 		}
 	}()

@@ -58,7 +58,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "videoworker serving on http://%s (dashboard at /, asynq UI at %s/, webhooks at %s)\n", ln.Addr(), server.MonitoringPath, webhook.Path)
 	log.Info("videoworker serve", "config", sc, "webhooks", sc.PublicURL != "" || len(sc.Secrets) > 0)
-	return serveHTTP(ctx, ln, h, log)
+	return serveHTTP(ctx, ln, server.NewHTTPServer(h, log))
 }
 
 // newServerHandler builds the server's routes from the configuration.

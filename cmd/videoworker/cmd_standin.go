@@ -51,17 +51,11 @@ func runStandin(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	srv := standin.New(*cfg, log)
 	fmt.Fprintf(stdout, "stand-in AI Stats API at http://%s/v1\n", ln.Addr())
-	return serveHTTP(ctx, ln, srv, log)
+	return serveHTTP(ctx, ln, standinHTTPServer(srv, log))
 }
 
-// serveHTTP serves h on ln until ctx ends, then shuts down gracefully.
-// The stand-in streams videos of any size, so it has no write timeout.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	hs := server.NewHTTPServer(h, log)
-	if _, isStandin := h.(*standin.Server); isStandin {
-		hs.WriteTimeout = 0
-		hs.ReadTimeout = 0
-	}
+// serveHTTP serves hs on ln until ctx ends, then shuts down gracefully.
+func serveHTTP(ctx context.Context, ln net.Listener, hs *http.Server) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -83,4 +77,12 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// standinHTTPServer is the stand-in's http.Server: the project's timeouts,
+// except that it streams videos of any size, so no read or write timeout.
+func standinHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	hs := server.NewHTTPServer(h, log)
+	hs.WriteTimeout, hs.ReadTimeout = 0, 0
+	return hs
 }

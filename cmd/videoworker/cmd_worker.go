@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/videoworker/videoworker/metrics"
+	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/worker"
 )
 
@@ -73,7 +74,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
 		done := make(chan struct{})
-		go func() { defer close(done); _ = serveHTTP(ctx, ln, mux, log) }()
+		go func() { defer close(done); _ = serveHTTP(ctx, ln, server.NewHTTPServer(mux, log)) }()
 		defer func() { <-done }() // serveHTTP returns once ctx ends
 		log.Info("worker metrics", "addr", ln.Addr().String())
 	}
