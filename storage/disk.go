@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/fnv"
 	"io"
 	"io/fs"
@@ -17,7 +16,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Disk is a [Store] on the local file system, rooted at one directory. The
@@ -26,12 +27,17 @@ import (
 //
 // # Layout
 //
-// Next to each object is a sidecar <key>.meta, a JSON document holding the
-// object's size, sha256, content type and user metadata. Put writes to
-// temporary files named ".tmp-*" in the destination directory (the same
-// file system, so the final rename is atomic). A crash can leave such files
-// behind; they are never valid objects and may be deleted by an operator
-// when no Put is running. Empty directories are left in place after Delete.
+// An object's metadata (size, sha256, content type and user metadata, as a
+// JSON document) is kept with its bytes, in the file's extended attribute
+// "user.videoworker.meta" (`getfattr -n user.videoworker.meta FILE` shows
+// it). On a file system without user extended attributes, or for metadata
+// too large for one, it is kept in a sidecar file <key>.meta next to the
+// object instead, as earlier versions always did; objects with sidecars
+// written by those versions remain readable. Put writes to temporary files
+// named ".tmp-*" in the destination directory (the same file system, so
+// the final rename is atomic). A crash can leave such files behind; they
+// are never valid objects and may be deleted by an operator when no Put is
+// running. Empty directories are left in place after Delete.
 //
 // Because of this layout Disk refuses, with an error wrapping
 // [ErrInvalidKey], keys that [ValidateKey] accepts but where a segment
@@ -40,19 +46,22 @@ import (
 //
 // # Writes
 //
-// Put copies through a 1 MiB buffer into the temporary file while hashing
-// and counting, checks the size and sha256, fsyncs the file, writes and
-// fsyncs a temporary sidecar, then renames the sidecar into place, then the
-// data, and fsyncs the directory. Both renames happen under a per-key lock,
-// and Stat and Open take the same lock to open the data and read the sidecar
-// as a pair, so within one process a reader never sees new data with an old
-// sidecar or the reverse.
+// Put streams into the temporary file while hashing and counting (an
+// object larger than the 1 MiB buffer is read, hashed and written by three
+// goroutines at once, in at most 3 MiB of buffers), checks the size and
+// sha256, sets the metadata attribute, fsyncs the file, renames it into
+// place and fsyncs the directory: the bytes and their metadata appear
+// together, in one rename. Without attributes it writes and fsyncs a
+// temporary sidecar and renames the sidecar into place before the data.
+// Renames happen under a per-key lock, and Stat and Open take the same lock
+// to open the data and read a sidecar as a pair, so within one process a
+// reader never sees new data with an old sidecar or the reverse.
 //
-// The sidecar names the bytes it describes by size and sha256, so a
-// mismatched pair (a crash between the two renames, or two processes
+// The metadata names the bytes it describes by size and sha256, so a
+// mismatched sidecar (a crash between the two renames, or two processes
 // writing one key) is detected rather than trusted: Stat, which always
-// hashes the file, ignores a sidecar whose sha256 differs from the bytes on
-// disk; Open, which does not hash up front, uses a sidecar whose size
+// hashes the file, ignores metadata whose sha256 differs from the bytes on
+// disk; Open, which does not hash up front, uses metadata whose size
 // matches and its reader fails with an *IntegrityError at end of stream if
 // the bytes do not match the recorded sha256.
 //
@@ -66,19 +75,25 @@ import (
 type Disk struct {
 	root  string
 	locks [64]sync.Mutex
+	// noXattr: the file system refused a user extended attribute, so
+	// metadata goes to sidecars from then on.
+	noXattr atomic.Bool
 }
 
 var _ Store = (*Disk)(nil)
 
-// copyBufSize is the buffer Put, Stat and Open use to stream bytes.
-const copyBufSize = 1 << 20
-
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
-
 const (
 	tmpPrefix  = ".tmp-"
 	metaSuffix = ".meta"
+	// metaXattr is the extended attribute holding an object's metadata.
+	metaXattr = "user.videoworker.meta"
+	// maxMetaBytes bounds the metadata read from an attribute or sidecar.
+	maxMetaBytes = 1 << 20
 )
+
+// errNoXattr: a file has no metadata attribute (or its file system keeps
+// none).
+var errNoXattr = errors.New("no metadata attribute")
 
 // NewDisk returns a Disk rooted at root, which is made absolute and created
 // (mode 0o755, with parents) if missing. It fails if root exists and is not
@@ -183,56 +198,62 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 	if err := ctx.Err(); err != nil {
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 	}
-	dir := filepath.Dir(rel)
+	dir, base := filepath.Split(rel)
+	dir = filepath.Clean(dir)
 	syncDirs, err := mkdirs(root, key, dir)
 	if err != nil {
 		return ObjectInfo{}, err
+	}
+	// Everything below works in the object's directory, by single names:
+	// one path walk instead of one per step.
+	dr := root
+	if dir != "." {
+		if dr, err = root.OpenRoot(dir); err != nil {
+			return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+		}
+		defer dr.Close()
 	}
 
 	// Temporary files are removed on every path that does not commit them.
 	var tmpData, tmpMeta string
 	defer func() {
 		if tmpData != "" {
-			_ = root.Remove(tmpData)
+			_ = dr.Remove(tmpData)
 		}
 		if tmpMeta != "" {
-			_ = root.Remove(tmpMeta)
+			_ = dr.Remove(tmpMeta)
 		}
 	}()
 
-	f, name, err := createTemp(root, dir, "")
+	f, name, err := createTemp(dr, "")
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 	}
 	tmpData = name
-	n, sum, err := writeData(ctx, f, r, opts.Size)
+	n, sum, fi, err := d.writeData(ctx, f, r, opts, wantSHA)
 	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
-	}
-	if (opts.Size >= 0 && n != opts.Size) || (wantSHA != "" && sum != wantSHA) {
-		ie := &IntegrityError{Key: key, WantSize: opts.Size, GotSize: n, WantSHA256: wantSHA, GotSHA256: sum}
-		if ie.WantSize < 0 {
-			ie.WantSize = -1
+		var ie *IntegrityError
+		if errors.As(err, &ie) {
+			ie.Key = key
+			return ObjectInfo{}, ie
 		}
-		return ObjectInfo{}, ie
-	}
-	fi, err := root.Lstat(tmpData)
-	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 	}
-
 	meta := sidecar{Version: 1, Size: n, SHA256: sum, ContentType: opts.ContentType, Metadata: cloneMap(opts.Metadata)}
-	tmpMeta, err = writeSidecar(root, dir, meta)
-	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	if !fi.inXattr {
+		if tmpMeta, err = writeSidecar(dr, meta); err != nil {
+			return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+		}
 	}
-
-	if err := d.commit(root, key, rel, tmpData, tmpMeta); err != nil {
+	if err := d.commit(dr, key, base, tmpData, tmpMeta); err != nil {
 		return ObjectInfo{}, err
 	}
 	tmpData, tmpMeta = "", ""
 
-	for _, dir := range append(syncDirs, dir) {
+	if err := syncDir(dr, "."); err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: object written but not durable: %w", key, err)
+	}
+	for _, dir := range syncDirs {
 		if err := syncDir(root, dir); err != nil {
 			return ObjectInfo{}, fmt.Errorf("storage: put %q: object written but not durable: %w", key, err)
 		}
@@ -243,20 +264,83 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 		SHA256:      sum,
 		ContentType: meta.ContentType,
 		Location:    d.Location(key),
-		ModTime:     fi.ModTime(),
+		ModTime:     fi.modTime,
 		Metadata:    cloneMap(meta.Metadata),
 	}, nil
 }
 
-// commit renames the sidecar, then the data into place under the key's
-// lock.
-func (d *Disk) commit(root *os.Root, key, rel, tmpData, tmpMeta string) error {
+// written is what writeData learnt of the temporary file.
+type written struct {
+	modTime time.Time
+	// inXattr: the metadata is in the file's extended attribute; otherwise
+	// it needs a sidecar.
+	inXattr bool
+}
+
+// writeData streams r into f (reading at most opts.Size+1 bytes when the
+// size is known), checks the size and sha256 (an *IntegrityError without
+// its Key), records the metadata in f's extended attribute when the file
+// system allows, fsyncs and closes f. It returns the byte count and hex
+// sha256.
+func (d *Disk) writeData(ctx context.Context, f *os.File, r io.Reader, opts PutOptions, wantSHA string) (n int64, sum string, w written, err error) {
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	h := sha256.New()
+	var src io.Reader = ctxReader{ctx: ctx, r: r}
+	if opts.Size >= 0 {
+		src = io.LimitReader(src, opts.Size+1)
+	}
+	if n, err = copyHashed(f, h, src); err != nil {
+		return n, "", w, err
+	}
+	sum = hex.EncodeToString(h.Sum(nil))
+	if (opts.Size >= 0 && n != opts.Size) || (wantSHA != "" && sum != wantSHA) {
+		ie := &IntegrityError{WantSize: opts.Size, GotSize: n, WantSHA256: wantSHA, GotSHA256: sum}
+		if ie.WantSize < 0 {
+			ie.WantSize = -1
+		}
+		return n, sum, w, ie
+	}
+	if !d.noXattr.Load() {
+		meta := sidecar{Version: 1, Size: n, SHA256: sum, ContentType: opts.ContentType, Metadata: opts.Metadata}
+		data, err := json.Marshal(meta)
+		if err != nil {
+			return n, sum, w, err
+		}
+		switch err := setXattr(f, metaXattr, data); {
+		case err == nil:
+			w.inXattr = true
+		case xattrUnsupported(err):
+			d.noXattr.Store(true)
+		default:
+			// Too large for this file system's attribute space (E2BIG,
+			// ENOSPC, ERANGE) or another refusal: this object gets a
+			// sidecar.
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return n, sum, w, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return n, sum, w, err
+	}
+	w.modTime = fi.ModTime()
+	return n, sum, w, nil
+}
+
+// commit moves the object (and its sidecar, if it has one) into place under
+// the key's lock. dr is the object's directory and base its name there.
+func (d *Disk) commit(dr *os.Root, key, base, tmpData, tmpMeta string) error {
 	mu := d.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
 	// Refuse to replace a directory or a symbolic link. This is checked
 	// before the sidecar moves so that a failed Put leaves no trace.
-	if fi, err := root.Lstat(rel); err == nil && !fi.Mode().IsRegular() {
+	if fi, err := dr.Lstat(base); err == nil && !fi.Mode().IsRegular() {
 		if fi.Mode()&fs.ModeSymlink != 0 {
 			return invalidKey(key, "path is a symbolic link")
 		}
@@ -264,14 +348,27 @@ func (d *Disk) commit(root *os.Root, key, rel, tmpData, tmpMeta string) error {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("storage: put %q: %w", key, err)
 	}
-	if err := root.Rename(tmpMeta, rel+metaSuffix); err != nil {
-		return fmt.Errorf("storage: put %q: install metadata: %w", key, err)
+	if tmpMeta != "" {
+		if err := dr.Rename(tmpMeta, base+metaSuffix); err != nil {
+			return fmt.Errorf("storage: put %q: install metadata: %w", key, err)
+		}
 	}
-	if err := root.Rename(tmpData, rel); err != nil {
+	if err := dr.Rename(tmpData, base); err != nil {
 		// The old object (if any) is still in place; drop the new sidecar
 		// that no longer describes it (a stale one would be ignored anyway).
-		_ = root.Remove(rel + metaSuffix)
+		if tmpMeta != "" {
+			_ = dr.Remove(base + metaSuffix)
+		}
 		return fmt.Errorf("storage: put %q: install data: %w", key, err)
+	}
+	if tmpMeta == "" {
+		// A sidecar left by an earlier version of this object (or an
+		// earlier program version) describes other bytes; the attribute
+		// takes precedence, but don't leave it to confuse operators.
+		// (Lstat first: a Remove of a missing name costs two syscalls.)
+		if _, err := dr.Lstat(base + metaSuffix); err == nil {
+			_ = dr.Remove(base + metaSuffix)
+		}
 	}
 	return nil
 }
@@ -333,13 +430,13 @@ func checkPath(root *os.Root, key, rel string) error {
 	return nil
 }
 
-// createTemp creates a new ".tmp-*" file in dir.
-func createTemp(root *os.Root, dir, suffix string) (*os.File, string, error) {
+// createTemp creates a new ".tmp-*" file in dr.
+func createTemp(dr *os.Root, suffix string) (*os.File, string, error) {
 	for range 10 {
 		var rnd [12]byte
 		_, _ = rand.Read(rnd[:])
-		name := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:])+suffix)
-		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		name := tmpPrefix + hex.EncodeToString(rnd[:]) + suffix
+		f, err := dr.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if err == nil {
 			return f, name, nil
 		}
@@ -350,55 +447,13 @@ func createTemp(root *os.Root, dir, suffix string) (*os.File, string, error) {
 	return nil, "", errors.New("cannot create a temporary file")
 }
 
-// writeData streams r into f (reading at most size+1 bytes when size >= 0),
-// fsyncs and closes f, and returns the byte count and hex sha256.
-func writeData(ctx context.Context, f *os.File, r io.Reader, size int64) (int64, string, error) {
-	h := sha256.New()
-	var src io.Reader = ctxReader{ctx: ctx, r: r}
-	if size >= 0 {
-		src = io.LimitReader(src, size+1)
-	}
-	n, err := copyHashed(f, h, src)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return n, "", err
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// copyHashed copies src to dst (nil for none) and h through a pooled 1 MiB
-// buffer, labelling the failing side.
-func copyHashed(dst io.Writer, h hash.Hash, src io.Reader) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	var w io.Writer = h
-	if dst != nil {
-		w = io.MultiWriter(dst, h)
-	}
-	// Neither side implements ReaderFrom/WriterTo, so the buffer is used
-	// and every Read goes through ctxReader.
-	n, err := io.CopyBuffer(onlyWriter{w}, onlyReader{src}, *bp)
-	var re readError
-	if errors.As(err, &re) {
-		return n, fmt.Errorf("read: %w", re.err)
-	}
-	if err != nil {
-		return n, fmt.Errorf("write: %w", err)
-	}
-	return n, nil
-}
-
-func writeSidecar(root *os.Root, dir string, meta sidecar) (string, error) {
+// writeSidecar writes meta to a new temporary sidecar in dr and fsyncs it.
+func writeSidecar(dr *os.Root, meta sidecar) (string, error) {
 	data, err := json.Marshal(meta)
 	if err != nil {
 		return "", err
 	}
-	f, name, err := createTemp(root, dir, metaSuffix)
+	f, name, err := createTemp(dr, metaSuffix)
 	if err != nil {
 		return "", err
 	}
@@ -410,10 +465,25 @@ func writeSidecar(root *os.Root, dir string, meta sidecar) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		_ = root.Remove(name)
+		_ = dr.Remove(name)
 		return "", fmt.Errorf("write metadata: %w", err)
 	}
 	return name, nil
+}
+
+// readSidecar returns the sidecar at name, or nil when there is none or it
+// is unreadable or implausibly large.
+func readSidecar(root *os.Root, name string) []byte {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxMetaBytes+1))
+	if err != nil || len(b) > maxMetaBytes {
+		return nil
+	}
+	return b
 }
 
 func syncDir(root *os.Root, dir string) error {
@@ -448,7 +518,12 @@ func (d *Disk) openObject(ctx context.Context, op, key string) (*os.File, fs.Fil
 	f, err := root.Open(rel)
 	var metaBytes []byte
 	if err == nil {
-		metaBytes, _ = root.ReadFile(rel + metaSuffix)
+		// The attribute is part of the file: no pair to keep consistent.
+		// A file without one may have a sidecar (a file system without
+		// attributes, or an object written by an earlier version).
+		if metaBytes, _ = getXattr(f, metaXattr); metaBytes == nil {
+			metaBytes = readSidecar(root, rel+metaSuffix)
+		}
 	}
 	mu.Unlock()
 	if err != nil {
@@ -588,11 +663,6 @@ type readError struct{ err error }
 
 func (e readError) Error() string { return e.err.Error() }
 func (e readError) Unwrap() error { return e.err }
-
-// onlyReader and onlyWriter hide ReadFrom/WriteTo so io.CopyBuffer uses its
-// buffer.
-type onlyReader struct{ io.Reader }
-type onlyWriter struct{ io.Writer }
 
 func normSHA256(s string) (string, error) {
 	if s == "" {

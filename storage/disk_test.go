@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/storage/storagetest"
 )
@@ -19,6 +21,16 @@ import (
 func TestDiskConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		d := newDisk(t)
+		return d
+	})
+}
+
+// TestDiskConformanceSidecars runs the suite with metadata in sidecar files,
+// as on a file system without user extended attributes.
+func TestDiskConformanceSidecars(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		d := newDisk(t)
+		storage.UseSidecars(d)
 		return d
 	})
 }
@@ -99,8 +111,12 @@ func TestDiskLayout(t *testing.T) {
 	if err != nil || !bytes.Equal(got, b) {
 		t.Fatalf("object file %s = %q, %v", p, got, err)
 	}
-	if _, err := os.Stat(p + ".meta"); err != nil {
-		t.Errorf("sidecar missing: %v", err)
+	meta := make([]byte, 4096)
+	if n, err := unix.Getxattr(p, storage.MetaXattr, meta); err != nil || !strings.Contains(string(meta[:n]), `"sha256":"`+sha(b)+`"`) {
+		t.Errorf("metadata attribute %s = %q, %v; want a document naming the sha256", storage.MetaXattr, meta[:max(n, 0)], err)
+	}
+	if _, err := os.Lstat(p + ".meta"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a sidecar was written although the file system keeps attributes (err %v)", err)
 	}
 	wantLoc := "file://" + filepath.ToSlash(d.Root()) + "/videos/a%20b.mp4"
 	if info.Location != wantLoc || d.Location("videos/a b.mp4") != wantLoc {
@@ -227,18 +243,35 @@ func TestDiskPutOverDirectory(t *testing.T) {
 	}
 }
 
-// TestDiskStaleSidecar simulates a crash between the sidecar and the data
-// rename: the sidecar describes other bytes of the same size.
-func TestDiskStaleSidecar(t *testing.T) {
+// TestDiskStaleMetadata covers metadata that describes other bytes of the
+// same size: a sidecar left by a crash between the sidecar and the data
+// rename, or an attribute set by another program.
+func TestDiskStaleMetadata(t *testing.T) {
 	t.Parallel()
-	d := newDisk(t)
-	old := []byte("old bytes")
-	if _, err := d.Put(t.Context(), "k", bytes.NewReader(old), storage.PutOptions{Size: int64(len(old)), ContentType: "video/mp4"}); err != nil {
-		t.Fatal(err)
+	for _, carrier := range []string{"sidecar", "attribute"} {
+		t.Run(carrier, func(t *testing.T) {
+			t.Parallel()
+			d := newDisk(t)
+			storage.UseSidecars(d)
+			old := []byte("old bytes")
+			if _, err := d.Put(t.Context(), "k", bytes.NewReader(old), storage.PutOptions{Size: int64(len(old)), ContentType: "video/mp4"}); err != nil {
+				t.Fatal(err)
+			}
+			nw := []byte("new bytes")
+			stale := `{"version":1,"size":9,"sha256":"` + sha(nw) + `","content_type":"text/plain"}`
+			if carrier == "sidecar" {
+				must(t, os.WriteFile(filepath.Join(d.Root(), "k.meta"), []byte(stale), 0o644))
+			} else {
+				must(t, os.Remove(filepath.Join(d.Root(), "k.meta")))
+				must(t, unix.Setxattr(filepath.Join(d.Root(), "k"), storage.MetaXattr, []byte(stale), 0))
+			}
+			checkStale(t, d, old)
+		})
 	}
-	nw := []byte("new bytes")
-	stale := `{"version":1,"size":9,"sha256":"` + sha(nw) + `","content_type":"text/plain"}`
-	must(t, os.WriteFile(filepath.Join(d.Root(), "k.meta"), []byte(stale), 0o644))
+}
+
+func checkStale(t *testing.T, d *storage.Disk, old []byte) {
+	t.Helper()
 
 	info, err := d.Stat(t.Context(), "k")
 	if err != nil {
@@ -255,6 +288,44 @@ func TestDiskStaleSidecar(t *testing.T) {
 	_, err = io.ReadAll(rc)
 	if !errors.Is(err, storage.ErrIntegrity) {
 		t.Errorf("reading an object whose sidecar records other bytes: err = %v, want ErrIntegrity", err)
+	}
+}
+
+// TestDiskSidecarThenAttribute: an object written with a sidecar (by an
+// earlier version, or on a file system without attributes) stays readable
+// with its metadata, and a new Put of the key moves the metadata into the
+// attribute and removes the sidecar.
+func TestDiskSidecarThenAttribute(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join(t.TempDir(), "root")
+	old, err := storage.NewDisk(root)
+	must(t, err)
+	storage.UseSidecars(old)
+	v1 := []byte("version one")
+	if _, err := old.Put(t.Context(), "a/k.mp4", bytes.NewReader(v1), storage.PutOptions{Size: int64(len(v1)), ContentType: "video/mp4", Metadata: map[string]string{"job_id": "j1"}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := storage.NewDisk(root)
+	must(t, err)
+	rc, info, err := d.Open(t.Context(), "a/k.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, v1) || info.SHA256 != sha(v1) || info.ContentType != "video/mp4" || info.Metadata["job_id"] != "j1" {
+		t.Fatalf("Open of a sidecar object = %q %+v, %v", got, info, err)
+	}
+	v2 := []byte("version two!")
+	if _, err := d.Put(t.Context(), "a/k.mp4", bytes.NewReader(v2), storage.PutOptions{Size: int64(len(v2)), ContentType: "video/webm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "a", "k.mp4.meta")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the old sidecar is still there after a Put with attributes (err %v)", err)
+	}
+	info, err = d.Stat(t.Context(), "a/k.mp4")
+	if err != nil || info.SHA256 != sha(v2) || info.ContentType != "video/webm" || info.Metadata != nil {
+		t.Errorf("Stat after the new Put = %+v, %v", info, err)
 	}
 }
 
