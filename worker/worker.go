@@ -92,8 +92,11 @@ type Config struct {
 	// ShutdownTimeout is how long a stopping worker lets running tasks
 	// finish before they are re-queued. Default 30 s.
 	ShutdownTimeout time.Duration
-	// DelayedTaskCheckInterval is how often scheduled tasks are moved to
-	// their queues; it bounds how late a poll fires. Default 1 s.
+	// DelayedTaskCheckInterval is how often scheduled tasks (polls, and
+	// retries) are moved to their queues; it bounds how late a poll
+	// fires. Default 200 ms (asynq's own default is 1 s, which made a
+	// poll fire 0.4 s late at the median); each process then runs about
+	// 30 small forwarding scripts a second in Redis.
 	DelayedTaskCheckInterval time.Duration
 	// TaskCheckInterval is how long an idle worker waits before it looks
 	// at its queues again; it bounds how fast a webhook's status check
@@ -139,7 +142,7 @@ func (c *Config) setDefaults() {
 	def(&c.RetryBaseDelay, time.Second)
 	def(&c.MaxRetryDelay, 5*time.Minute)
 	def(&c.ShutdownTimeout, 30*time.Second)
-	def(&c.DelayedTaskCheckInterval, time.Second)
+	def(&c.DelayedTaskCheckInterval, 200*time.Millisecond)
 	def(&c.TaskCheckInterval, 20*time.Millisecond)
 	if c.CreateConcurrency <= 0 {
 		c.CreateConcurrency = 2

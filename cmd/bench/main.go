@@ -132,7 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for CPU profiles: <section>.pprof of this process, scale-worker.pprof, transfer-<mode>.pprof")
 	fs.IntVar(&o.concurrency, "concurrency", 50, "worker concurrency (asynq), also used by the ceiling")
 	fs.IntVar(&o.createConcurrency, "create-concurrency", 0, "the worker's per-process create slots in the pipeline and latency sections (0: the worker's default)")
-	fs.DurationVar(&o.delayedCheck, "delayed-check", 0, "the worker's DelayedTaskCheckInterval in every section (0: the worker's default, 1 s)")
+	fs.DurationVar(&o.delayedCheck, "delayed-check", 0, "the worker's DelayedTaskCheckInterval in every section (0: the worker's default, 200 ms)")
 	fs.StringVar(&o.pipelineStore, "pipeline-store", "disk", "store of the pipeline section: disk, or mem (keeps only size and sha256: what storing costs)")
 	fs.IntVar(&o.models, "models", len(models), "spread jobs over this many models (the catalogue's 3, then made-up names); creates of one model are serialised")
 	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "jobs in flight in the scale section (default 100,000; 5,000 with -quick)")
