@@ -413,7 +413,7 @@ end
 redis.call('HINCRBY', KEYS[1], 'webhook_deliveries', 1)
 redis.call('HSET', KEYS[1], 'last_webhook_event', ARGV[2], 'last_webhook_at', ARGV[3], 'last_webhook_attempt', ARGV[4])
 local st = redis.call('HGET', KEYS[1], 'state') or ''
-redis.call('RPUSH', KEYS[2], string.gsub(ARGV[5], '"state":""', '"state":"' .. st .. '"', 1))
+redis.call('RPUSH', KEYS[2], (string.gsub(ARGV[5], '"state":""', '"state":"' .. st .. '"', 1)))
 redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
 return 1
 `)

@@ -682,3 +682,21 @@ func TestClaimConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A delivery writes exactly one history line (the script once pushed the
+// match count of its gsub as a second, undecodable line).
+func TestRecordWebhookHistoryLine(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t, "j", "m")
+	if _, err := b.store.RecordWebhook(b.ctx, "j", jobs.WebhookDelivery{Key: "k", EventType: "video.completed", Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := b.rdb.LRange(b.ctx, "videoworker:job:{j}:events", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := b.events(t, "j"); len(raw) != 2 || len(evs) != 2 || evs[1].Event != "webhook" || evs[1].State != jobs.StateQueued {
+		t.Errorf("history %q, want submitted and one webhook line", raw)
+	}
+}
