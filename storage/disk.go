@@ -78,6 +78,9 @@ type Disk struct {
 	// noXattr: the file system refused a user extended attribute, so
 	// metadata goes to sidecars from then on.
 	noXattr atomic.Bool
+	// noUnnamed: data files get a ".tmp-*" name from the start (no
+	// O_TMPFILE, or no /proc to name such a file through).
+	noUnnamed atomic.Bool
 }
 
 var _ Store = (*Disk)(nil)
@@ -116,7 +119,9 @@ func NewDisk(root string) (*Disk, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("storage: disk root %s is not a directory", abs)
 	}
-	return &Disk{root: abs}, nil
+	d := &Disk{root: abs}
+	d.noUnnamed.Store(!unnamedFilesWork())
+	return d, nil
 }
 
 // Root returns the absolute root directory.
@@ -214,23 +219,32 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 		defer dr.Close()
 	}
 
+	dirF, err := dr.Open(".")
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
+	}
+	defer dirF.Close()
+
 	// Temporary files are removed on every path that does not commit them.
-	var tmpData, tmpMeta string
+	// An unnamed data file (tmp.name == "") needs no removal: closing it
+	// frees it.
+	tmp := &tempData{dir: dirF}
+	var tmpMeta string
 	defer func() {
-		if tmpData != "" {
-			_ = dr.Remove(tmpData)
+		if tmp.f != nil {
+			_ = tmp.f.Close()
+		}
+		if tmp.name != "" {
+			_ = dr.Remove(tmp.name)
 		}
 		if tmpMeta != "" {
 			_ = dr.Remove(tmpMeta)
 		}
 	}()
-
-	f, name, err := createTemp(dr, "")
-	if err != nil {
+	if err := d.createData(dr, tmp); err != nil {
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 	}
-	tmpData = name
-	n, sum, fi, err := d.writeData(ctx, f, r, opts, wantSHA)
+	n, sum, fi, err := d.writeData(ctx, tmp.f, r, opts, wantSHA)
 	if err != nil {
 		var ie *IntegrityError
 		if errors.As(err, &ie) {
@@ -245,12 +259,16 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 			return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 		}
 	}
-	if err := d.commit(dr, key, base, tmpData, tmpMeta); err != nil {
+	if err := d.commit(dr, key, base, tmp, tmpMeta); err != nil {
 		return ObjectInfo{}, err
 	}
-	tmpData, tmpMeta = "", ""
-
-	if err := syncDir(dr, "."); err != nil {
+	tmpMeta = ""
+	err = tmp.f.Close()
+	tmp.f = nil
+	if err == nil {
+		err = dirF.Sync()
+	}
+	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: object written but not durable: %w", key, err)
 	}
 	for _, dir := range syncDirs {
@@ -280,14 +298,8 @@ type written struct {
 // writeData streams r into f (reading at most opts.Size+1 bytes when the
 // size is known), checks the size and sha256 (an *IntegrityError without
 // its Key), records the metadata in f's extended attribute when the file
-// system allows, fsyncs and closes f. It returns the byte count and hex
-// sha256.
+// system allows and fsyncs f. It returns the byte count and hex sha256.
 func (d *Disk) writeData(ctx context.Context, f *os.File, r io.Reader, opts PutOptions, wantSHA string) (n int64, sum string, w written, err error) {
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-	}()
 	h := sha256.New()
 	var src io.Reader = ctxReader{ctx: ctx, r: r}
 	if opts.Size >= 0 {
@@ -332,20 +344,55 @@ func (d *Disk) writeData(ctx context.Context, f *os.File, r io.Reader, opts PutO
 	return n, sum, w, nil
 }
 
+// tempData is the data file of a Put before it is committed.
+type tempData struct {
+	dir *os.File // the object's directory
+	f   *os.File // open until committed
+	// name is the file's temporary name in dir, "" while it has none.
+	name string
+}
+
+// createData creates the data file: unnamed (O_TMPFILE) where the system
+// allows, so that a process killed mid-download leaves nothing behind;
+// otherwise a ".tmp-*" file.
+func (d *Disk) createData(dr *os.Root, t *tempData) error {
+	if !d.noUnnamed.Load() {
+		f, err := openUnnamed(t.dir)
+		if err == nil {
+			t.f = f
+			return nil
+		}
+		d.noUnnamed.Store(true) // this file system has no O_TMPFILE
+	}
+	f, name, err := createTemp(dr, "")
+	if err != nil {
+		return err
+	}
+	t.f, t.name = f, name
+	return nil
+}
+
 // commit moves the object (and its sidecar, if it has one) into place under
-// the key's lock. dr is the object's directory and base its name there.
-func (d *Disk) commit(dr *os.Root, key, base, tmpData, tmpMeta string) error {
+// the key's lock. dr is the object's directory and base its name there. An
+// unnamed data file is linked straight to base when no object is there
+// (one directory change); otherwise it gets a temporary name that is then
+// renamed over the old object, which stays whole until that moment.
+func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string) error {
 	mu := d.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
 	// Refuse to replace a directory or a symbolic link. This is checked
 	// before the sidecar moves so that a failed Put leaves no trace.
-	if fi, err := dr.Lstat(base); err == nil && !fi.Mode().IsRegular() {
+	exists := false
+	if fi, err := dr.Lstat(base); err == nil {
 		if fi.Mode()&fs.ModeSymlink != 0 {
 			return invalidKey(key, "path is a symbolic link")
 		}
-		return fmt.Errorf("storage: put %q: path exists and is not a regular file", key)
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("storage: put %q: path exists and is not a regular file", key)
+		}
+		exists = true
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("storage: put %q: %w", key, err)
 	}
 	if tmpMeta != "" {
@@ -353,7 +400,8 @@ func (d *Disk) commit(dr *os.Root, key, base, tmpData, tmpMeta string) error {
 			return fmt.Errorf("storage: put %q: install metadata: %w", key, err)
 		}
 	}
-	if err := dr.Rename(tmpData, base); err != nil {
+	err := d.install(dr, base, t, exists)
+	if err != nil {
 		// The old object (if any) is still in place; drop the new sidecar
 		// that no longer describes it (a stale one would be ignored anyway).
 		if tmpMeta != "" {
@@ -370,6 +418,40 @@ func (d *Disk) commit(dr *os.Root, key, base, tmpData, tmpMeta string) error {
 			_ = dr.Remove(base + metaSuffix)
 		}
 	}
+	return nil
+}
+
+// install gives the data file the name base.
+func (d *Disk) install(dr *os.Root, base string, t *tempData, exists bool) error {
+	if t.name == "" {
+		if !exists {
+			err := linkFile(t.f, t.dir, base)
+			if err == nil || !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+			// Another process put the key meanwhile: replace it.
+		}
+		for range 10 {
+			var rnd [12]byte
+			_, _ = rand.Read(rnd[:])
+			name := tmpPrefix + hex.EncodeToString(rnd[:])
+			err := linkFile(t.f, t.dir, name)
+			if err == nil {
+				t.name = name
+				break
+			}
+			if !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+		}
+		if t.name == "" {
+			return errors.New("cannot name the temporary file")
+		}
+	}
+	if err := dr.Rename(t.name, base); err != nil {
+		return err
+	}
+	t.name = ""
 	return nil
 }
 

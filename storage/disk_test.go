@@ -25,14 +25,49 @@ func TestDiskConformance(t *testing.T) {
 	})
 }
 
-// TestDiskConformanceSidecars runs the suite with metadata in sidecar files,
-// as on a file system without user extended attributes.
-func TestDiskConformanceSidecars(t *testing.T) {
+// TestDiskConformanceFallbacks runs the suite with metadata in sidecar
+// files and data written to named temporary files, as on a file system
+// without user extended attributes or O_TMPFILE.
+func TestDiskConformanceFallbacks(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		d := newDisk(t)
 		storage.UseSidecars(d)
+		storage.UseNamedTemps(d)
 		return d
 	})
+}
+
+// TestDiskPutLeavesNoNameUntilDone: while a Put streams, its data file has
+// no name in the directory (O_TMPFILE), so a worker killed mid-download
+// leaves nothing behind; a Put that fails leaves nothing either.
+func TestDiskPutLeavesNoNameUntilDone(t *testing.T) {
+	t.Parallel()
+	d := newDisk(t)
+	must(t, os.MkdirAll(filepath.Join(d.Root(), "v"), 0o755))
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Put(t.Context(), "v/slow.mp4", pr, storage.PutOptions{Size: 8 << 20})
+		done <- err
+	}()
+	// Two MiB in: the Put has its data file and has written to it.
+	if _, err := pw.Write(make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(d.Root(), "v"))
+	must(t, err)
+	for _, e := range entries {
+		t.Errorf("mid-Put the directory holds %q; a killed worker would leave it behind", e.Name())
+	}
+	pw.CloseWithError(errors.New("download dropped"))
+	if err := <-done; err == nil {
+		t.Fatal("Put of a dropped download succeeded")
+	}
+	entries, err = os.ReadDir(filepath.Join(d.Root(), "v"))
+	must(t, err)
+	for _, e := range entries {
+		t.Errorf("after a failed Put the directory holds %q", e.Name())
+	}
 }
 
 // newDisk returns a Disk in a temporary directory and checks at cleanup that

@@ -8,5 +8,9 @@ func SetS3CopyMax(s *S3, n int64) { s.copyMax = n }
 // without user extended attributes.
 func UseSidecars(d *Disk) { d.noXattr.Store(true) }
 
+// UseNamedTemps makes d write data to ".tmp-*" files, as on a file system
+// without O_TMPFILE.
+func UseNamedTemps(d *Disk) { d.noUnnamed.Store(true) }
+
 // MetaXattr is the extended attribute holding an object's metadata.
 const MetaXattr = metaXattr
