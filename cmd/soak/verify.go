@@ -486,7 +486,7 @@ func (h *harness) verdict() {
 		warn("no worker was killed")
 	}
 	if r.Objects.TempFiles > 0 {
-		warn("%d .tmp- files left in storage by downloads cut short by SIGKILL (documented; never valid objects, safe to delete)", r.Objects.TempFiles)
+		warn("%d .tmp- files left in storage (downloads write unnamed O_TMPFILE files, so only a kill between naming and renaming a replacement, or a file system without O_TMPFILE, leaves one; never valid objects, safe to delete)", r.Objects.TempFiles)
 	}
 	r.Pass = len(r.Failures) == 0
 	r.Verdict = "PASS"
