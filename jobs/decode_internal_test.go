@@ -44,4 +44,16 @@ func TestDecodeCoversEveryField(t *testing.T) {
 			t.Errorf("Record.%s is stored but never decoded", rt.Field(i).Name)
 		}
 	}
+	// The early-webhook fields read back exactly (the create step acts on
+	// them).
+	at := time.UnixMilli(1700000000123).UTC()
+	if !rec.EarlyWebhookAt.Equal(at) || rec.EarlyWebhookAt.Location() != time.UTC || rec.EarlyWebhookEvent != "x" || rec.EarlyWebhookKey != "x" || rec.EarlyWebhookVideo != "x" {
+		t.Errorf("early webhook fields decoded as %v %q %q %q", rec.EarlyWebhookAt, rec.EarlyWebhookEvent, rec.EarlyWebhookKey, rec.EarlyWebhookVideo)
+	}
+	// Their Field constants are the fields' JSON names (the stored format).
+	for _, f := range []string{FieldEarlyWebhookAt, FieldEarlyWebhookEvent, FieldEarlyWebhookKey, FieldEarlyWebhookVideo} {
+		if _, ok := m[f]; !ok {
+			t.Errorf("%s is not a Record field's JSON name", f)
+		}
+	}
 }

@@ -113,6 +113,18 @@ type Record struct {
 	LastWebhookAt      time.Time `json:"last_webhook_at,omitzero"`
 	LastWebhookAttempt int       `json:"last_webhook_attempt,omitempty"`
 
+	// The last early delivery: a verified delivery that arrived while the
+	// job had no video id yet (the API finished before the create call's
+	// answer was saved), recorded by RecordEarlyWebhook: when, its event
+	// type, its delivery key and the video its event named. The create
+	// step, on saving the video id, sees it in the same atomic update and
+	// checks the job's status at once instead of at the first scheduled
+	// poll. It never moves the job by itself.
+	EarlyWebhookAt    time.Time `json:"early_webhook_at,omitzero"`
+	EarlyWebhookEvent string    `json:"early_webhook_event,omitempty"`
+	EarlyWebhookKey   string    `json:"early_webhook_key,omitempty"`
+	EarlyWebhookVideo string    `json:"early_webhook_video,omitempty"`
+
 	// Retries counts operator retries of a finished job; RetriedAt is the
 	// last one. A retry restarts the default deadline from RetriedAt.
 	Retries   int       `json:"retries,omitempty"`
@@ -166,6 +178,10 @@ const (
 	FieldLastWebhookEvent   = "last_webhook_event"
 	FieldLastWebhookAt      = "last_webhook_at"
 	FieldLastWebhookAttempt = "last_webhook_attempt"
+	FieldEarlyWebhookAt     = "early_webhook_at"
+	FieldEarlyWebhookEvent  = "early_webhook_event"
+	FieldEarlyWebhookKey    = "early_webhook_key"
+	FieldEarlyWebhookVideo  = "early_webhook_video"
 	FieldRetries            = "retries"
 	FieldRetriedAt          = "retried_at"
 	FieldCancelOutcome      = "cancel_outcome"
@@ -223,6 +239,10 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		CancelOutcome:    m[FieldCancelOutcome],
 		DeadTask:         m[FieldDeadTask],
 		CreateInDoubt:    m[FieldCreateInDoubt] == "1",
+
+		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
+		EarlyWebhookKey:   m[FieldEarlyWebhookKey],
+		EarlyWebhookVideo: m[FieldEarlyWebhookVideo],
 	}
 	if s := m[FieldRequest]; s != "" {
 		if err := json.Unmarshal([]byte(s), &r.Request); err != nil {
@@ -259,6 +279,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		FieldSubmittedAt: &r.SubmittedAt, FieldCreateStartedAt: &r.CreateStartedAt, FieldCreateEndedAt: &r.CreateEndedAt,
 		FieldCreatedAt: &r.CreatedAt, FieldCompletedAt: &r.CompletedAt, FieldDownloadStartedAt: &r.DownloadStartedAt,
 		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline, FieldLastWebhookAt: &r.LastWebhookAt, FieldRetriedAt: &r.RetriedAt,
+		FieldEarlyWebhookAt: &r.EarlyWebhookAt,
 	}
 	for f, p := range times {
 		if s := m[f]; s != "" {

@@ -142,6 +142,11 @@ type Change struct {
 	// Event names the history line written when the change applies; empty
 	// writes none. Detail adds text to it.
 	Event, Detail string
+	// Return asks for the whole record, read in the same atomic step, in
+	// Outcome.Record: what a caller learns from it cannot have changed
+	// between its update and the read (e.g. an early webhook recorded just
+	// before the video id was saved).
+	Return bool
 }
 
 // Outcome says whether a Change applied.
@@ -150,24 +155,31 @@ type Outcome struct {
 	Applied bool
 	// State is the record's state after the call.
 	State State
+	// Record is the record right after the change (as it stands when the
+	// change did not apply), when Change.Return asked for it; else nil.
+	Record *Record
 }
 
 var applyScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
+local function done(code, st)
+  if ARGV[5] == '1' then return {code, st, redis.call('HGETALL', KEYS[1])} end
+  return {code, st}
+end
 local cur = redis.call('HGET', KEYS[1], 'state') or ''
 local from = ARGV[1]
 if from == '' then
-  if cur == 'stored' or cur == 'failed' or cur == 'cancelled' or cur == 'expired' or cur == 'timed_out' then return {0, cur} end
+  if cur == 'stored' or cur == 'failed' or cur == 'cancelled' or cur == 'expired' or cur == 'timed_out' then return done(0, cur) end
 else
   local ok = false
   for st in string.gmatch(from, '[^,]+') do if st == cur then ok = true end end
-  if not ok then return {0, cur} end
+  if not ok then return done(0, cur) end
 end
-local i = 5
+local i = 6
 local nif = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nif do
   local v = redis.call('HGET', KEYS[1], ARGV[i]) or ''
-  if v ~= ARGV[i+1] and not (v == '' and ARGV[i+2] == '1') then return {0, cur} end
+  if v ~= ARGV[i+1] and not (v == '' and ARGV[i+2] == '1') then return done(0, cur) end
   i = i + 3
 end
 local nset = tonumber(ARGV[i]); i = i + 1
@@ -190,7 +202,7 @@ if ARGV[4] ~= '' then
   redis.call('RPUSH', KEYS[2], ev)
   redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
 end
-return {1, cur}
+return done(1, cur)
 `)
 
 // Apply applies c to the record of id atomically. A record that does not
@@ -217,8 +229,8 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 		b, _ := json.Marshal(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
 		ev = string(b)
 	}
-	args := make([]any, 0, 8+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
-	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev)
+	args := make([]any, 0, 9+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
+	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev, encodeValue(c.Return))
 	args = append(args, len(c.IfEqual))
 	for k, v := range c.IfEqual {
 		args = append(args, k, encodeValue(v), unsetMatches(v))
@@ -240,6 +252,12 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 	if code < 0 {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ErrNotFound)
 	}
+	var rec *Record
+	if c.Return {
+		if rec, err = decodeReply(res); err != nil {
+			return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
+		}
+	}
 	if code == 1 && (c.To.Terminal() || (c.To != "" && fromTerminal(c.From))) {
 		// The set of unfinished jobs, for the stranded-job reconciler. It
 		// lives outside the job's hash slot, so it is kept here rather than
@@ -252,10 +270,26 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 			err = s.rdb.SAdd(ctx, s.activeKey(), id).Err()
 		}
 		if err != nil {
-			return Outcome{Applied: true, State: State(state)}, fmt.Errorf("update job %s: active set: %w", id, err)
+			return Outcome{Applied: true, State: State(state), Record: rec}, fmt.Errorf("update job %s: active set: %w", id, err)
 		}
 	}
-	return Outcome{Applied: code == 1, State: State(state)}, nil
+	return Outcome{Applied: code == 1, State: State(state), Record: rec}, nil
+}
+
+// decodeReply decodes the HGETALL that a script returns as its third
+// element.
+func decodeReply(res []any) (*Record, error) {
+	if len(res) < 3 {
+		return nil, errors.New("no record in the reply")
+	}
+	flat, _ := res[2].([]any)
+	m := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		m[k] = v
+	}
+	return decodeRecord(m)
 }
 
 // unsetMatches says ("1") whether a field never written (or stored empty)
@@ -396,17 +430,24 @@ func (s *Store) CreateLockHolder(ctx context.Context, model string) (string, err
 	return v, err
 }
 
-// WebhookDelivery describes a verified webhook delivery for RecordWebhook.
+// WebhookDelivery describes a verified webhook delivery for RecordWebhook
+// and RecordEarlyWebhook.
 type WebhookDelivery struct {
 	// Key deduplicates deliveries: the delivery key, or the payload id.
 	Key       string
 	EventType string
 	Attempt   int
+	// VideoID is the video the event names (its data.id).
+	VideoID string
 }
 
+// A delivery is a duplicate when its key was applied before, or when it is
+// the job's early delivery again (same key, same video) arriving now that
+// the video id is saved: the create step has checked the job for it.
 var webhookScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
+local early = ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'early_webhook_key') == ARGV[1] and redis.call('HGET', KEYS[1], 'early_webhook_video') == ARGV[6]
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 or early then
   redis.call('HINCRBY', KEYS[1], 'webhook_duplicates', 1)
   return 0
 end
@@ -436,7 +477,7 @@ func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelive
 	now := s.now()
 	ev, _ := json.Marshal(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
 	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID)},
-		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev)).Int()
+		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID).Int()
 	if err != nil {
 		return false, fmt.Errorf("job %s webhook: %w", jobID, err)
 	}
@@ -444,6 +485,82 @@ func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelive
 		return false, fmt.Errorf("job %s: %w", jobID, ErrNotFound)
 	}
 	return n == 1, nil
+}
+
+// EarlyResult says what RecordEarlyWebhook did.
+type EarlyResult int
+
+const (
+	// EarlyRecorded: the job had no video id; the delivery is recorded on
+	// it (early_webhook_*), counted, and written to its history. The
+	// create step checks the job's status as soon as it saves the id.
+	EarlyRecorded EarlyResult = iota + 1
+	// EarlyDuplicate: the same delivery (key and video) was recorded
+	// early before; only the duplicate counter changed.
+	EarlyDuplicate
+	// EarlyHasVideo: the video id was saved meanwhile; nothing changed.
+	// The delivery takes the normal path (EarlyOutcome.VideoID).
+	EarlyHasVideo
+	// EarlyTerminal: the job has ended; nothing changed.
+	EarlyTerminal
+)
+
+// EarlyOutcome is the answer of RecordEarlyWebhook.
+type EarlyOutcome struct {
+	Result EarlyResult
+	// State is the job's state, VideoID its video id (set with
+	// EarlyHasVideo), both read in the same atomic step.
+	State   State
+	VideoID string
+}
+
+var earlyWebhookScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, '', ''} end
+local st = redis.call('HGET', KEYS[1], 'state') or ''
+if st == 'stored' or st == 'failed' or st == 'cancelled' or st == 'expired' or st == 'timed_out' then return {4, st, ''} end
+local vid = redis.call('HGET', KEYS[1], 'video_id') or ''
+if vid ~= '' then return {3, st, vid} end
+if redis.call('HGET', KEYS[1], 'early_webhook_key') == ARGV[1] and redis.call('HGET', KEYS[1], 'early_webhook_video') == ARGV[5] then
+  redis.call('HINCRBY', KEYS[1], 'webhook_duplicates', 1)
+  return {2, st, ''}
+end
+redis.call('HINCRBY', KEYS[1], 'webhook_deliveries', 1)
+redis.call('HSET', KEYS[1], 'last_webhook_event', ARGV[2], 'last_webhook_at', ARGV[3], 'last_webhook_attempt', ARGV[4],
+  'early_webhook_at', ARGV[3], 'early_webhook_event', ARGV[2], 'early_webhook_key', ARGV[1], 'early_webhook_video', ARGV[5])
+redis.call('RPUSH', KEYS[2], (string.gsub(ARGV[6], '"state":""', '"state":"' .. st .. '"', 1)))
+redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
+return {1, st, ''}
+`)
+
+// RecordEarlyWebhook records a verified delivery that calls for a status
+// check on a job that, when the caller looked, had no video id yet. In one
+// atomic step it reads the job: if the job has ended it changes nothing
+// (EarlyTerminal); if the video id has been saved meanwhile it changes
+// nothing and returns the id (EarlyHasVideo), so the caller handles the
+// delivery as usual; otherwise it records the delivery as the job's early
+// delivery (EarlyRecorded), or counts a duplicate of the one recorded
+// (EarlyDuplicate). Because the create step saves the video id with an
+// atomic update that returns the record (Change.Return), either that
+// update sees the early delivery or this call sees the video id: an early
+// delivery is never lost. The delivery key is not added to the job's
+// applied keys: the event's video cannot be checked against the job yet,
+// so a delivery about another video must not make the job's own delivery
+// with the same key (keys are per event type) look like a duplicate.
+func (s *Store) RecordEarlyWebhook(ctx context.Context, jobID string, d WebhookDelivery) (EarlyOutcome, error) {
+	now := s.now()
+	ev, _ := json.Marshal(Event{At: now, Event: "webhook_early", Detail: fmt.Sprintf("%s for video %s before the video id was saved: status check when it is (delivery attempt %d)", d.EventType, d.VideoID, d.Attempt)})
+	res, err := earlyWebhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID)},
+		d.Key, d.EventType, encodeValue(now), d.Attempt, d.VideoID, string(ev)).Slice()
+	if err != nil {
+		return EarlyOutcome{}, fmt.Errorf("job %s early webhook: %w", jobID, err)
+	}
+	code, _ := res[0].(int64)
+	st, _ := res[1].(string)
+	vid, _ := res[2].(string)
+	if code < 0 {
+		return EarlyOutcome{}, fmt.Errorf("job %s: %w", jobID, ErrNotFound)
+	}
+	return EarlyOutcome{Result: EarlyResult(code), State: State(st), VideoID: vid}, nil
 }
 
 // CountWebhookOutcome adds one to the fleet-wide webhook counter of

@@ -257,7 +257,9 @@ func TestRecordRoundTrip(t *testing.T) {
 			jobs.FieldStorageKey: "videos/round-trip.mp4", jobs.FieldLocation: "file:///videos/round-trip.mp4",
 			jobs.FieldBytes: int64(5_000_000_123), jobs.FieldSHA256: "abc123",
 			jobs.FieldErrorCode: "rate_limited", jobs.FieldError: "slow down: 429",
-			jobs.FieldReconcile: "adopted vid_123",
+			jobs.FieldReconcile:      "adopted vid_123",
+			jobs.FieldEarlyWebhookAt: ts(8), jobs.FieldEarlyWebhookEvent: "video.completed",
+			jobs.FieldEarlyWebhookKey: "video.completed", jobs.FieldEarlyWebhookVideo: "vid_123",
 		},
 	})
 	if !out.Applied || out.State != jobs.StateDownloading {
@@ -274,12 +276,13 @@ func TestRecordRoundTrip(t *testing.T) {
 		ExpectedBytes: 5_000_000_123, ExpectedSHA256: "abc123",
 		StorageKey: "videos/round-trip.mp4", Location: "file:///videos/round-trip.mp4", Bytes: 5_000_000_123, SHA256: "abc123",
 		ErrorCode: "rate_limited", Error: "slow down: 429", Reconcile: "adopted vid_123",
+		EarlyWebhookAt: ms(ts(8)), EarlyWebhookEvent: "video.completed", EarlyWebhookKey: "video.completed", EarlyWebhookVideo: "vid_123",
 	}
 	got := b.get(t, "round-trip")
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("record round trip (-want +got):\n%s", diff)
 	}
-	for name, tm := range map[string]time.Time{"submitted_at": got.SubmittedAt, "updated_at": got.UpdatedAt, "deadline": got.Deadline} {
+	for name, tm := range map[string]time.Time{"submitted_at": got.SubmittedAt, "updated_at": got.UpdatedAt, "deadline": got.Deadline, "early_webhook_at": got.EarlyWebhookAt} {
 		if tm.Location() != time.UTC {
 			t.Errorf("%s is in %v, want UTC", name, tm.Location())
 		}

@@ -47,6 +47,10 @@ type Handler struct {
 	enqueue  Enqueuer
 	log      *slog.Logger
 	met      *metrics.Metrics
+
+	// beforeEarly, when set (tests), runs between reading a job without a
+	// video id and recording an early delivery on it.
+	beforeEarly func()
 }
 
 // WithMetrics makes h count deliveries by outcome in m; it returns h.
@@ -149,13 +153,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
 		return
 	}
-	switch {
-	case rec.VideoID == "":
+	if rec.VideoID == "" {
 		// The API announced the job before our create call's answer was
-		// saved. Nothing to check yet; polling will start shortly.
-		h.count(ctx, OutcomeEarly, "")
-		writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "job has no video id yet", JobID: jobID})
-		return
+		// saved.
+		if rec.State.Terminal() || !wantsCheck(eventType) {
+			h.count(ctx, OutcomeEarly, "")
+			writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "job has no video id yet", JobID: jobID})
+			return
+		}
+		if h.beforeEarly != nil {
+			h.beforeEarly()
+		}
+		// Record it on the job, on condition that the id is still not
+		// saved. The create step saves the id with an update that returns
+		// the record: it sees this delivery and checks the job's status at
+		// once, or this sees the id and the delivery goes the usual way.
+		// The event's video cannot be matched with the job yet, so this
+		// changes nothing but when the job's own video is next checked.
+		out, err := h.jobs.RecordEarlyWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt, VideoID: ev.Data.ID})
+		if err != nil {
+			h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
+			return
+		}
+		switch out.Result {
+		case jobs.EarlyRecorded:
+			h.count(ctx, OutcomeEarly, "")
+			h.log.InfoContext(ctx, "webhook early: status check when the video id is saved", "job_id", jobID, "video_id", ev.Data.ID, "event", eventType, "delivery_key", key, "attempt", hd.Attempt)
+			writeJSON(w, http.StatusAccepted, reply{Status: "early", Reason: "job has no video id yet; its status is checked as soon as it is saved", JobID: jobID})
+			return
+		case jobs.EarlyDuplicate:
+			h.count(ctx, OutcomeDuplicate, "")
+			h.log.InfoContext(ctx, "webhook duplicate acknowledged", "job_id", jobID, "video_id", ev.Data.ID, "event", eventType, "delivery_key", key, "attempt", hd.Attempt)
+			writeJSON(w, http.StatusOK, reply{Status: "duplicate", JobID: jobID})
+			return
+		case jobs.EarlyHasVideo:
+			// Saved meanwhile: go on as if it had been saved all along.
+			rec.VideoID, rec.State = out.VideoID, out.State
+		default: // ended meanwhile
+			h.count(ctx, OutcomeEarly, "")
+			writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "job has no video id and has ended", JobID: jobID})
+			return
+		}
+	}
+	switch {
 	case rec.VideoID != ev.Data.ID:
 		h.reject(ctx, w, http.StatusConflict, OutcomeMismatch, "the event's video does not belong to this job")
 		return
@@ -166,6 +206,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
 		return
 	}
+	// The early delivery again: the create step checked the job for it
+	// (RecordWebhook counts it as a duplicate).
+	seen = seen || (key == rec.EarlyWebhookKey && ev.Data.ID == rec.EarlyWebhookVideo)
 	if !seen && wantsCheck(eventType) && !rec.State.Terminal() {
 		// Reconcile, do not trust: check the job's status now. The task id
 		// makes concurrent copies of this delivery enqueue one check.
@@ -179,7 +222,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	first, err := h.jobs.RecordWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt})
+	first, err := h.jobs.RecordWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt, VideoID: ev.Data.ID})
 	if err != nil {
 		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
 		return

@@ -74,6 +74,7 @@ type fixture struct {
 	jobs  *jobs.Store
 	srv   *httptest.Server
 	insp  *asynq.Inspector
+	h     *webhook.Handler
 	jobID string
 	video string
 }
@@ -88,9 +89,10 @@ func setup(t *testing.T, secrets ...string) *fixture {
 		t.Fatal(err)
 	}
 	aq := asynq.NewClientFromRedisClient(rdb)
-	srv := httptest.NewServer(webhook.NewHandler(v, store, aq, nil))
+	h := webhook.NewHandler(v, store, aq, nil)
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	f := &fixture{t: t, rdb: rdb, jobs: store, srv: srv, insp: asynq.NewInspectorFromRedisClient(rdb), jobID: "job-1", video: "G-video1"}
+	f := &fixture{t: t, rdb: rdb, jobs: store, srv: srv, insp: asynq.NewInspectorFromRedisClient(rdb), h: h, jobID: "job-1", video: "G-video1"}
 	f.makeJob(f.jobID, f.video)
 	return f
 }
@@ -317,18 +319,166 @@ func TestReplayAgainstAnotherJob(t *testing.T) {
 }
 
 // A job whose create answer is not saved yet: the delivery is acknowledged
-// (202) and changes nothing.
+// (202) and recorded on the job as early, so that the create step checks
+// the job's status as soon as it saves the video id. It queues no check
+// itself (there is no video to check) and moves nothing. A replay is a
+// duplicate, before and after the id is saved.
 func TestEarlyDelivery(t *testing.T) {
 	t.Parallel()
 	f := setup(t, secret)
 	f.makeJob("job-early", "")
 	before, checks := f.snapshot("job-early")
-	if code, msg := f.send(delivery{query: "?job_id=job-early", body: payload("G-not-yet-saved", "video.completed", "video.completed")}); code != http.StatusAccepted {
-		t.Errorf("early delivery: %d %s, want 202", code, msg)
+	early := delivery{query: "?job_id=job-early", body: payload("G-not-yet-saved", "video.completed", "video.completed")}
+	if code, msg := f.send(early); code != http.StatusAccepted || !strings.HasPrefix(msg, "early") {
+		t.Errorf("early delivery: %d %s, want 202 early", code, msg)
 	}
 	after, checks2 := f.snapshot("job-early")
-	if d := cmp.Diff(before, after); d != "" || checks != checks2 {
-		t.Errorf("early delivery changed the job:\n%s", d)
+	if checks != checks2 {
+		t.Errorf("early delivery queued %d checks", checks2-checks)
+	}
+	if after.EarlyWebhookAt.IsZero() || after.EarlyWebhookEvent != "video.completed" || after.EarlyWebhookKey != "video.completed" ||
+		after.EarlyWebhookVideo != "G-not-yet-saved" || after.WebhookDeliveries != 1 || after.LastWebhookAt.IsZero() {
+		t.Errorf("early delivery not recorded: %+v", after)
+	}
+	// Nothing else: not the state, not the video id.
+	after.EarlyWebhookAt, after.EarlyWebhookEvent, after.EarlyWebhookKey, after.EarlyWebhookVideo = time.Time{}, "", "", ""
+	after.WebhookDeliveries, after.LastWebhookAt, after.LastWebhookEvent, after.LastWebhookAttempt = 0, time.Time{}, "", 0
+	if d := cmp.Diff(before, after); d != "" {
+		t.Errorf("early delivery changed the job beyond recording it:\n%s", d)
+	}
+	hist, err := f.jobs.Events(context.Background(), "job-early", 0)
+	if err != nil || hist[len(hist)-1].Event != "webhook_early" {
+		t.Errorf("history %+v %v, want a webhook_early line", hist, err)
+	}
+
+	if code, msg := f.send(early); code != http.StatusOK || !strings.HasPrefix(msg, "duplicate") {
+		t.Errorf("replayed early delivery: %d %s, want 200 duplicate", code, msg)
+	}
+	// The create step saves the id (and, seeing the early delivery, checks
+	// the job). The same delivery replayed now changes nothing either.
+	if _, err := f.jobs.Claim(context.Background(), "G-not-yet-saved", "job-early"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.jobs.Apply(context.Background(), "job-early", jobs.Change{To: jobs.StateGenerating, Set: map[string]any{jobs.FieldVideoID: "G-not-yet-saved", jobs.FieldPollSeq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := f.send(early); code != http.StatusOK || !strings.HasPrefix(msg, "duplicate") {
+		t.Errorf("early delivery replayed after the save: %d %s, want 200 duplicate", code, msg)
+	}
+	r, checks3 := f.snapshot("job-early")
+	if checks3 != checks || r.WebhookDeliveries != 1 || r.WebhookDuplicates != 2 {
+		t.Errorf("after replays: checks %d (want %d), deliveries %d, duplicates %d", checks3, checks, r.WebhookDeliveries, r.WebhookDuplicates)
+	}
+	// Another event of the job now takes the usual path.
+	key := "video.status_changed"
+	if code, msg := f.send(delivery{query: "?job_id=job-early", key: key, body: payload("G-not-yet-saved", key, key)}); code != http.StatusOK || !strings.HasPrefix(msg, "accepted") {
+		t.Errorf("a later event: %d %s, want 200 accepted", code, msg)
+	}
+	if _, n := f.snapshot("job-early"); n != checks+1 {
+		t.Errorf("a later event queued %d checks, want 1", n-checks)
+	}
+}
+
+// Early deliveries that call for no check, or reach a job that has ended,
+// are acknowledged (202) and change nothing, as before.
+func TestEarlyDeliveryIgnored(t *testing.T) {
+	t.Parallel()
+	f := setup(t, secret)
+	f.makeJob("job-progress", "")
+	f.makeJob("job-ended", "")
+	if _, err := f.jobs.Apply(context.Background(), "job-ended", jobs.Change{To: jobs.StateFailed}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ job, event string }{{"job-progress", "video.progress"}, {"job-ended", "video.completed"}} {
+		before, checks := f.snapshot(tc.job)
+		key := tc.event
+		if code, msg := f.send(delivery{query: "?job_id=" + tc.job, key: key, body: payload("G-unsaved", tc.event, key)}); code != http.StatusAccepted || !strings.HasPrefix(msg, "ignored") {
+			t.Errorf("%s %s: %d %s, want 202 ignored", tc.job, tc.event, code, msg)
+		}
+		after, checks2 := f.snapshot(tc.job)
+		if d := cmp.Diff(before, after); d != "" || checks != checks2 {
+			t.Errorf("%s: changed the job:\n%s", tc.job, d)
+		}
+	}
+}
+
+// The receiver read the job without a video id, but the create step saved
+// the id before the receiver's conditional update: the delivery takes the
+// usual path (checked against the saved id, a status check queued), and
+// nothing is recorded as early.
+func TestEarlyDeliveryRacesTheSave(t *testing.T) {
+	t.Parallel()
+	f := setup(t, secret)
+	f.makeJob("job-race", "")
+	save := func(video string) func() {
+		return func() {
+			if _, err := f.jobs.Claim(context.Background(), video, "job-race"); err != nil {
+				t.Error(err)
+			}
+			if _, err := f.jobs.Apply(context.Background(), "job-race", jobs.Change{To: jobs.StateGenerating,
+				Set: map[string]any{jobs.FieldVideoID: video, jobs.FieldPollSeq: 1}, IfEqual: map[string]any{jobs.FieldVideoID: ""}}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	f.h.SetBeforeEarly(save("G-race"))
+	if code, msg := f.send(delivery{query: "?job_id=job-race", body: payload("G-race", "video.completed", "video.completed")}); code != http.StatusOK || !strings.HasPrefix(msg, "accepted") {
+		t.Fatalf("delivery racing the save: %d %s, want 200 accepted", code, msg)
+	}
+	r, checks := f.snapshot("job-race")
+	if checks != 1 || r.WebhookDeliveries != 1 || !r.EarlyWebhookAt.IsZero() {
+		t.Errorf("after the race: checks %d, deliveries %d, early at %v; want 1, 1, zero", checks, r.WebhookDeliveries, r.EarlyWebhookAt)
+	}
+	if _, err := f.insp.GetTaskInfo(tasks.QueuePoll, tasks.CheckTaskID("job-race", "video.completed")); err != nil {
+		t.Errorf("status check task: %v", err)
+	}
+
+	// The same race, but the event names another video than the one saved:
+	// refused as a mismatch, nothing changed.
+	f.makeJob("job-race2", "")
+	f.h.SetBeforeEarly(func() {
+		if _, err := f.jobs.Apply(context.Background(), "job-race2", jobs.Change{To: jobs.StateGenerating,
+			Set: map[string]any{jobs.FieldVideoID: "G-mine", jobs.FieldPollSeq: 1}}); err != nil {
+			t.Error(err)
+		}
+	})
+	if code, msg := f.send(delivery{query: "?job_id=job-race2", body: payload("G-someone-elses", "video.completed", "video.completed")}); code != http.StatusConflict {
+		t.Errorf("mismatched delivery racing the save: %d %s, want 409", code, msg)
+	}
+	if r, _ := f.snapshot("job-race2"); r.WebhookDeliveries != 0 || !r.EarlyWebhookAt.IsZero() {
+		t.Errorf("mismatched delivery changed the job: %+v", r)
+	}
+}
+
+// A genuine delivery about another video, replayed to the URL of a job
+// that has no video id yet, is recorded as early (the receiver cannot tell
+// yet); it does not make the job's own delivery with the same key a
+// duplicate once the id is saved, and it queues nothing by itself.
+func TestEarlyDeliveryForAnotherVideo(t *testing.T) {
+	t.Parallel()
+	f := setup(t, secret)
+	f.makeJob("job-victim", "")
+	if code, msg := f.send(delivery{query: "?job_id=job-victim", body: payload("G-stranger", "video.completed", "video.completed")}); code != http.StatusAccepted {
+		t.Fatalf("replayed stranger's delivery: %d %s", code, msg)
+	}
+	if n := f.checks(); n != 0 {
+		t.Errorf("%d checks queued by an early delivery", n)
+	}
+	if _, err := f.jobs.Apply(context.Background(), "job-victim", jobs.Change{To: jobs.StateGenerating, Set: map[string]any{jobs.FieldVideoID: "G-victim", jobs.FieldPollSeq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := f.send(delivery{query: "?job_id=job-victim", body: payload("G-victim", "video.completed", "video.completed")}); code != http.StatusOK || !strings.HasPrefix(msg, "accepted") {
+		t.Errorf("the job's own delivery: %d %s, want 200 accepted", code, msg)
+	}
+	if n := f.checks(); n != 1 {
+		t.Errorf("%d checks after the job's own delivery, want 1", n)
+	}
+	// The stranger's delivery again, now that the id is saved: a mismatch.
+	if code, msg := f.send(delivery{query: "?job_id=job-victim", body: payload("G-stranger", "video.completed", "video.completed")}); code != http.StatusConflict {
+		t.Errorf("stranger's delivery after the save: %d %s, want 409", code, msg)
+	}
+	if r, _ := f.snapshot("job-victim"); r.State != jobs.StateGenerating || r.VideoID != "G-victim" {
+		t.Errorf("job moved: %s %s", r.State, r.VideoID)
 	}
 }
 

@@ -228,6 +228,9 @@ func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video
 		},
 		IfEqual: map[string]any{jobs.FieldVideoID: ""},
 		Event:   "created", Detail: "video " + v.ID + " (" + how + ")",
+		// The record as of this update tells whether a webhook arrived
+		// before the id was saved (see checkEarly).
+		Return: true,
 	})
 	if err != nil {
 		return err
@@ -242,7 +245,46 @@ func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video
 	}
 	rec.VideoID, rec.State, rec.PollSeq = v.ID, jobs.StateGenerating, 1
 	w.log.InfoContext(ctx, "job created", "job_id", rec.ID, "video_id", v.ID, "state", string(jobs.StateGenerating), "how", how)
+	if err := w.checkEarly(ctx, rec, out.Record); err != nil {
+		return err
+	}
 	return w.startPolling(ctx, rec, w.pollDelay(v, 0))
+}
+
+// checkEarly enqueues an immediate out-of-chain status check when a
+// webhook delivery arrived before the video id was saved (the receiver
+// recorded it with jobs.Store.RecordEarlyWebhook). saved is the record as
+// the update that saved the id left it: that update and the receiver's are
+// both atomic and conditional on the id, so either the receiver recorded
+// the delivery before it (and saved shows it) or the receiver saw the id
+// and enqueued the check itself. The check, not the webhook, decides what
+// happens to the job: it reads the job's own video from the API, so a
+// delivery that named another video costs one status call and nothing
+// else. The check's task id is the one the receiver would have used for
+// that delivery, so a replay of it enqueues no second check while this one
+// is queued.
+//
+// It runs before the poll chain starts: if enqueueing fails, the create
+// task is retried, finds the id saved and starts the chain after
+// MinPollInterval instead of poll_after_seconds.
+func (w *Worker) checkEarly(ctx context.Context, rec *jobs.Record, saved *jobs.Record) error {
+	if saved == nil || saved.EarlyWebhookAt.IsZero() {
+		return nil
+	}
+	key := saved.EarlyWebhookKey
+	if key == "" {
+		key = "early"
+	}
+	t, err := tasks.NewCheckTask(rec.ID, key, "webhook "+saved.EarlyWebhookEvent+" (arrived before the video id was saved)")
+	if err != nil {
+		return err
+	}
+	if err := w.enqueue(ctx, t); err != nil {
+		return err
+	}
+	w.log.InfoContext(ctx, "early webhook: status check now", "job_id", rec.ID, "video_id", rec.VideoID,
+		"event", saved.EarlyWebhookEvent, "event_video_id", saved.EarlyWebhookVideo, "delivery_key", key)
+	return nil
 }
 
 // startPolling makes sure the current link of the job's poll chain exists.

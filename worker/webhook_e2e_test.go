@@ -3,8 +3,10 @@ package worker_test
 import (
 	"context"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +177,93 @@ func TestWebhookFaultsChangeNothing(t *testing.T) {
 		if stats[k] == "" || stats[k] == "0" {
 			t.Errorf("receiver counted no %q deliveries: %v", k, stats)
 		}
+	}
+}
+
+// holdCreate returns each create call's answer only after hold, so that
+// the API's webhook reaches the receiver before the worker saves the video
+// id.
+type holdCreate struct {
+	worker.VideoAPI
+	hold func(ctx context.Context, v *apiclient.Video)
+}
+
+func (h holdCreate) Create(ctx context.Context, req apiclient.CreateRequest, opts apiclient.CreateOptions) (*apiclient.Video, error) {
+	v, err := h.VideoAPI.Create(ctx, req, opts)
+	if err == nil {
+		h.hold(ctx, v)
+	}
+	return v, err
+}
+
+// TestEarlyWebhookChecksAtOnce: the API finishes each job at once and its
+// video.completed delivery is answered before the worker has saved the
+// video id (the create call's answer is held until then). With
+// poll_after_seconds 60 the first scheduled poll is a minute away, so the
+// jobs end stored well within the test's 20 s only if the early delivery
+// led to a status check when the id was saved. That check is the only
+// status call made, the job's own chain is untouched (link #1 still
+// scheduled a minute out), and the webhook alone moved nothing.
+func TestEarlyWebhookChecksAtOnce(t *testing.T) {
+	t.Parallel()
+	const n = 5
+	cfg := fastStandin()
+	cfg.QueuedFor, cfg.ProcessingFor, cfg.PollAfterSeconds = 0, 0, 60
+	e := setup(t, cfg)
+	wc := fastConfig()
+	wc.PollInterval, wc.MaxPollInterval = time.Minute, 2*time.Minute
+	wc = e.withWebhooks(t, wc)
+
+	var created atomic.Int64
+	api := holdCreate{VideoAPI: e.client, hold: func(ctx context.Context, v *apiclient.Video) {
+		// Creates of one model are serialised, and each job raises one
+		// video.completed: the k-th answered delivery is this job's.
+		k := int(created.Add(1))
+		deadline := time.Now().Add(10 * time.Second)
+		for e.api.Stats().Webhooks.DeliveredEvents["video.completed"] < k {
+			if time.Now().After(deadline) {
+				t.Errorf("video %s: its webhook was not delivered within 10 s", v.ID)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}}
+	e.startWorker(wc, api)
+	start := time.Now()
+	ids := e.submit(n, "google/veo-3.1-lite")
+	recs := e.waitTerminal(ids, 20*time.Second)
+	t.Logf("%d instant jobs with early webhooks stored in %s (first scheduled poll: 60 s)", n, time.Since(start).Round(time.Millisecond))
+	e.checkStored(recs)
+
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	for _, r := range recs {
+		if r.EarlyWebhookAt.IsZero() || r.EarlyWebhookVideo != r.VideoID || r.EarlyWebhookEvent != "video.completed" {
+			t.Errorf("job %s: no early delivery recorded (%v %q %q); the test did not hold the create", r.ID, r.EarlyWebhookAt, r.EarlyWebhookEvent, r.EarlyWebhookVideo)
+		}
+		if r.PollSeq != 1 || r.WebhookDeliveries != 1 || r.DownloadAttempts != 1 {
+			t.Errorf("job %s: poll_seq %d, deliveries %d, downloads %d; want 1, 1, 1", r.ID, r.PollSeq, r.WebhookDeliveries, r.DownloadAttempts)
+		}
+		hist, _ := e.jobs.Events(context.Background(), r.ID, 0)
+		var seq []string
+		for _, ev := range hist {
+			seq = append(seq, ev.Event)
+			if ev.Event == "completed" && !strings.Contains(ev.Detail, "out-of-chain check") {
+				t.Errorf("job %s: completion %q was not seen by the out-of-chain check", r.ID, ev.Detail)
+			}
+		}
+		// The webhook was recorded while the job was still submitting, and
+		// the job moved only after the id was saved and the check ran.
+		if i, j := slices.Index(seq, "webhook_early"), slices.Index(seq, "created"); i < 0 || j < i || slices.Index(seq, "completed") < j {
+			t.Errorf("job %s: history %v, want webhook_early, created, completed in that order", r.ID, seq)
+		}
+		// The chain is untouched: link #1 is still scheduled a minute out.
+		ti, err := insp.GetTaskInfo(tasks.QueuePoll, tasks.PollTaskID(r.ID, 1))
+		if err != nil || ti.State != asynq.TaskStateScheduled || time.Until(ti.NextProcessAt) < 30*time.Second {
+			t.Errorf("job %s: first chain link %+v, %v; want it scheduled about 60 s out", r.ID, ti, err)
+		}
+	}
+	st := e.api.Stats()
+	if got := st.Calls[standin.EndpointGet]; got != n {
+		t.Errorf("%d status calls for %d jobs; want exactly one (the early delivery's check) each", got, n)
 	}
 }

@@ -1,0 +1,6 @@
+package webhook
+
+// SetBeforeEarly makes h call fn between reading a job that has no video
+// id and recording an early delivery on it, so that a test can save the id
+// in between.
+func (h *Handler) SetBeforeEarly(fn func()) { h.beforeEarly = fn }
