@@ -29,6 +29,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -103,10 +104,13 @@ type Config struct {
 	// starts. Default 20 ms (asynq's own default is 1 s); an idle worker
 	// then asks Redis 50 times a second.
 	TaskCheckInterval time.Duration
-	// CreateConcurrency caps how many create tasks run at once in this
-	// process (creates of one model are serialised fleet-wide anyway); the
-	// others step aside for a moment without using up a retry, so creates
-	// never crowd out polls and downloads. Default 2.
+	// CreateConcurrency is how many create tasks run at once in this
+	// process (creates of one model are serialised fleet-wide anyway).
+	// Run gives the create queue an asynq server of its own with this
+	// many goroutines, next to the Concurrency goroutines of the other
+	// queues, so creates never crowd out polls and downloads and a
+	// backlog of creates waits in its queue rather than cycling through
+	// the retry set. Default 2.
 	CreateConcurrency int
 	// StrandedCheckInterval is how often one worker of the fleet looks for
 	// unfinished jobs whose next task is missing and re-enqueues it.
@@ -230,8 +234,9 @@ func (w *Worker) Handler() asynq.Handler {
 	return mux
 }
 
-// ServerConfig is the asynq server configuration the worker runs with:
-// its queues, concurrency, retry policy and logger.
+// ServerConfig is the asynq server configuration of all the worker's
+// queues together: queues, concurrency, retry policy and logger. Run
+// splits it in two (see Run).
 func (w *Worker) ServerConfig() asynq.Config {
 	return asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
@@ -259,12 +264,23 @@ func (w *Worker) ServerConfig() asynq.Config {
 // Run processes tasks until ctx ends, then shuts down gracefully: it stops
 // taking tasks and gives running ones ShutdownTimeout to finish; the rest
 // go back to their queues.
+//
+// It runs up to two asynq servers on the worker's Redis client: one for
+// the create queue with CreateConcurrency goroutines, one for the other
+// queues with Concurrency goroutines (asynqmon lists both).
 func (w *Worker) Run(ctx context.Context) error {
-	srv := asynq.NewServerFromRedisClient(w.rdb, w.ServerConfig())
-	if err := srv.Start(w.Handler()); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	var servers []*asynq.Server
+	for _, cfg := range w.serverConfigs() {
+		srv := asynq.NewServerFromRedisClient(w.rdb, cfg)
+		if err := srv.Start(w.Handler()); err != nil {
+			for _, s := range servers {
+				s.Shutdown()
+			}
+			return fmt.Errorf("start worker: %w", err)
+		}
+		servers = append(servers, srv)
+		w.log.InfoContext(ctx, "worker started", "concurrency", cfg.Concurrency, "queues", fmt.Sprint(cfg.Queues))
 	}
-	w.log.InfoContext(ctx, "worker started", "concurrency", w.cfg.Concurrency, "queues", fmt.Sprint(w.cfg.Queues))
 	checks := make(chan struct{})
 	go func() {
 		defer close(checks)
@@ -275,9 +291,37 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	<-checks
 	w.log.Info("worker stopping", "grace", w.cfg.ShutdownTimeout)
-	srv.Shutdown()
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Go(srv.Shutdown) // in parallel: the grace applies once
+	}
+	wg.Wait()
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// serverConfigs splits ServerConfig by queue: the create queue (if the
+// worker serves it) gets CreateConcurrency goroutines of its own.
+func (w *Worker) serverConfigs() []asynq.Config {
+	base := w.ServerConfig()
+	weight, ok := w.cfg.Queues[tasks.QueueCreate]
+	if !ok {
+		return []asynq.Config{base}
+	}
+	creates := base
+	creates.Queues = map[string]int{tasks.QueueCreate: weight}
+	creates.Concurrency = w.cfg.CreateConcurrency
+	if len(w.cfg.Queues) == 1 {
+		return []asynq.Config{creates}
+	}
+	others := base
+	others.Queues = map[string]int{}
+	for q, p := range w.cfg.Queues {
+		if q != tasks.QueueCreate {
+			others.Queues[q] = p
+		}
+	}
+	return []asynq.Config{others, creates}
 }
 
 // Close releases the worker's resources. The Redis client stays open and

@@ -43,12 +43,13 @@ type Config struct {
 	AWSSecretAccessKey string `envconfig:"AWS_SECRET_ACCESS_KEY" desc:"S3 secret key when S3_SECRET_ACCESS_KEY is unset (secret; never logged)"`
 	AWSSessionToken    string `envconfig:"AWS_SESSION_TOKEN" desc:"session token of temporary AWS_ credentials (secret; never logged)"`
 
-	Concurrency     int           `envconfig:"WORKER_CONCURRENCY" default:"20" desc:"tasks run at once per worker process"`
-	Queues          string        `envconfig:"WORKER_QUEUES" desc:"queues and priorities, e.g. video_download:6,video_poll:5 (default: all three)"`
-	PollInterval    time.Duration `envconfig:"POLL_INTERVAL" default:"20s" desc:"first wait between status checks when the API gives no poll_after_seconds"`
-	MaxPollInterval time.Duration `envconfig:"POLL_MAX_INTERVAL" default:"2m" desc:"longest wait between status checks"`
-	JobTimeout      time.Duration `envconfig:"JOB_TIMEOUT" default:"2h" desc:"overall deadline of a job from submission (per-job override in the request)"`
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"grace period for running tasks on SIGTERM; the rest are re-queued"`
+	Concurrency       int           `envconfig:"WORKER_CONCURRENCY" default:"20" desc:"tasks run at once per worker process"`
+	CreateConcurrency int           `envconfig:"WORKER_CREATE_CONCURRENCY" default:"2" desc:"create calls run at once per worker process, besides WORKER_CONCURRENCY"`
+	Queues            string        `envconfig:"WORKER_QUEUES" desc:"queues and priorities, e.g. video_download:6,video_poll:5 (default: all three)"`
+	PollInterval      time.Duration `envconfig:"POLL_INTERVAL" default:"20s" desc:"first wait between status checks when the API gives no poll_after_seconds"`
+	MaxPollInterval   time.Duration `envconfig:"POLL_MAX_INTERVAL" default:"2m" desc:"longest wait between status checks"`
+	JobTimeout        time.Duration `envconfig:"JOB_TIMEOUT" default:"2h" desc:"overall deadline of a job from submission (per-job override in the request)"`
+	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"grace period for running tasks on SIGTERM; the rest are re-queued"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -83,6 +84,9 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		add("WORKER_CONCURRENCY: want 1-10000, got %d", c.Concurrency)
+	}
+	if c.CreateConcurrency < 1 || c.CreateConcurrency > 1000 {
+		add("WORKER_CREATE_CONCURRENCY: want 1-1000, got %d", c.CreateConcurrency)
 	}
 	if _, err := parseQueues(c.Queues); err != nil {
 		add("WORKER_QUEUES: %v", err)

@@ -73,14 +73,15 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		return nil, err
 	}
 	wc := worker.Config{
-		Concurrency:     cfg.Concurrency,
-		Queues:          queues,
-		PollInterval:    cfg.PollInterval,
-		MaxPollInterval: cfg.MaxPollInterval,
-		JobTimeout:      cfg.JobTimeout,
-		KeyTemplate:     cfg.KeyTemplate,
-		APITimeout:      cfg.APITimeout,
-		ShutdownTimeout: cfg.ShutdownTimeout,
+		Concurrency:       cfg.Concurrency,
+		CreateConcurrency: cfg.CreateConcurrency,
+		Queues:            queues,
+		PollInterval:      cfg.PollInterval,
+		MaxPollInterval:   cfg.MaxPollInterval,
+		JobTimeout:        cfg.JobTimeout,
+		KeyTemplate:       cfg.KeyTemplate,
+		APITimeout:        cfg.APITimeout,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
 	}
 	if tune != nil {
 		tune(&wc)
