@@ -110,7 +110,7 @@ type Config struct {
 	// many goroutines, next to the Concurrency goroutines of the other
 	// queues, so creates never crowd out polls and downloads and a
 	// backlog of creates waits in its queue rather than cycling through
-	// the retry set. Default 2.
+	// the retry set. Default 4.
 	CreateConcurrency int
 	// StrandedCheckInterval is how often one worker of the fleet looks for
 	// unfinished jobs whose next task is missing and re-enqueues it.
@@ -149,7 +149,7 @@ func (c *Config) setDefaults() {
 	def(&c.DelayedTaskCheckInterval, 200*time.Millisecond)
 	def(&c.TaskCheckInterval, 20*time.Millisecond)
 	if c.CreateConcurrency <= 0 {
-		c.CreateConcurrency = 2
+		c.CreateConcurrency = 4
 	}
 	if c.StrandedCheckInterval == 0 {
 		c.StrandedCheckInterval = 30 * time.Second

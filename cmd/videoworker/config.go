@@ -44,7 +44,7 @@ type Config struct {
 	AWSSessionToken    string `envconfig:"AWS_SESSION_TOKEN" desc:"session token of temporary AWS_ credentials (secret; never logged)"`
 
 	Concurrency       int           `envconfig:"WORKER_CONCURRENCY" default:"20" desc:"tasks run at once per worker process"`
-	CreateConcurrency int           `envconfig:"WORKER_CREATE_CONCURRENCY" default:"2" desc:"create calls run at once per worker process, besides WORKER_CONCURRENCY"`
+	CreateConcurrency int           `envconfig:"WORKER_CREATE_CONCURRENCY" default:"4" desc:"create calls run at once per worker process, besides WORKER_CONCURRENCY"`
 	Queues            string        `envconfig:"WORKER_QUEUES" desc:"queues and priorities, e.g. video_download:6,video_poll:5 (default: all three)"`
 	PollInterval      time.Duration `envconfig:"POLL_INTERVAL" default:"20s" desc:"first wait between status checks when the API gives no poll_after_seconds"`
 	MaxPollInterval   time.Duration `envconfig:"POLL_MAX_INTERVAL" default:"2m" desc:"longest wait between status checks"`
