@@ -182,21 +182,25 @@ for _ = 1, nif do
   if v ~= ARGV[i+1] and not (v == '' and ARGV[i+2] == '1') then return done(0, cur) end
   i = i + 3
 end
+-- One HSET for every field written.
+local fv = {}
 local nset = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nset do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1])
+  fv[#fv+1] = ARGV[i]; fv[#fv+1] = ARGV[i+1]
   i = i + 2
 end
+if ARGV[2] ~= '' then
+  fv[#fv+1] = 'state'; fv[#fv+1] = ARGV[2]
+  cur = ARGV[2]
+end
+fv[#fv+1] = 'updated_at'; fv[#fv+1] = ARGV[3]
+redis.call('HSET', KEYS[1], unpack(fv))
+-- Increments after the sets: Set and Incr of one field add up.
 local ninc = tonumber(ARGV[i]); i = i + 1
 for _ = 1, ninc do
   redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i+1])
   i = i + 2
 end
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'state', ARGV[2])
-  cur = ARGV[2]
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 if ARGV[4] ~= '' then
   local ev = string.gsub(ARGV[4], '"state":""', '"state":"' .. cur .. '"', 1)
   redis.call('RPUSH', KEYS[2], ev)
