@@ -362,6 +362,9 @@ func (d *Disk) createData(dr *os.Root, t *tempData) error {
 			t.f = f
 			return nil
 		}
+		if !unnamedUnsupported(err) {
+			return err // e.g. out of file descriptors or space
+		}
 		d.noUnnamed.Store(true) // this file system has no O_TMPFILE
 	}
 	f, name, err := createTemp(dr, "")

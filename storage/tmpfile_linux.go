@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"os"
 	"strconv"
 
@@ -63,4 +64,10 @@ func linkFile(f, dir *os.File, name string) error {
 func unnamedFilesWork() bool {
 	_, err := os.Stat("/proc/self/fd")
 	return err == nil
+}
+
+// unnamedUnsupported reports an openUnnamed failure that means the file
+// system (or kernel) has no O_TMPFILE, rather than a passing condition.
+func unnamedUnsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL)
 }
