@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -71,17 +72,26 @@ type S3Config struct {
 	// are secrets: S3 never puts them in an error or a log line.
 	AccessKey, SecretKey, SessionToken string
 	// UseSSL selects https. [Open] defaults it to true; set it false only
-	// for a server on a trusted network (a local MinIO or versitygw).
+	// for a server on a trusted network (a local MinIO or versitygw): on
+	// plain HTTP nothing is encrypted, and buffered parts are sent with an
+	// unsigned payload, which a CRC32C protects against corruption but not
+	// against tampering (see [S3]).
 	UseSSL bool
 	// PathStyle addresses buckets as https://host/bucket/key instead of
 	// https://bucket.host/key. MinIO, versitygw, Garage and most
 	// self-hosted servers need it.
 	PathStyle bool
 	// PartSize is the size of each part of a multipart upload, between
-	// MinS3PartSize and MaxS3PartSize; 0 means DefaultS3PartSize. An upload
-	// of unknown size holds one part in memory and can store at most 10,000
-	// parts (160 GiB at 16 MiB); for a known size the part size grows as
-	// needed and nothing is buffered.
+	// MinS3PartSize and MaxS3PartSize; 0 means DefaultS3PartSize. A Put
+	// holds up to four parts in memory (never more than half of an object
+	// of known size, and at least one): the part it is reading and the
+	// ones being sent. Beyond the first part of a Put of unknown size,
+	// which it always holds, the buffers come from a budget of 64 MiB
+	// shared by all Puts of the store (four parts of 16 MiB, one of 64 MiB,
+	// none of larger parts); a Put of known size that finds it spent
+	// streams its parts unbuffered. An upload of unknown size can store at most 10,000 parts
+	// (160 GiB at 16 MiB); for a known size the part size grows as needed
+	// (and parts beyond PartSize are streamed).
 	PartSize uint64
 	// StaleUploadAge is how old an incomplete multipart upload of the same
 	// key (or a temporary upload) must be, relative to a new Put's own
@@ -128,15 +138,38 @@ func redacted(s string) string {
 // key until the upload is completed, and it is completed only after the
 // bytes have been counted and hashed and match PutOptions. On any failure
 // (a mismatch, a reader error, a server error, ctx cancelled) the upload is
-// aborted on a fresh context, so no parts are left behind either. With a
-// known size the parts are streamed straight from the reader (no buffer;
-// part size grows for objects over 10,000 × PartSize); with an unknown
-// size each part is read into a pooled PartSize buffer first. A part
-// streamed from the reader is sent once (a failed part fails the Put); a
-// buffered part is retried by the client like any other request. Should
-// the answer to the completing request be lost, Put reports an error
-// although the (verified) object may be in place; a retry finds it by
-// Stat or replaces it.
+// aborted on a fresh context, so no parts are left behind either.
+//
+// The caller's goroutine reads (and hashes) each part into a pooled
+// PartSize buffer while the parts before it are sent, up to four at once
+// (see [S3Config.PartSize] for the memory this takes), so that reading,
+// hashing and the server's work overlap. Each buffered part is sent with
+// an unsigned payload and its CRC32C (x-amz-checksum-crc32c, which the
+// server checks before it accepts the part; the upload declares the
+// algorithm and the completing request repeats each part's checksum), and
+// is retried by the client like any other request. Unsigned, because
+// minio-go would otherwise sign each part over plain HTTP with a SHA-256
+// of every 64 KiB chunk (on HTTPS it sends unsigned payloads anyway): a
+// second SHA-256 of every byte in the client and a third in the server,
+// next to the sha256 that Put checks, where CRC32C (a CPU instruction)
+// costs about a sixteenth as much. The trade-off: on plain HTTP a party able to rewrite traffic
+// between the worker and the server could replace a part's bytes (with a
+// matching CRC32C) where a signed chunk would be refused; corruption is
+// still caught (by servers that check checksums: AWS, MinIO, versitygw),
+// and such a party could read the video and answer reads anyway, which is
+// why plain HTTP is for trusted networks only. When the
+// store's buffer budget is spent, a Put of known size streams its parts
+// straight from the reader, one at a time and signed as minio-go does by
+// default; a streamed part is sent once (a failed part fails the Put).
+//
+// Parts already being sent when a Put fails are let finish before the
+// upload is aborted (for at most two seconds once ctx is cancelled): a
+// part request cut off mid-way can still be stored by the server after
+// the abort, which brings the upload back (S3 documents this; versitygw
+// does it). A Put that had to cut one off aborts again after 50 ms,
+// 250 ms and 1 s. Should the answer to the completing request be lost, Put
+// reports an error although the (verified) object may be in place; a
+// retry finds it by Stat or replaces it.
 //
 // The object's hex sha256 is stored as user metadata (x-amz-meta-sha256)
 // next to the content type and PutOptions.Metadata. S3 metadata is fixed
@@ -182,7 +215,12 @@ type S3 struct {
 	copyMax  int64    // largest single CopyObject; larger copies go in parts of this size
 	secrets  []string // scrubbed from error text, however unlikely they are to appear
 
-	bufs sync.Pool // *[]byte of partSize, for uploads of unknown size
+	bufs      sync.Pool     // *[]byte of partSize
+	bufTokens chan struct{} // one per buffer lent from the budget (s3BufferBudget)
+	// partCRC: buffered parts carry their CRC32C. Not to Google Cloud
+	// Storage, which minio-go never sends checksums either (it is https
+	// only, where TLS protects the bytes).
+	partCRC bool
 }
 
 var (
@@ -250,6 +288,8 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		}
 	}
 	s.bufs.New = func() any { b := make([]byte, s.partSize); return &b }
+	s.bufTokens = make(chan struct{}, s3BufferBudget/partSize)
+	s.partCRC = !s3utils.IsGoogleEndpoint(*core.EndpointURL())
 	ok, err := core.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("storage: s3 bucket %q at %s: %w", cfg.Bucket, endpoint, s.scrub(err))
@@ -374,6 +414,9 @@ type s3Upload struct {
 	target   string // object the multipart upload writes: obj, or a temporary object
 	uploadID string
 	parts    []minio.CompletePart
+	// cut: a part request was cut off, so the server may still be storing
+	// that part when the upload is aborted (see S3.abortUpload).
+	cut atomic.Bool
 }
 
 func (u *s3Upload) run() (ObjectInfo, error) {
@@ -381,27 +424,43 @@ func (u *s3Upload) run() (ObjectInfo, error) {
 	if u.size >= 0 {
 		u.in = io.LimitReader(u.src, u.size+1)
 	}
+	if u.size == 0 {
+		return u.putEmpty()
+	}
+	// Part buffers (see s3_parts.go): a Put of unknown size always holds
+	// one; one of known size borrows its first from the store's budget,
+	// and streams its parts unbuffered when the budget is spent (or when
+	// its parts must grow beyond PartSize).
+	partSize := u.s.partSize
+	var buf *[]byte
+	if u.size < 0 {
+		buf = u.s.bufs.Get().(*[]byte)
+		defer u.s.bufs.Put(buf)
+	} else if need := (u.size + s3MaxParts - 1) / s3MaxParts; need > partSize {
+		partSize = (need + 1<<20 - 1) &^ (1<<20 - 1) // whole MiB
+	} else if lent := u.s.takeBuffers(1); len(lent) == 1 {
+		buf = lent[0]
+		defer u.s.returnBuffers(lent)
+	}
+	buffered := buf != nil
+
 	// Read the first part (or see the stream is empty) before starting an
 	// upload, so that an empty object is a single verified PutObject.
-	var first []byte
-	var firstBuf *[]byte
-	if u.size < 0 {
-		firstBuf = u.s.bufs.Get().(*[]byte)
-		defer func() {
-			if firstBuf != nil {
-				u.s.bufs.Put(firstBuf)
-			}
-		}()
-		n, err := io.ReadFull(u.in, *firstBuf)
-		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+	var first bufferedPart
+	if buffered {
+		want := partSize
+		if u.size >= 0 {
+			want = min(partSize, u.size)
+		}
+		n, crc, err := u.readPart(u.ctx, (*buf)[:want])
+		switch {
+		case err == io.EOF && u.size < 0:
+			return u.putEmpty()
+		case err == io.ErrUnexpectedEOF && u.size < 0:
+		case err != nil:
 			return ObjectInfo{}, u.failure(err)
 		}
-		first = (*firstBuf)[:n]
-		if n == 0 {
-			return u.putEmpty()
-		}
-	} else if u.size == 0 {
-		return u.putEmpty()
+		first = bufferedPart{num: 1, buf: buf, n: n, crc: crc}
 	}
 
 	direct := u.wantSHA != ""
@@ -411,7 +470,12 @@ func (u *s3Upload) run() (ObjectInfo, error) {
 		opts.UserMetadata = withSHA(u.meta, u.wantSHA)
 	} else {
 		u.target = u.s.prefix + s3TmpDir + "/" + randomHex()
-		opts = minio.PutObjectOptions{}
+		opts = minio.PutObjectOptions{UserMetadata: map[string]string{}}
+	}
+	if buffered && u.s.partCRC {
+		// S3 takes part checksums only for the algorithm the upload
+		// declared; the key is passed through as a header.
+		opts.UserMetadata[s3ChecksumAlgoHeader] = "CRC32C"
 	}
 	id, err := u.s.core.NewMultipartUpload(u.ctx, u.s.bucket, u.target, opts)
 	if err != nil {
@@ -421,7 +485,7 @@ func (u *s3Upload) run() (ObjectInfo, error) {
 	completed := false
 	defer func() {
 		if !completed {
-			u.s.abort(u.ctx, u.target, u.uploadID)
+			u.s.abortUpload(u.ctx, u.target, u.uploadID, u.cut.Load())
 		}
 	}()
 	if direct {
@@ -430,14 +494,15 @@ func (u *s3Upload) run() (ObjectInfo, error) {
 		u.s.abortStale(u.ctx, u.s.prefix+s3TmpDir+"/", u.uploadID)
 	}
 
-	if u.size >= 0 {
-		err = u.streamParts()
+	if buffered {
+		err = u.bufferedParts(first, partSize)
 	} else {
-		err = u.bufferedParts(first)
-		u.s.bufs.Put(firstBuf)
-		firstBuf = nil
+		err = u.streamParts(partSize)
 	}
 	if err != nil {
+		if ie := (*IntegrityError)(nil); errors.As(err, &ie) {
+			return ObjectInfo{}, err
+		}
 		return ObjectInfo{}, u.failure(err)
 	}
 	n, sum, err := u.verify()
@@ -462,60 +527,26 @@ func (u *s3Upload) run() (ObjectInfo, error) {
 	return ObjectInfo{Key: u.key, Size: n, SHA256: sum, ContentType: u.contentType, Location: u.s.Location(u.key), ModTime: modTime}, nil
 }
 
-// streamParts uploads a stream of known size, each part read straight from
-// the source.
-func (u *s3Upload) streamParts() error {
-	partSize := u.s.partSize
-	if min := (u.size + s3MaxParts - 1) / s3MaxParts; min > partSize {
-		partSize = (min + 1<<20 - 1) &^ (1<<20 - 1) // whole MiB
-	}
+// streamParts uploads a stream of known size without buffers, each part
+// read straight from the source and signed by minio-go as it goes (on
+// plain HTTP a SHA-256 per 64 KiB chunk).
+func (u *s3Upload) streamParts(partSize int64) error {
 	for off, num := int64(0), 1; off < u.size; off, num = off+partSize, num+1 {
 		n := min(partSize, u.size-off)
-		if err := u.putPart(num, io.LimitReader(u.in, n), n); err != nil {
+		p, err := u.s.core.PutObjectPart(u.ctx, u.s.bucket, u.target, u.uploadID, num, io.LimitReader(u.in, n), n, minio.PutObjectPartOptions{})
+		if err != nil {
+			if u.ctx.Err() != nil {
+				u.cut.Store(true)
+			}
 			return err
 		}
+		u.parts = append(u.parts, minio.CompletePart{PartNumber: num, ETag: p.ETag})
 	}
 	// One more byte means the stream is longer than promised.
 	var probe [1]byte
 	if _, err := io.ReadFull(u.in, probe[:]); err != nil && err != io.EOF {
 		return err
 	}
-	return nil
-}
-
-// bufferedParts uploads a stream of unknown size one buffered part at a
-// time; first is the first part, already read (and holding the pooled
-// buffer).
-func (u *s3Upload) bufferedParts(first []byte) error {
-	buf := first[:cap(first)]
-	n := len(first)
-	for num := 1; ; num++ {
-		if num > s3MaxParts {
-			return fmt.Errorf("object is larger than %d parts of %d bytes; raise the part size", s3MaxParts, u.s.partSize)
-		}
-		if err := u.putPart(num, bytes.NewReader(buf[:n]), int64(n)); err != nil {
-			return err
-		}
-		if n < len(buf) { // the last part was short: the stream ended
-			return nil
-		}
-		var err error
-		n, err = io.ReadFull(u.in, buf)
-		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-	}
-}
-
-func (u *s3Upload) putPart(num int, r io.Reader, n int64) error {
-	p, err := u.s.core.PutObjectPart(u.ctx, u.s.bucket, u.target, u.uploadID, num, r, n, minio.PutObjectPartOptions{})
-	if err != nil {
-		return err
-	}
-	u.parts = append(u.parts, minio.CompletePart{PartNumber: num, ETag: p.ETag})
 	return nil
 }
 
@@ -617,9 +648,34 @@ func (u *s3Upload) failure(err error) error {
 // abort aborts a multipart upload on a fresh context; failures are left to
 // the stale-upload clean-up and lifecycle rules.
 func (s *S3) abort(ctx context.Context, obj, uploadID string) {
+	s.abortUpload(ctx, obj, uploadID, false)
+}
+
+// abortRechecks are the pauses after which abortUpload aborts again an
+// upload whose part requests were cut off.
+var abortRechecks = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 750 * time.Millisecond}
+
+// abortUpload aborts a multipart upload on a fresh context. With recheck
+// (a part request was cut off, so the server may still be storing that
+// part, and storing it can bring an aborted upload back, as S3's
+// documentation warns) it aborts again after each of abortRechecks (an
+// abort of an upload that is gone is a harmless NoSuchUpload). Failures
+// are left to the stale-upload clean-up and lifecycle rules.
+func (s *S3) abortUpload(ctx context.Context, obj, uploadID string, recheck bool) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
 	defer cancel()
 	_ = s.core.AbortMultipartUpload(actx, s.bucket, obj, uploadID)
+	if !recheck {
+		return
+	}
+	for _, d := range abortRechecks {
+		select {
+		case <-time.After(d):
+		case <-actx.Done():
+			return
+		}
+		_ = s.core.AbortMultipartUpload(actx, s.bucket, obj, uploadID)
+	}
 }
 
 func (s *S3) removeQuietly(ctx context.Context, obj string) {

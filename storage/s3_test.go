@@ -11,10 +11,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -81,7 +85,12 @@ func newS3(t *testing.T, modify ...func(*storage.S3Config)) (*storage.S3, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { assertS3Clean(t, srv, bucket) })
+	t.Cleanup(func() {
+		assertS3Clean(t, srv, bucket)
+		if n := storage.S3BuffersLent(s); n != 0 {
+			t.Errorf("%d part buffers still lent after the test's Puts returned", n)
+		}
+	})
 	return s, bucket
 }
 
@@ -104,6 +113,15 @@ func assertS3Clean(t *testing.T, srv *s3test.Server, bucket string) {
 			t.Errorf("temporary object left behind: %s", o)
 		}
 	}
+	// A part stored after its upload was aborted brings the upload's
+	// directory back without the upload's metadata, and versitygw does not
+	// list it: look at its files.
+	_ = filepath.WalkDir(filepath.Join(srv.Dir(), bucket, ".sgwtmp", "multipart"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			t.Errorf("part of an aborted upload left on the server: %s", path)
+		}
+		return nil
+	})
 }
 
 func TestS3Conformance(t *testing.T) {
@@ -813,4 +831,309 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 		c.cancel()
 	}
 	return n, err
+}
+
+// s3Proxy stands between a store and versitygw, and lets a test watch and
+// tamper with part uploads (PUT requests with partNumber and uploadId).
+type s3Proxy struct {
+	url string // endpoint for S3Config.Endpoint
+
+	mu   sync.Mutex
+	part func(w http.ResponseWriter, r *http.Request, num int, forward http.HandlerFunc) // nil: forward as is
+	// What the part uploads looked like.
+	parts, inFlight, maxInFlight int
+	payloadHash                  map[string]int // X-Amz-Content-Sha256 values
+	withCRC32C                   int            // requests carrying x-amz-checksum-crc32c
+}
+
+func newS3Proxy(t *testing.T, srv *s3test.Server) *s3Proxy {
+	t.Helper()
+	target, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target) // keeps the Host header the request was signed for
+	p := &s3Proxy{payloadHash: map[string]int{}}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		num, _ := strconv.Atoi(q.Get("partNumber"))
+		if r.Method != http.MethodPut || num == 0 || q.Get("uploadId") == "" {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		p.mu.Lock()
+		p.parts++
+		p.inFlight++
+		p.maxInFlight = max(p.maxInFlight, p.inFlight)
+		p.payloadHash[r.Header.Get("X-Amz-Content-Sha256")]++
+		if r.Header.Get("X-Amz-Checksum-Crc32c") != "" {
+			p.withCRC32C++
+		}
+		h := p.part
+		p.mu.Unlock()
+		defer func() {
+			p.mu.Lock()
+			p.inFlight--
+			p.mu.Unlock()
+		}()
+		if h == nil {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		h(w, r, num, rp.ServeHTTP)
+	}))
+	t.Cleanup(hs.Close)
+	p.url = hs.URL
+	return p
+}
+
+// setPart sets the handler of part uploads (nil: forward them as they are)
+// and resets the counts.
+func (p *s3Proxy) setPart(h func(w http.ResponseWriter, r *http.Request, num int, forward http.HandlerFunc)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.part = h
+	p.parts, p.maxInFlight = 0, 0
+	p.payloadHash, p.withCRC32C = map[string]int{}, 0
+}
+
+// delayed forwards a part upload after a pause, so that a store that sends
+// parts concurrently has several in flight.
+func delayed(d time.Duration) func(http.ResponseWriter, *http.Request, int, http.HandlerFunc) {
+	return func(w http.ResponseWriter, r *http.Request, _ int, forward http.HandlerFunc) {
+		time.Sleep(d)
+		forward(w, r)
+	}
+}
+
+// newS3Proxied returns an S3 store (5 MiB parts) in a fresh bucket that
+// talks to versitygw through a proxy.
+func newS3Proxied(t *testing.T) (*storage.S3, *s3Proxy, string) {
+	t.Helper()
+	srv := s3Server(t)
+	p := newS3Proxy(t, srv)
+	s, bucket := newS3(t, func(c *storage.S3Config) { c.Endpoint = p.url })
+	return s, p, bucket
+}
+
+// TestS3ConcurrentParts checks how a large object's parts travel: several
+// at once (within the per-Put limit), each with an unsigned payload and its
+// CRC32C; and that a part the server refuses while others are in flight
+// fails the Put and leaves neither an object nor an upload.
+func TestS3ConcurrentParts(t *testing.T) {
+	t.Parallel()
+	for _, known := range []bool{true, false} {
+		t.Run(fmt.Sprintf("known_size=%t", known), func(t *testing.T) {
+			t.Parallel()
+			s, p, bucket := newS3Proxied(t)
+			const size = 8*storage.MinS3PartSize + 12345 // nine parts
+			b := pattern(size, 21)
+			o := storage.PutOptions{Size: -1, SHA256: sha(b), ContentType: "video/mp4"}
+			if known {
+				o.Size = size
+			}
+
+			p.setPart(func(w http.ResponseWriter, r *http.Request, num int, forward http.HandlerFunc) {
+				time.Sleep(100 * time.Millisecond)
+				if num != 4 {
+					forward(w, r)
+					return
+				}
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusForbidden)
+				fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>part 4 refused by the test</Message></Error>`)
+			})
+			_, err := s.Put(t.Context(), "v/refused.mp4", bytes.NewReader(b), o)
+			if err == nil || errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), "part 4 refused") {
+				t.Fatalf("Put with part 4 refused: %v; want the server's refusal", err)
+			}
+			if _, err := s.Stat(t.Context(), "v/refused.mp4"); !errors.Is(err, storage.ErrNotExist) {
+				t.Errorf("Stat after the refused part: %v, want ErrNotExist", err)
+			}
+			if ups, err := s3Server(t).IncompleteUploads(t.Context(), bucket); err != nil || len(ups) != 0 {
+				t.Errorf("incomplete uploads after the refused part = %v, %v; want none", ups, err)
+			}
+
+			p.setPart(delayed(100 * time.Millisecond))
+			info, err := s.Put(t.Context(), "v/refused.mp4", bytes.NewReader(b), o)
+			if err != nil || info.SHA256 != sha(b) || info.Size != size {
+				t.Fatalf("Put = %+v, %v", info, err)
+			}
+			assertS3Content(t, s, "v/refused.mp4", b)
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			t.Logf("%d part requests, at most %d at once, payload hashes %v, %d with a CRC32C", p.parts, p.maxInFlight, p.payloadHash, p.withCRC32C)
+			if p.parts != 9 {
+				t.Errorf("%d part requests, want 9", p.parts)
+			}
+			if p.maxInFlight < 2 || p.maxInFlight > storage.S3PutBuffers {
+				t.Errorf("at most %d part requests at once, want 2 to %d", p.maxInFlight, storage.S3PutBuffers)
+			}
+			if p.payloadHash["UNSIGNED-PAYLOAD"] != p.parts || p.withCRC32C != p.parts {
+				t.Errorf("payload hashes %v and %d CRC32Cs in %d part requests; want each unsigned with a CRC32C", p.payloadHash, p.withCRC32C, p.parts)
+			}
+		})
+	}
+}
+
+// TestS3CorruptedPart flips a byte of a part on its way to the server: the
+// server refuses the part by its CRC32C, and nothing is left.
+func TestS3CorruptedPart(t *testing.T) {
+	t.Parallel()
+	s, p, bucket := newS3Proxied(t)
+	b := pattern(3*storage.MinS3PartSize, 22)
+	p.setPart(func(w http.ResponseWriter, r *http.Request, num int, forward http.HandlerFunc) {
+		if num == 2 {
+			r.Body = io.NopCloser(&flipByte{r: r.Body, at: 1000})
+		}
+		forward(w, r)
+	})
+	_, err := s.Put(t.Context(), "v/corrupted.mp4", bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), SHA256: sha(b)})
+	if err == nil || errors.Is(err, storage.ErrIntegrity) {
+		t.Fatalf("Put with a corrupted part: %v; want the server's refusal", err)
+	}
+	t.Logf("Put with a corrupted part: %v", err)
+	if _, err := s.Stat(t.Context(), "v/corrupted.mp4"); !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("Stat after the corrupted part: %v, want ErrNotExist", err)
+	}
+	if ups, err := s3Server(t).IncompleteUploads(t.Context(), bucket); err != nil || len(ups) != 0 {
+		t.Errorf("incomplete uploads after the corrupted part = %v, %v; want none", ups, err)
+	}
+}
+
+// TestS3CanceledPartLandsLate cancels a Put while the server is still
+// receiving a part and lets that part arrive after the Put has aborted the
+// upload (the proxy holds its last byte until the client has gone): storing
+// it brings the upload back on the server, and the Put's repeated abort
+// must remove it again.
+func TestS3CanceledPartLandsLate(t *testing.T) {
+	t.Parallel()
+	s, p, bucket := newS3Proxied(t)
+	b := pattern(4*storage.MinS3PartSize, 23)
+	holding := make(chan struct{})
+	landed := make(chan int, 1) // the held part's status from the server
+	p.setPart(func(w http.ResponseWriter, r *http.Request, num int, forward http.HandlerFunc) {
+		if num != 2 {
+			forward(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		// Forward on a context of its own, all but the last byte at once.
+		out := r.Clone(context.WithoutCancel(r.Context()))
+		out.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body[:len(body)-1]), &afterDone{ctx: r.Context(), delay: 100 * time.Millisecond, last: body[len(body)-1:], started: holding}))
+		rec := httptest.NewRecorder()
+		forward(rec, out)
+		landed <- rec.Code
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		<-holding
+		cancel()
+	}()
+	start := time.Now()
+	_, err := s.Put(ctx, "v/late.mp4", bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), SHA256: sha(b)})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled Put: %v, want context.Canceled", err)
+	}
+	t.Logf("the canceled Put returned after %v", time.Since(start).Round(time.Millisecond))
+	select {
+	case code := <-landed:
+		if code != http.StatusOK {
+			t.Fatalf("the held part got %d from the server, want 200: the test did not bring the upload back", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held part never reached the server")
+	}
+	if ups, err := s3Server(t).IncompleteUploads(t.Context(), bucket); err != nil || len(ups) != 0 {
+		t.Errorf("incomplete uploads after the canceled Put = %v, %v; want none", ups, err)
+	}
+	if _, err := s.Stat(t.Context(), "v/late.mp4"); !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("Stat after the canceled Put: %v, want ErrNotExist", err)
+	}
+}
+
+// TestS3BufferBudget runs more Puts at once than the store has part
+// buffers: they all succeed, the ones that find the budget spent stream
+// their parts (signed chunk by chunk, as minio-go does), and every buffer
+// comes back.
+func TestS3BufferBudget(t *testing.T) {
+	t.Parallel()
+	s, p, _ := newS3Proxied(t)
+	p.setPart(delayed(100 * time.Millisecond))
+	const size = 2*storage.MinS3PartSize + 1
+	want := genSum(size)
+	var wg sync.WaitGroup
+	for i := range storage.S3BufferBudget(s) + 2 {
+		wg.Go(func() {
+			key := fmt.Sprintf("budget/%d", i)
+			if _, err := s.Put(t.Context(), key, newGen(size), storage.PutOptions{Size: size, SHA256: want}); err != nil {
+				t.Errorf("Put(%s): %v", key, err)
+			}
+		})
+	}
+	wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.payloadHash["UNSIGNED-PAYLOAD"] == 0 || p.payloadHash["STREAMING-AWS4-HMAC-SHA256-PAYLOAD"] == 0 {
+		t.Errorf("payload hashes of the part requests %v; want both buffered and streamed parts", p.payloadHash)
+	}
+}
+
+func assertS3Content(t *testing.T, s *storage.S3, key string, want []byte) {
+	t.Helper()
+	rc, _, err := s.Open(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("Open(%s) = %d bytes, %v; want the %d written", key, len(got), err, len(want))
+	}
+}
+
+// flipByte inverts the byte at offset at of the stream it reads.
+type flipByte struct {
+	r   io.Reader
+	at  int64
+	off int64
+}
+
+func (f *flipByte) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if f.at >= f.off && f.at < f.off+int64(n) {
+		p[f.at-f.off] ^= 0xff
+	}
+	f.off += int64(n)
+	return n, err
+}
+
+// afterDone yields last once ctx is done and delay has passed; started is
+// closed when it begins to wait.
+type afterDone struct {
+	ctx     context.Context
+	delay   time.Duration
+	last    []byte
+	started chan struct{}
+	once    sync.Once
+}
+
+func (a *afterDone) Read(p []byte) (int, error) {
+	a.once.Do(func() {
+		close(a.started)
+		<-a.ctx.Done()
+		time.Sleep(a.delay)
+	})
+	if len(a.last) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, a.last)
+	a.last = a.last[n:]
+	return n, nil
 }
