@@ -18,9 +18,17 @@ import (
 // parallel goroutines, as a worker's downloads do: with the fsyncs, the
 // metadata and the rename, per object.
 func BenchmarkDiskPut(b *testing.B) {
+	b.Run("unnamed", func(b *testing.B) { benchmarkDiskPut(b, false) })
+	b.Run("named", func(b *testing.B) { benchmarkDiskPut(b, true) })
+}
+
+func benchmarkDiskPut(b *testing.B, named bool) {
 	d, err := storage.NewDisk(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
+	}
+	if named {
+		storage.UseNamedTemps(d)
 	}
 	data := make([]byte, 64<<10)
 	rand.NewChaCha8([32]byte{1}).Read(data)
