@@ -120,7 +120,7 @@ func NewDisk(root string) (*Disk, error) {
 		return nil, fmt.Errorf("storage: disk root %s is not a directory", abs)
 	}
 	d := &Disk{root: abs}
-	d.noUnnamed.Store(!unnamedFilesWork())
+	d.noUnnamed.Store(!unnamedFilesWork(abs))
 	return d, nil
 }
 
@@ -399,6 +399,13 @@ func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string
 		return fmt.Errorf("storage: put %q: %w", key, err)
 	}
 	if tmpMeta != "" {
+		// Only a rename may fail once the new sidecar is in place: name
+		// the data file first.
+		if t.name == "" {
+			if err := d.nameTemp(t); err != nil {
+				return fmt.Errorf("storage: put %q: install data: %w", key, err)
+			}
+		}
 		if err := dr.Rename(tmpMeta, base+metaSuffix); err != nil {
 			return fmt.Errorf("storage: put %q: install metadata: %w", key, err)
 		}
@@ -428,27 +435,14 @@ func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string
 func (d *Disk) install(dr *os.Root, base string, t *tempData, exists bool) error {
 	if t.name == "" {
 		if !exists {
-			err := linkFile(t.f, t.dir, base)
+			err := d.link(t, base)
 			if err == nil || !errors.Is(err, fs.ErrExist) {
 				return err
 			}
 			// Another process put the key meanwhile: replace it.
 		}
-		for range 10 {
-			var rnd [12]byte
-			_, _ = rand.Read(rnd[:])
-			name := tmpPrefix + hex.EncodeToString(rnd[:])
-			err := linkFile(t.f, t.dir, name)
-			if err == nil {
-				t.name = name
-				break
-			}
-			if !errors.Is(err, fs.ErrExist) {
-				return err
-			}
-		}
-		if t.name == "" {
-			return errors.New("cannot name the temporary file")
+		if err := d.nameTemp(t); err != nil {
+			return err
 		}
 	}
 	if err := dr.Rename(t.name, base); err != nil {
@@ -456,6 +450,35 @@ func (d *Disk) install(dr *os.Root, base string, t *tempData, exists bool) error
 	}
 	t.name = ""
 	return nil
+}
+
+// nameTemp links the unnamed data file to a new ".tmp-*" name.
+func (d *Disk) nameTemp(t *tempData) error {
+	for range 10 {
+		var rnd [12]byte
+		_, _ = rand.Read(rnd[:])
+		name := tmpPrefix + hex.EncodeToString(rnd[:])
+		err := d.link(t, name)
+		if err == nil {
+			t.name = name
+			return nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return errors.New("cannot name the temporary file")
+}
+
+// link names the unnamed data file. A failure other than a taken name
+// (a /proc without our fds, a security policy refusing linkat) turns
+// unnamed files off for the next Put, which the task's retry makes.
+func (d *Disk) link(t *tempData, name string) error {
+	err := linkFile(t.f, t.dir, name)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		d.noUnnamed.Store(true)
+	}
+	return err
 }
 
 // mkdirs creates dir (relative to root) and its parents, refusing any
@@ -606,8 +629,14 @@ func (d *Disk) openObject(ctx context.Context, op, key string) (*os.File, fs.Fil
 		// The attribute is part of the file: no pair to keep consistent.
 		// A file without one may have a sidecar (a file system without
 		// attributes, or an object written by an earlier version).
-		if metaBytes, _ = getXattr(f, metaXattr); metaBytes == nil {
+		var xerr error
+		switch metaBytes, xerr = getXattr(f, metaXattr); {
+		case errors.Is(xerr, errNoXattr):
 			metaBytes = readSidecar(root, rel+metaSuffix)
+		case xerr != nil:
+			// Not "no attribute": a sidecar, if any, may be stale.
+			f.Close()
+			err = fmt.Errorf("read metadata: %w", xerr)
 		}
 	}
 	mu.Unlock()

@@ -75,20 +75,29 @@ func copyPipelined(dst io.Writer, h hash.Hash, src io.Reader, first *[]byte) (in
 	hashCh := make(chan *chunk, copyPipeBufs)
 	writeCh := make(chan *chunk, copyPipeBufs)
 	var wg sync.WaitGroup
+	// The goroutines stop on their channels' close, which happens on every
+	// way out of this function, a panic of src.Read included; a panic in
+	// h.Write or dst.Write becomes the copy's error (and the goroutine
+	// keeps releasing buffers so the reader never blocks).
+	var herr, werr error // written by their goroutines, read after wg.Wait
+	var wfailed atomic.Bool
 	wg.Go(func() {
 		for c := range hashCh {
-			h.Write((*c.buf)[:c.n])
+			if herr == nil {
+				herr = guard(func() error { h.Write((*c.buf)[:c.n]); return nil })
+				if herr != nil {
+					wfailed.Store(true)
+				}
+			}
 			release(c)
 		}
 	})
-	var werr error // written by the writer goroutine, read after wg.Wait
-	var wfailed atomic.Bool
 	if dst != nil {
 		wg.Go(func() {
 			for c := range writeCh {
 				if werr == nil {
-					if _, err := dst.Write((*c.buf)[:c.n]); err != nil {
-						werr = err
+					werr = guard(func() error { _, err := dst.Write((*c.buf)[:c.n]); return err })
+					if werr != nil {
 						wfailed.Store(true)
 					}
 				}
@@ -96,6 +105,16 @@ func copyPipelined(dst io.Writer, h hash.Hash, src io.Reader, first *[]byte) (in
 			}
 		})
 	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			close(hashCh)
+			close(writeCh)
+			wg.Wait()
+		}
+	}
+	defer stop()
 	send := func(b *[]byte, n int) {
 		c := &chunk{buf: b, n: n}
 		c.refs.Store(consumers)
@@ -125,14 +144,15 @@ func copyPipelined(dst io.Writer, h hash.Hash, src io.Reader, first *[]byte) (in
 			break
 		}
 	}
-	close(hashCh)
-	close(writeCh)
-	wg.Wait()
+	stop()
 	for range copyPipeBufs {
 		copyBufs.Put(<-free)
 	}
 	if werr != nil {
 		return total, fmt.Errorf("write: %w", werr)
+	}
+	if herr != nil {
+		return total, herr
 	}
 	if rerr != nil {
 		return total, readFailure(rerr)
@@ -161,4 +181,14 @@ func readFailure(err error) error {
 		err = re.err
 	}
 	return fmt.Errorf("read: %w", err)
+}
+
+// guard runs f, turning a panic into an error.
+func guard(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return f()
 }

@@ -93,3 +93,17 @@ func (r *countingReader) Read(p []byte) (int, error) {
 	r.left -= n
 	return n, nil
 }
+
+// TestCopyHashedPanickingWriter: a destination that panics mid-copy fails
+// the copy with an error instead of killing the process or blocking it.
+func TestCopyHashedPanickingWriter(t *testing.T) {
+	t.Parallel()
+	_, err := copyHashed(panicWriter{}, sha256.New(), &countingReader{left: 8 * copyBufSize})
+	if err == nil || !strings.Contains(err.Error(), "panic: ") {
+		t.Errorf("copy into a panicking writer: err = %v, want the panic as an error", err)
+	}
+}
+
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("driver bug") }

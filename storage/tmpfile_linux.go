@@ -1,8 +1,11 @@
 package storage
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -59,11 +62,28 @@ func linkFile(f, dir *os.File, name string) error {
 	return nil
 }
 
-// unnamedFilesWork reports whether linkFile can work here: it names files
-// through /proc/self/fd.
-func unnamedFilesWork() bool {
-	_, err := os.Stat("/proc/self/fd")
-	return err == nil
+// unnamedFilesWork reports whether an unnamed file can be made in dir and
+// then named (O_TMPFILE, then linkat through /proc/self/fd), by doing it
+// once with a ".tmp-*" name that is removed again.
+func unnamedFilesWork(dir string) bool {
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	f, err := openUnnamed(d)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	name := tmpPrefix + "probe-" + hex.EncodeToString(rnd[:])
+	if err := linkFile(f, d, name); err != nil {
+		return false
+	}
+	_ = os.Remove(filepath.Join(dir, name))
+	return true
 }
 
 // unnamedUnsupported reports an openUnnamed failure that means the file

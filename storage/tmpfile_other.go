@@ -14,6 +14,6 @@ func openUnnamed(*os.File) (*os.File, error) { return nil, errNoUnnamed }
 
 func linkFile(_, _ *os.File, _ string) error { return errNoUnnamed }
 
-func unnamedFilesWork() bool { return false }
+func unnamedFilesWork(string) bool { return false }
 
 func unnamedUnsupported(err error) bool { return errors.Is(err, errNoUnnamed) }

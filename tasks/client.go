@@ -373,6 +373,11 @@ func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
 			set[jobs.FieldVideoID] = ""
 			set[jobs.FieldAPIStatus] = ""
 			set[jobs.FieldCompletedAt] = ""
+			// An early webhook of the old generation says nothing of the next.
+			set[jobs.FieldEarlyWebhookAt] = ""
+			set[jobs.FieldEarlyWebhookEvent] = ""
+			set[jobs.FieldEarlyWebhookKey] = ""
+			set[jobs.FieldEarlyWebhookVideo] = ""
 		}
 		taskID, queue = RetryTaskID(CreateTaskID(rec.ID), rec.Retries+1), QueueCreate
 		task, err = NewCreateTask(rec.ID, asynq.TaskID(taskID))

@@ -102,7 +102,8 @@ type Config struct {
 	// TaskCheckInterval is how long an idle worker waits before it looks
 	// at its queues again; it bounds how fast a webhook's status check
 	// starts. Default 20 ms (asynq's own default is 1 s); an idle worker
-	// then asks Redis 50 times a second.
+	// then asks Redis 100 times a second (50 for each of its two asynq
+	// servers, see Run).
 	TaskCheckInterval time.Duration
 	// CreateConcurrency is how many create tasks run at once in this
 	// process (creates of one model are serialised fleet-wide anyway).
