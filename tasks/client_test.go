@@ -439,3 +439,45 @@ func BenchmarkSubmit(b *testing.B) {
 		i++
 	}
 }
+
+// TestRetryNewGeneration: retrying a job whose generation failed at the API
+// starts a new generation: the old video id, and what an early webhook of
+// the old generation recorded, are cleared, and a create task is queued.
+func TestRetryNewGeneration(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.submit(t, tasks.Request{JobID: "regen-1", Video: video("a failed fox")})
+	early := time.Now().UTC().Truncate(time.Millisecond)
+	if _, err := b.store.Apply(b.ctx, "regen-1", jobs.Change{To: jobs.StateFailed, Set: map[string]any{
+		jobs.FieldVideoID: "vid_old", jobs.FieldFailedStep: "generation", jobs.FieldErrorCode: "generation_failed",
+		jobs.FieldEarlyWebhookAt: early, jobs.FieldEarlyWebhookEvent: "video.failed",
+		jobs.FieldEarlyWebhookKey: "whk_1", jobs.FieldEarlyWebhookVideo: "vid_old",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Retry(b.ctx, "regen-1"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := b.client.Status(b.ctx, "regen-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != jobs.StateQueued || rec.VideoID != "" {
+		t.Errorf("after the retry: state %s, video %q; want queued with no video", rec.State, rec.VideoID)
+	}
+	if !rec.EarlyWebhookAt.IsZero() || rec.EarlyWebhookEvent != "" || rec.EarlyWebhookKey != "" || rec.EarlyWebhookVideo != "" {
+		t.Errorf("the old generation's early webhook is still on the job: at %v event %q key %q video %q",
+			rec.EarlyWebhookAt, rec.EarlyWebhookEvent, rec.EarlyWebhookKey, rec.EarlyWebhookVideo)
+	}
+	pending, err := b.insp.ListPendingTasks(tasks.QueueCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ti := range pending {
+		found = found || strings.HasPrefix(ti.ID, tasks.CreateTaskID("regen-1"))
+	}
+	if !found {
+		t.Error("no create task queued for the new generation")
+	}
+}
