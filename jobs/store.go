@@ -160,7 +160,25 @@ type Outcome struct {
 	Record *Record
 }
 
-var applyScript = redis.NewScript(`
+// scriptLib holds the Lua helpers the record scripts share, written out
+// from the Go definitions: terminal(state), and addEvent(event, state),
+// which appends a history line (KEYS[2]) with its state filled in and
+// keeps the newest historyLen.
+var scriptLib = func() string {
+	var terms []string
+	for _, st := range AllStates {
+		if st.Terminal() {
+			terms = append(terms, "st == '"+string(st)+"'")
+		}
+	}
+	return "local function terminal(st) return " + strings.Join(terms, " or ") + " end\n" +
+		"local function addEvent(ev, st)\n" +
+		"  redis.call('RPUSH', KEYS[2], (string.gsub(ev, '\"state\":\"\"', '\"state\":\"' .. st .. '\"', 1)))\n" +
+		"  redis.call('LTRIM', KEYS[2], -" + strconv.Itoa(historyLen) + ", -1)\n" +
+		"end\n"
+}()
+
+var applyScript = redis.NewScript(scriptLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 local function done(code, st)
   if ARGV[5] == '1' then return {code, st, redis.call('HGETALL', KEYS[1])} end
@@ -169,7 +187,7 @@ end
 local cur = redis.call('HGET', KEYS[1], 'state') or ''
 local from = ARGV[1]
 if from == '' then
-  if cur == 'stored' or cur == 'failed' or cur == 'cancelled' or cur == 'expired' or cur == 'timed_out' then return done(0, cur) end
+  if terminal(cur) then return done(0, cur) end
 else
   local ok = false
   for st in string.gmatch(from, '[^,]+') do if st == cur then ok = true end end
@@ -201,11 +219,7 @@ for _ = 1, ninc do
   redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i+1])
   i = i + 2
 end
-if ARGV[4] ~= '' then
-  local ev = string.gsub(ARGV[4], '"state":""', '"state":"' .. cur .. '"', 1)
-  redis.call('RPUSH', KEYS[2], ev)
-  redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
-end
+if ARGV[4] ~= '' then addEvent(ARGV[4], cur) end
 return done(1, cur)
 `)
 
@@ -448,7 +462,7 @@ type WebhookDelivery struct {
 // A delivery is a duplicate when its key was applied before, or when it is
 // the job's early delivery again (same key, same video) arriving now that
 // the video id is saved: the create step has checked the job for it.
-var webhookScript = redis.NewScript(`
+var webhookScript = redis.NewScript(scriptLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local early = ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'early_webhook_key') == ARGV[1] and redis.call('HGET', KEYS[1], 'early_webhook_video') == ARGV[6]
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 or early then
@@ -458,8 +472,7 @@ end
 redis.call('HINCRBY', KEYS[1], 'webhook_deliveries', 1)
 redis.call('HSET', KEYS[1], 'last_webhook_event', ARGV[2], 'last_webhook_at', ARGV[3], 'last_webhook_attempt', ARGV[4])
 local st = redis.call('HGET', KEYS[1], 'state') or ''
-redis.call('RPUSH', KEYS[2], (string.gsub(ARGV[5], '"state":""', '"state":"' .. st .. '"', 1)))
-redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
+addEvent(ARGV[5], st)
 return 1
 `)
 
@@ -518,10 +531,10 @@ type EarlyOutcome struct {
 	VideoID string
 }
 
-var earlyWebhookScript = redis.NewScript(`
+var earlyWebhookScript = redis.NewScript(scriptLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, '', ''} end
 local st = redis.call('HGET', KEYS[1], 'state') or ''
-if st == 'stored' or st == 'failed' or st == 'cancelled' or st == 'expired' or st == 'timed_out' then return {4, st, ''} end
+if terminal(st) then return {4, st, ''} end
 local vid = redis.call('HGET', KEYS[1], 'video_id') or ''
 if vid ~= '' then return {3, st, vid} end
 if redis.call('HGET', KEYS[1], 'early_webhook_key') == ARGV[1] and redis.call('HGET', KEYS[1], 'early_webhook_video') == ARGV[5] then
@@ -531,8 +544,7 @@ end
 redis.call('HINCRBY', KEYS[1], 'webhook_deliveries', 1)
 redis.call('HSET', KEYS[1], 'last_webhook_event', ARGV[2], 'last_webhook_at', ARGV[3], 'last_webhook_attempt', ARGV[4],
   'early_webhook_at', ARGV[3], 'early_webhook_event', ARGV[2], 'early_webhook_key', ARGV[1], 'early_webhook_video', ARGV[5])
-redis.call('RPUSH', KEYS[2], (string.gsub(ARGV[6], '"state":""', '"state":"' .. st .. '"', 1)))
-redis.call('LTRIM', KEYS[2], -` + strconv.Itoa(historyLen) + `, -1)
+addEvent(ARGV[6], st)
 return {1, st, ''}
 `)
 
