@@ -454,20 +454,12 @@ func (d *Disk) install(dr *os.Root, base string, t *tempData, exists bool) error
 
 // nameTemp links the unnamed data file to a new ".tmp-*" name.
 func (d *Disk) nameTemp(t *tempData) error {
-	for range 10 {
-		var rnd [12]byte
-		_, _ = rand.Read(rnd[:])
-		name := tmpPrefix + hex.EncodeToString(rnd[:])
-		err := d.link(t, name)
-		if err == nil {
-			t.name = name
-			return nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return err
-		}
+	name, err := withTempName("", func(name string) error { return d.link(t, name) })
+	if err != nil {
+		return err
 	}
-	return errors.New("cannot name the temporary file")
+	t.name = name
+	return nil
 }
 
 // link names the unnamed data file. A failure other than a taken name
@@ -540,19 +532,35 @@ func checkPath(root *os.Root, key, rel string) error {
 
 // createTemp creates a new ".tmp-*" file in dr.
 func createTemp(dr *os.Root, suffix string) (*os.File, string, error) {
+	var f *os.File
+	name, err := withTempName(suffix, func(name string) (err error) {
+		f, err = dr.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		return err
+	})
+	return f, name, err
+}
+
+// tempName returns a new random ".tmp-*" name ending in suffix.
+func tempName(suffix string) string {
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	return tmpPrefix + hex.EncodeToString(rnd[:]) + suffix
+}
+
+// withTempName calls create with new temporary names until one is not
+// taken (create fails with an error wrapping fs.ErrExist), and returns it.
+func withTempName(suffix string, create func(name string) error) (string, error) {
 	for range 10 {
-		var rnd [12]byte
-		_, _ = rand.Read(rnd[:])
-		name := tmpPrefix + hex.EncodeToString(rnd[:]) + suffix
-		f, err := dr.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		name := tempName(suffix)
+		err := create(name)
 		if err == nil {
-			return f, name, nil
+			return name, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, "", err
+			return "", err
 		}
 	}
-	return nil, "", errors.New("cannot create a temporary file")
+	return "", errors.New("cannot find a free temporary name")
 }
 
 // writeSidecar writes meta to a new temporary sidecar in dr and fsyncs it.

@@ -1,8 +1,6 @@
 package storage
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,19 +14,13 @@ import (
 // frees it and nothing is left behind. It fails on file systems without
 // O_TMPFILE support.
 func openUnnamed(dir *os.File) (*os.File, error) {
-	rc, err := dir.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
 	fd := -1
-	var oerr error
-	if err := rc.Control(func(dfd uintptr) {
-		fd, oerr = unix.Openat(int(dfd), ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	}); err != nil {
-		return nil, err
-	}
-	if oerr != nil {
-		return nil, &os.PathError{Op: "open", Path: "O_TMPFILE", Err: oerr}
+	err := withFd(dir, func(dfd int) (err error) {
+		fd, err = unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		return err
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "O_TMPFILE", Err: err}
 	}
 	return os.NewFile(uintptr(fd), "(unnamed)"), nil
 }
@@ -36,28 +28,13 @@ func openUnnamed(dir *os.File) (*os.File, error) {
 // linkFile gives f, made by openUnnamed, the name name in dir. It fails
 // with an error wrapping fs.ErrExist when the name is taken.
 func linkFile(f, dir *os.File, name string) error {
-	frc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	drc, err := dir.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var lerr error
-	cerr := frc.Control(func(ffd uintptr) {
-		cerr := drc.Control(func(dfd uintptr) {
-			lerr = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(ffd)), int(dfd), name, unix.AT_SYMLINK_FOLLOW)
+	err := withFd(f, func(ffd int) error {
+		return withFd(dir, func(dfd int) error {
+			return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(ffd), dfd, name, unix.AT_SYMLINK_FOLLOW)
 		})
-		if lerr == nil {
-			lerr = cerr
-		}
 	})
-	if cerr != nil {
-		return cerr
-	}
-	if lerr != nil {
-		return &os.LinkError{Op: "link", Old: "(unnamed)", New: name, Err: lerr}
+	if err != nil {
+		return &os.LinkError{Op: "link", Old: "(unnamed)", New: name, Err: err}
 	}
 	return nil
 }
@@ -76,9 +53,7 @@ func unnamedFilesWork(dir string) bool {
 		return false
 	}
 	defer f.Close()
-	var rnd [12]byte
-	_, _ = rand.Read(rnd[:])
-	name := tmpPrefix + "probe-" + hex.EncodeToString(rnd[:])
+	name := tempName("")
 	if err := linkFile(f, d, name); err != nil {
 		return false
 	}

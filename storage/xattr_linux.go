@@ -9,40 +9,28 @@ import (
 
 // setXattr sets the extended attribute name of f to value.
 func setXattr(f *os.File, name string, value []byte) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fsetxattr(int(fd), name, value, 0) }); err != nil {
-		return err
-	}
-	return serr
+	return withFd(f, func(fd int) error { return unix.Fsetxattr(fd, name, value, 0) })
 }
 
 // getXattr returns the extended attribute name of f, or errNoXattr when f
 // has none or its file system keeps none.
 func getXattr(f *os.File, name string) ([]byte, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
 	buf := make([]byte, 1024)
 	for {
 		var n int
-		var gerr error
-		if err := rc.Control(func(fd uintptr) { n, gerr = unix.Fgetxattr(int(fd), name, buf) }); err != nil {
-			return nil, err
-		}
+		err := withFd(f, func(fd int) (err error) {
+			n, err = unix.Fgetxattr(fd, name, buf)
+			return err
+		})
 		switch {
-		case gerr == nil:
+		case err == nil:
 			return buf[:n], nil
-		case errors.Is(gerr, unix.ERANGE) && len(buf) < maxMetaBytes:
+		case errors.Is(err, unix.ERANGE) && len(buf) < maxMetaBytes:
 			buf = make([]byte, 2*len(buf))
-		case errors.Is(gerr, unix.ENODATA), errors.Is(gerr, unix.ENOTSUP), errors.Is(gerr, unix.EOPNOTSUPP):
+		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EOPNOTSUPP):
 			return nil, errNoXattr
 		default:
-			return nil, gerr
+			return nil, err
 		}
 	}
 }
@@ -51,4 +39,17 @@ func getXattr(f *os.File, name string) ([]byte, error) {
 // attributes at all.
 func xattrUnsupported(err error) bool {
 	return errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// withFd runs op with f's file descriptor, which stays valid while op runs.
+func withFd(f *os.File, op func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var oerr error
+	if err := rc.Control(func(fd uintptr) { oerr = op(int(fd)) }); err != nil {
+		return err
+	}
+	return oerr
 }
