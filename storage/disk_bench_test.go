@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -60,7 +59,7 @@ func BenchmarkDiskPutLarge(b *testing.B) {
 	const size = 256 << 20
 	b.SetBytes(size)
 	for i := 0; b.Loop(); i++ {
-		src := &genReader{rng: rand.NewChaCha8([32]byte{2}), left: size}
+		src := newGen(size)
 		key := fmt.Sprintf("big-%d.mp4", i)
 		if _, err := d.Put(context.Background(), key, src, storage.PutOptions{Size: size}); err != nil {
 			b.Fatal(err)
@@ -69,22 +68,4 @@ func BenchmarkDiskPutLarge(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// genReader yields left pseudo-random bytes.
-type genReader struct {
-	rng  *rand.ChaCha8
-	left int64
-}
-
-func (g *genReader) Read(p []byte) (int, error) {
-	if g.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > g.left {
-		p = p[:g.left]
-	}
-	g.rng.Read(p)
-	g.left -= int64(len(p))
-	return len(p), nil
 }

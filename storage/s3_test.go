@@ -245,14 +245,14 @@ func TestS3Interrupted(t *testing.T) {
 				o.SHA256 = sha(b)
 			}
 			ctx, cancel := context.WithCancel(t.Context())
-			r := &cancelAfter{r: bytes.NewReader(b), n: 12 << 20, cancel: cancel}
+			r := &storagetest.CancelAfter{R: bytes.NewReader(b), N: 12 << 20, Cancel: cancel}
 			_, err := s.Put(ctx, "v/job.mp4", r, o)
 			cancel()
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("interrupted Put error = %v, want context.Canceled", err)
 			}
-			if r.read < 10<<20 {
-				t.Fatalf("only %d bytes were read before the error; the test wants an interruption midway", r.read)
+			if r.Count < 10<<20 {
+				t.Fatalf("only %d bytes were read before the error; the test wants an interruption midway", r.Count)
 			}
 			if _, err := s.Stat(t.Context(), "v/job.mp4"); !errors.Is(err, storage.ErrNotExist) {
 				t.Errorf("Stat after the interrupted Put: %v, want ErrNotExist", err)
@@ -813,24 +813,6 @@ func pattern(n int, seed byte) []byte {
 		b[i] = byte(i*131+i>>11) ^ seed
 	}
 	return b
-}
-
-// cancelAfter calls cancel once n bytes have been read and keeps yielding
-// data, so only the store's own context check can stop the upload.
-type cancelAfter struct {
-	r      io.Reader
-	n      int64
-	cancel context.CancelFunc
-	read   int64
-}
-
-func (c *cancelAfter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.read += int64(n)
-	if c.read >= c.n {
-		c.cancel()
-	}
-	return n, err
 }
 
 // s3Proxy stands between a store and versitygw, and lets a test watch and

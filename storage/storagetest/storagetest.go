@@ -310,7 +310,7 @@ func testCanceledMidway(t *testing.T, s storage.Store) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	// An endless reader that cancels the context after 3 MiB.
-	r := &cancelAfter{r: newGenerator(-1, 6), n: 3 << 20, cancel: cancel}
+	r := &CancelAfter{R: newGenerator(-1, 6), N: 3 << 20, Cancel: cancel}
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -645,20 +645,22 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// cancelAfter calls cancel once n bytes have been read and keeps yielding
-// data afterwards, so only the store's own context check can stop the copy.
-type cancelAfter struct {
-	r      io.Reader
-	n      int64
-	cancel context.CancelFunc
-	read   int64
+// CancelAfter reads R and calls Cancel once N bytes have been read, and
+// keeps yielding data afterwards, so only a store's own context check can
+// stop the copy. Count is the number of bytes read so far.
+type CancelAfter struct {
+	R      io.Reader
+	N      int64
+	Cancel context.CancelFunc
+	Count  int64
 }
 
-func (c *cancelAfter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.read += int64(n)
-	if c.read >= c.n {
-		c.cancel()
+// Read implements io.Reader.
+func (c *CancelAfter) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.Count += int64(n)
+	if c.Count >= c.N {
+		c.Cancel()
 	}
 	return n, err
 }
