@@ -244,7 +244,7 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 	if err := d.createData(dr, tmp); err != nil {
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 	}
-	n, sum, fi, err := d.writeData(ctx, tmp.f, r, opts, wantSHA)
+	w, err := d.writeData(ctx, tmp.f, r, opts, wantSHA)
 	if err != nil {
 		var ie *IntegrityError
 		if errors.As(err, &ie) {
@@ -253,9 +253,8 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 		}
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 	}
-	meta := sidecar{Version: 1, Size: n, SHA256: sum, ContentType: opts.ContentType, Metadata: cloneMap(opts.Metadata)}
-	if !fi.inXattr {
-		if tmpMeta, err = writeSidecar(dr, meta); err != nil {
+	if !w.inXattr {
+		if tmpMeta, err = writeSidecar(dr, w.metaJSON); err != nil {
 			return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 		}
 	}
@@ -278,18 +277,20 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 	}
 	return ObjectInfo{
 		Key:         key,
-		Size:        n,
-		SHA256:      sum,
-		ContentType: meta.ContentType,
+		Size:        w.meta.Size,
+		SHA256:      w.meta.SHA256,
+		ContentType: w.meta.ContentType,
 		Location:    d.Location(key),
-		ModTime:     fi.modTime,
-		Metadata:    cloneMap(meta.Metadata),
+		ModTime:     w.modTime,
+		Metadata:    cloneMap(w.meta.Metadata),
 	}, nil
 }
 
 // written is what writeData learnt of the temporary file.
 type written struct {
-	modTime time.Time
+	meta     sidecar // its metadata (Metadata shared with PutOptions)
+	metaJSON []byte  // meta as stored
+	modTime  time.Time
 	// inXattr: the metadata is in the file's extended attribute; otherwise
 	// it needs a sidecar.
 	inXattr bool
@@ -298,31 +299,32 @@ type written struct {
 // writeData streams r into f (reading at most opts.Size+1 bytes when the
 // size is known), checks the size and sha256 (an *IntegrityError without
 // its Key), records the metadata in f's extended attribute when the file
-// system allows and fsyncs f. It returns the byte count and hex sha256.
-func (d *Disk) writeData(ctx context.Context, f *os.File, r io.Reader, opts PutOptions, wantSHA string) (n int64, sum string, w written, err error) {
+// system allows and fsyncs f.
+func (d *Disk) writeData(ctx context.Context, f *os.File, r io.Reader, opts PutOptions, wantSHA string) (written, error) {
+	var w written
 	h := sha256.New()
 	var src io.Reader = ctxReader{ctx: ctx, r: r}
 	if opts.Size >= 0 {
 		src = io.LimitReader(src, opts.Size+1)
 	}
-	if n, err = copyHashed(f, h, src); err != nil {
-		return n, "", w, err
+	n, err := copyHashed(f, h, src)
+	if err != nil {
+		return w, err
 	}
-	sum = hex.EncodeToString(h.Sum(nil))
+	sum := hex.EncodeToString(h.Sum(nil))
 	if (opts.Size >= 0 && n != opts.Size) || (wantSHA != "" && sum != wantSHA) {
 		ie := &IntegrityError{WantSize: opts.Size, GotSize: n, WantSHA256: wantSHA, GotSHA256: sum}
 		if ie.WantSize < 0 {
 			ie.WantSize = -1
 		}
-		return n, sum, w, ie
+		return w, ie
+	}
+	w.meta = sidecar{Version: 1, Size: n, SHA256: sum, ContentType: opts.ContentType, Metadata: opts.Metadata}
+	if w.metaJSON, err = json.Marshal(w.meta); err != nil {
+		return w, err
 	}
 	if !d.noXattr.Load() {
-		meta := sidecar{Version: 1, Size: n, SHA256: sum, ContentType: opts.ContentType, Metadata: opts.Metadata}
-		data, err := json.Marshal(meta)
-		if err != nil {
-			return n, sum, w, err
-		}
-		switch err := setXattr(f, metaXattr, data); {
+		switch err := setXattr(f, metaXattr, w.metaJSON); {
 		case err == nil:
 			w.inXattr = true
 		case xattrUnsupported(err):
@@ -334,14 +336,14 @@ func (d *Disk) writeData(ctx context.Context, f *os.File, r io.Reader, opts PutO
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return n, sum, w, err
+		return w, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return n, sum, w, err
+		return w, err
 	}
 	w.modTime = fi.ModTime()
-	return n, sum, w, nil
+	return w, nil
 }
 
 // tempData is the data file of a Put before it is committed.
@@ -563,12 +565,9 @@ func withTempName(suffix string, create func(name string) error) (string, error)
 	return "", errors.New("cannot find a free temporary name")
 }
 
-// writeSidecar writes meta to a new temporary sidecar in dr and fsyncs it.
-func writeSidecar(dr *os.Root, meta sidecar) (string, error) {
-	data, err := json.Marshal(meta)
-	if err != nil {
-		return "", err
-	}
+// writeSidecar writes data, the metadata document, to a new temporary
+// sidecar in dr and fsyncs it.
+func writeSidecar(dr *os.Root, data []byte) (string, error) {
 	f, name, err := createTemp(dr, metaSuffix)
 	if err != nil {
 		return "", err
