@@ -45,7 +45,12 @@ func TestDeadLetterRetry(t *testing.T) {
 	}
 	queue, id, _ := strings.Cut(r.DeadTask, "/")
 	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	// The job records its dead task before the handler returns; asynq
+	// archives the task just after.
 	info, err := insp.GetTaskInfo(queue, id)
+	for deadline := time.Now().Add(5 * time.Second); err == nil && info.State == asynq.TaskStateActive && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		info, err = insp.GetTaskInfo(queue, id)
+	}
 	if err != nil || info.State != asynq.TaskStateArchived || !strings.Contains(info.LastErr, "404") {
 		t.Fatalf("dead letter: %+v %v", info, err)
 	}
