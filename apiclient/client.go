@@ -96,6 +96,12 @@ type Client struct {
 	headers http.Header
 }
 
+// CloseIdleConnections closes the pooled connections that carry no
+// request, among them any the transport dialed for a request that another
+// connection served first. Call it when done with the client, so that a
+// server shutting down gracefully does not wait on them.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // New returns a Client for cfg. It fails when BaseURL is not an absolute
 // http(s) URL or APIKey is empty.
 func New(cfg Config) (*Client, error) {

@@ -75,6 +75,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	// The stand-in API stops after the worker, its client, has stopped and
+	// closed its idle connections: the server's graceful shutdown waits up
+	// to 5 s on a connection that was opened but never carried a request.
+	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAPI()
 
 	// Redis: embedded unless REDIS_URL is set.
 	var rdb redis.UniversalClient
@@ -135,7 +140,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := serveHTTP(ctx, ln, standinHTTPServer(srv, log)); err != nil {
+			if err := serveHTTP(apiCtx, ln, standinHTTPServer(srv, log)); err != nil {
 				log.Error("stand-in API stopped", "err", err.Error())
 			}
 		}()
@@ -161,7 +166,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer w.Close()
 	werr := make(chan error, 1)
 	wg.Add(1)
-	go func() { defer wg.Done(); werr <- w.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		defer stopAPI()
+		werr <- w.Run(ctx)
+		api.CloseIdleConnections()
+	}()
 
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
 	defer producer.Close()
