@@ -57,6 +57,17 @@ import (
 // to open the data and read a sidecar as a pair, so within one process a
 // reader never sees new data with an old sidecar or the reverse.
 //
+// # Owners
+//
+// Under the same lock, before anything is renamed, Put reads the metadata
+// of the object it would replace and refuses ([ErrKeyConflict]) when it
+// names another owner ([OwnerMetadataKey]). Within one process this is
+// exact. Across processes sharing a directory, an unnamed data file is
+// linked into place only if the name is still free (otherwise the owner is
+// checked again); the remaining window, between the check and the rename
+// that replaces an existing object of the same owner (or that publishes a
+// ".tmp-*" file where O_TMPFILE is unavailable), is a few system calls.
+//
 // The metadata names the bytes it describes by size and sha256, so a
 // mismatched sidecar (a crash between the two renames, or two processes
 // writing one key) is detected rather than trusted: Stat, which always
@@ -258,7 +269,7 @@ func (d *Disk) Put(ctx context.Context, key string, r io.Reader, opts PutOptions
 			return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 		}
 	}
-	if err := d.commit(dr, key, base, tmp, tmpMeta); err != nil {
+	if err := d.commit(dr, key, base, tmp, tmpMeta, opts); err != nil {
 		return ObjectInfo{}, err
 	}
 	tmpMeta = ""
@@ -382,12 +393,13 @@ func (d *Disk) createData(dr *os.Root, t *tempData) error {
 // unnamed data file is linked straight to base when no object is there
 // (one directory change); otherwise it gets a temporary name that is then
 // renamed over the old object, which stays whole until that moment.
-func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string) error {
+func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string, opts PutOptions) error {
 	mu := d.lock(key)
 	mu.Lock()
 	defer mu.Unlock()
-	// Refuse to replace a directory or a symbolic link. This is checked
-	// before the sidecar moves so that a failed Put leaves no trace.
+	// Refuse to replace a directory, a symbolic link or another owner's
+	// object. This is checked before the sidecar moves so that a failed
+	// Put leaves no trace.
 	exists := false
 	if fi, err := dr.Lstat(base); err == nil {
 		if fi.Mode()&fs.ModeSymlink != 0 {
@@ -397,6 +409,9 @@ func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string
 			return fmt.Errorf("storage: put %q: path exists and is not a regular file", key)
 		}
 		exists = true
+		if err := checkOwner(dr, key, base, opts); err != nil {
+			return err
+		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("storage: put %q: %w", key, err)
 	}
@@ -412,8 +427,11 @@ func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string
 			return fmt.Errorf("storage: put %q: install metadata: %w", key, err)
 		}
 	}
-	err := d.install(dr, base, t, exists)
+	err := d.install(dr, base, t, exists, func() error { return checkOwner(dr, key, base, opts) })
 	if err != nil {
+		if errors.Is(err, ErrKeyConflict) {
+			return err // only without a sidecar: nothing of ours is in place
+		}
 		// The old object (if any) is still in place; drop the new sidecar
 		// that no longer describes it (a stale one would be ignored anyway).
 		if tmpMeta != "" {
@@ -433,15 +451,20 @@ func (d *Disk) commit(dr *os.Root, key, base string, t *tempData, tmpMeta string
 	return nil
 }
 
-// install gives the data file the name base.
-func (d *Disk) install(dr *os.Root, base string, t *tempData, exists bool) error {
+// install gives the data file the name base. recheck runs when another
+// process put an object at base since commit looked.
+func (d *Disk) install(dr *os.Root, base string, t *tempData, exists bool, recheck func() error) error {
 	if t.name == "" {
 		if !exists {
 			err := d.link(t, base)
 			if err == nil || !errors.Is(err, fs.ErrExist) {
 				return err
 			}
-			// Another process put the key meanwhile: replace it.
+			// Another process put the key meanwhile: replace it if it is
+			// not another owner's.
+			if err := recheck(); err != nil {
+				return err
+			}
 		}
 		if err := d.nameTemp(t); err != nil {
 			return err
@@ -452,6 +475,37 @@ func (d *Disk) install(dr *os.Root, base string, t *tempData, exists bool) error
 	}
 	t.name = ""
 	return nil
+}
+
+// checkOwner fails with ErrKeyConflict when the object at base (in the
+// object's directory dr) has metadata naming an owner other than opts'.
+// Metadata that does not describe the file (its size differs) names no
+// owner; an unreadable object is left for the rename to report.
+func checkOwner(dr *os.Root, key, base string, opts PutOptions) error {
+	if opts.Metadata[OwnerMetadataKey] == "" {
+		return nil
+	}
+	f, err := dr.Open(base)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	b, xerr := getXattr(f, metaXattr)
+	switch {
+	case errors.Is(xerr, errNoXattr):
+		b = readSidecar(dr, base+metaSuffix)
+	case xerr != nil:
+		return fmt.Errorf("storage: put %q: read the existing object's metadata: %w", key, xerr)
+	}
+	var m sidecar
+	if len(b) == 0 || json.Unmarshal(b, &m) != nil || m.Size != fi.Size() {
+		return nil
+	}
+	return ownerConflict(key, opts, m.Metadata)
 }
 
 // nameTemp links the unnamed data file to a new ".tmp-*" name.

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,9 +65,17 @@ func TestRenderKey(t *testing.T) {
 		{"v/{job_id}", storage.KeyVars{JobID: "j", Index: 3}, "v/j-3"},
 		{"v/{job_id}/{index}.{ext}", storage.KeyVars{JobID: "j", Index: 3}, "v/j/3.mp4"},
 		{"v/{job_id}/{index}.{ext}", storage.KeyVars{JobID: "j"}, "v/j/0.mp4"},
-		{"{video_id}.{ext}", storage.KeyVars{VideoID: "a/../b c", Index: 1}, "a_.._b_c-1.mp4"},
-		{"{job_id}/{video_id}", storage.KeyVars{JobID: "..", VideoID: "."}, "__/_"},
-		{"{job_id}.{ext}", storage.KeyVars{JobID: "ü", Ext: "m/p4"}, "__.m_p4"},
+		{"{video_id}.{ext}", storage.KeyVars{VideoID: "a/../b c", Index: 1}, "a%2F..%2Fb%20c-1.mp4"},
+		{"{job_id}/{video_id}", storage.KeyVars{JobID: "..", VideoID: "."}, "%2E%2E/%2E"},
+		{"{job_id}.{ext}", storage.KeyVars{JobID: "ü", Ext: "m/p4"}, "%C3%BC.m%2Fp4"},
+		// Ids of safe bytes keep the key earlier versions gave them.
+		{storage.DefaultKeyTemplate, storage.KeyVars{JobID: "coll_1.v2-x", Date: date}, "videos/2025-03-05/coll_1.v2-x.mp4"},
+		{storage.DefaultKeyTemplate, storage.KeyVars{JobID: "coll:1", Date: date}, "videos/2025-03-05/coll%3A1.mp4"},
+		{storage.DefaultKeyTemplate, storage.KeyVars{JobID: "100%", Date: date}, "videos/2025-03-05/100%25.mp4"},
+		{"v/{job_id}", storage.KeyVars{JobID: ".tmp-x"}, "v/%2Etmp-x"},
+		{"v/{job_id}", storage.KeyVars{JobID: "x.meta"}, "v/x%2Emeta"},
+		{"v/{job_id}", storage.KeyVars{JobID: "x."}, "v/x%2E"},
+		{"v/{job_id}meta", storage.KeyVars{JobID: "x."}, "v/x%2Emeta"},
 		{"static.mp4", storage.KeyVars{}, "static.mp4"},
 		{"dir.v2/{job_id}", storage.KeyVars{JobID: "j", Index: 1}, "dir.v2/j-1"},
 	} {
@@ -91,11 +100,60 @@ func TestRenderKey(t *testing.T) {
 		{"/abs/{job_id}", storage.KeyVars{JobID: "j"}, "absolute"},
 		{"../{job_id}", storage.KeyVars{JobID: "j"}, `".."`},
 		{"a/./{job_id}", storage.KeyVars{JobID: "."}, `"."`},
+		{"v/.tmp-{job_id}", storage.KeyVars{JobID: "j"}, "reserved for temporary files"},
+		{"v/{job_id}.meta", storage.KeyVars{JobID: "j"}, "reserved for metadata sidecars"},
+		{"v/{job_id}.mp4", storage.KeyVars{JobID: strings.Repeat(":", 100)}, "longer than 255"},
 		{"", storage.KeyVars{}, "empty"},
 	} {
 		got, err := storage.RenderKey(tc.tmpl, tc.v)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("RenderKey(%q, %+v) = %q, %v; want an error mentioning %q", tc.tmpl, tc.v, got, err, tc.want)
+		}
+	}
+}
+
+// TestRenderKeyInjective: distinct job ids (the ones the old mapping sent
+// to one key, among others) render distinct keys, and the value can be
+// read back from the key by percent-decoding.
+func TestRenderKeyInjective(t *testing.T) {
+	t.Parallel()
+	ids := []string{"coll:1", "coll_1", "coll.1", "coll%3A1", "coll%1", ".", "..", "_", "__", "%2E", "a.", "a%2E", "a.meta", "a%2Emeta", "ü", "__", "a b", "a%20b", "x/y", "x%2Fy"}
+	seen := map[string]string{}
+	for _, id := range ids {
+		key, err := storage.RenderKey("v/{job_id}", storage.KeyVars{JobID: id})
+		if err != nil {
+			t.Errorf("RenderKey(%q): %v", id, err)
+			continue
+		}
+		if other, ok := seen[key]; ok && other != id {
+			t.Errorf("job ids %q and %q both render %q", other, id, key)
+		}
+		seen[key] = id
+		if got, err := url.PathUnescape(strings.TrimPrefix(key, "v/")); err != nil || got != id {
+			t.Errorf("key %q decodes to %q, %v; want %q", key, got, err, id)
+		}
+	}
+}
+
+func TestCheckKeyTemplate(t *testing.T) {
+	t.Parallel()
+	for _, tmpl := range []string{storage.DefaultKeyTemplate, "{video_id}.{ext}", "v/{job_id}", "v/{date}/{job_id}/{index}.mp4", "a.{job_id}"} {
+		if err := storage.CheckKeyTemplate(tmpl); err != nil {
+			t.Errorf("CheckKeyTemplate(%q) = %v, want nil", tmpl, err)
+		}
+	}
+	for _, tc := range []struct{ tmpl, want string }{
+		{"videos/{date}.mp4", "must contain {job_id} or {video_id}"},
+		{"static.mp4", "must contain {job_id} or {video_id}"},
+		{"v/.tmp-{job_id}", "reserved"},
+		{"v/{job_id}.meta", "reserved"},
+		{"v/.{video_id}", "reserved"},  // a video id "tmp-x"
+		{"v/{video_id}eta", "reserved"}, // a video id "x.m"
+		{"v/{nope}/{job_id}", "unknown placeholder"},
+		{"../{job_id}", `".."`},
+	} {
+		if err := storage.CheckKeyTemplate(tc.tmpl); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckKeyTemplate(%q) = %v, want an error mentioning %q", tc.tmpl, err, tc.want)
 		}
 	}
 }
@@ -111,9 +169,9 @@ func ExampleRenderKey() {
 		fmt.Println(key)
 	}
 	// Output:
-	// videos/2025-06-01/job_42.mp4
-	// videos/2025-06-01/job_42-1.mp4
-	// videos/2025-06-01/job_42-2.mp4
+	// videos/2025-06-01/job%2042.mp4
+	// videos/2025-06-01/job%2042-1.mp4
+	// videos/2025-06-01/job%2042-2.mp4
 }
 
 func ExampleValidateKey() {

@@ -188,6 +188,16 @@ func redacted(s string) string {
 // (AbortIncompleteMultipartUpload, and expiry of the temporary prefix)
 // covers keys that are never written again.
 //
+// Before the request that makes the object visible (completing the upload,
+// the copy from the temporary object, or the PutObject of an empty
+// object), a Put whose metadata names an owner ([OwnerMetadataKey]) reads
+// the key's current metadata with one HEAD and refuses ([ErrKeyConflict])
+// to replace an object of another owner. The check and the publishing
+// request are two requests: a Put of another owner that publishes between
+// them is replaced (a window of one round trip; keys rendered by
+// [RenderKey] from distinct job ids never meet, so only a template without
+// {job_id} makes two owners share a key).
+//
 // Keys whose first segment starts with ".tmp-" are refused with
 // [ErrInvalidKey]: that name space holds the temporary objects.
 //
@@ -389,7 +399,7 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) 
 		return ObjectInfo{}, fmt.Errorf("storage: put %q: %w", key, err)
 	}
 	u := &s3Upload{s: s, ctx: ctx, key: key, obj: obj, size: size, wantSHA: wantSHA, contentType: opts.ContentType, meta: meta,
-		src: &hashingReader{ctx: ctx, r: r, h: sha256.New()}}
+		owner: opts.Metadata[OwnerMetadataKey], src: &hashingReader{ctx: ctx, r: r, h: sha256.New()}}
 	info, err := u.run()
 	if err != nil {
 		return ObjectInfo{}, err
@@ -407,6 +417,7 @@ type s3Upload struct {
 	wantSHA     string
 	contentType string
 	meta        map[string]string // encoded user metadata, without sha256
+	owner       string            // PutOptions.Metadata[OwnerMetadataKey]
 
 	src *hashingReader
 	in  io.Reader // src, limited to size+1 bytes when the size is known
@@ -509,6 +520,11 @@ func (u *s3Upload) run() (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, err
 	}
+	if direct {
+		if err := u.checkOwner(); err != nil {
+			return ObjectInfo{}, err
+		}
+	}
 	done, err := u.s.core.CompleteMultipartUpload(u.ctx, u.s.bucket, u.target, u.uploadID, u.parts, minio.PutObjectOptions{})
 	if err != nil {
 		return ObjectInfo{}, u.failure(err)
@@ -571,6 +587,9 @@ func (u *s3Upload) putEmpty() (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, err
 	}
+	if err := u.checkOwner(); err != nil {
+		return ObjectInfo{}, err
+	}
 	info, err := u.s.core.PutObject(u.ctx, u.s.bucket, u.obj, bytes.NewReader(nil), 0, "", sum,
 		minio.PutObjectOptions{ContentType: u.contentType, UserMetadata: withSHA(u.meta, sum)})
 	if err != nil {
@@ -587,6 +606,9 @@ func (u *s3Upload) putEmpty() (ObjectInfo, error) {
 // metadata, then deletes the temporary object (also when the copy fails).
 func (u *s3Upload) publish(size int64, sum string) (time.Time, error) {
 	defer u.s.removeQuietly(u.ctx, u.target)
+	if err := u.checkOwner(); err != nil {
+		return time.Time{}, err
+	}
 	meta := withSHA(u.meta, sum)
 	if size <= u.s.copyMax {
 		h := map[string]string{"x-amz-metadata-directive": "REPLACE"}
@@ -627,6 +649,25 @@ func (u *s3Upload) publish(size int64, sum string) (time.Time, error) {
 	}
 	completed = true
 	return done.LastModified, nil
+}
+
+// checkOwner is one HEAD of the key right before the request that
+// publishes the object: it fails with ErrKeyConflict when an object of
+// another owner is there. S3 has no portable conditional write on user
+// metadata, so a Put of another owner completing between this HEAD and
+// the publishing request (one round trip) can still be replaced.
+func (u *s3Upload) checkOwner() error {
+	if u.owner == "" {
+		return nil
+	}
+	oi, err := u.s.core.StatObject(u.ctx, u.s.bucket, u.obj, minio.StatObjectOptions{})
+	if err != nil {
+		if rerr := u.s.readError("put", u.key, err); errors.Is(rerr, ErrNotExist) {
+			return nil
+		}
+		return u.failure(fmt.Errorf("check the object in place: %w", err))
+	}
+	return ownerConflict(u.key, PutOptions{Metadata: map[string]string{OwnerMetadataKey: u.owner}}, u.s.info(u.key, oi).Metadata)
 }
 
 // failure turns an error of an upload into the error Put returns: the

@@ -22,7 +22,11 @@ type Store interface {
 	// otherwise Put returns an *IntegrityError and no object is visible at
 	// key. On any error (including ctx cancellation or a reader error) nothing
 	// is visible at key and no temporary data is left behind. If an object
-	// already exists at key it is replaced atomically.
+	// already exists at key it is replaced atomically, unless it belongs to
+	// someone else: when opts.Metadata names an owner ([OwnerMetadataKey])
+	// and the existing object's metadata names a different one, Put fails
+	// with an error wrapping [ErrKeyConflict] and leaves that object as it
+	// is (see each backend for how exact the check is).
 	Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (ObjectInfo, error)
 
 	// Stat describes the object at key; a missing object gives an error
@@ -95,6 +99,28 @@ var ErrNotExist = errors.New("storage: object does not exist")
 // [ValidateKey] (or a backend's own rule) refuses. Such errors are permanent:
 // retrying with the same key cannot succeed.
 var ErrInvalidKey = errors.New("storage: invalid key")
+
+// OwnerMetadataKey is the user metadata key that names an object's owner
+// (the worker stores the job id under it). [Store.Put] never replaces an
+// object whose owner differs from the one in its own PutOptions.Metadata.
+const OwnerMetadataKey = "job_id"
+
+// ErrKeyConflict is wrapped by the error [Store.Put] returns when the key
+// holds an object of another owner (see [OwnerMetadataKey]). It is
+// permanent: retrying the same Put cannot succeed, and the other object is
+// left untouched.
+var ErrKeyConflict = errors.New("storage: key holds another owner's object")
+
+// ownerConflict returns an error wrapping ErrKeyConflict when the existing
+// object's metadata names an owner other than the one opts names.
+func ownerConflict(key string, opts PutOptions, existing map[string]string) error {
+	want := opts.Metadata[OwnerMetadataKey]
+	have := existing[OwnerMetadataKey]
+	if want == "" || have == "" || have == want {
+		return nil
+	}
+	return fmt.Errorf("%w: put %q: the object there belongs to %s %q", ErrKeyConflict, key, OwnerMetadataKey, have)
+}
 
 // ErrIntegrity is matched (errors.Is) by every *[IntegrityError].
 var ErrIntegrity = errors.New("storage: integrity check failed")

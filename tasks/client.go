@@ -17,6 +17,7 @@ import (
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/storage"
 )
 
 // JobID identifies a video job. Callers may choose it (to make Submit
@@ -68,15 +69,21 @@ type ClientOptions struct {
 	Prefix string
 	// Logger receives one line per submitted job; discarded when nil.
 	Logger *slog.Logger
+	// KeyTemplate is the workers' storage key template
+	// (storage.DefaultKeyTemplate when empty). Submit refuses a job id
+	// that would render an invalid storage key with it (field job_id),
+	// rather than let the job fail after its generation was paid for.
+	KeyTemplate string
 }
 
 // Client is the producer API: it submits video jobs and looks them up.
 // It is safe for concurrent use.
 type Client struct {
-	aq    *asynq.Client
-	insp  *asynq.Inspector
-	store *jobs.Store
-	log   *slog.Logger
+	aq          *asynq.Client
+	insp        *asynq.Inspector
+	store       *jobs.Store
+	log         *slog.Logger
+	keyTemplate string
 }
 
 // NewClient returns a Client that uses rdb. Close releases the asynq
@@ -86,7 +93,11 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log}
+	tmpl := opts.KeyTemplate
+	if tmpl == "" {
+		tmpl = storage.DefaultKeyTemplate
+	}
+	return &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
 }
 
 // Close releases the client's resources (not the Redis client). The
@@ -100,7 +111,7 @@ func (c *Client) Close() error { return nil }
 // after a timeout or crash returns the same id and never starts a second
 // generation.
 func (c *Client) Submit(ctx context.Context, req Request) (JobID, error) {
-	if err := validate(req); err != nil {
+	if err := c.validate(req); err != nil {
 		return "", err
 	}
 	id := req.JobID
@@ -175,11 +186,13 @@ func (e *ValidationError) Error() string {
 // Is makes errors.Is(err, ErrInvalidRequest) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalidRequest }
 
-func validate(req Request) error {
+func (c *Client) validate(req Request) error {
 	ve := &ValidationError{}
 	if req.JobID != "" {
 		if err := ValidateJobID(string(req.JobID)); err != nil {
 			ve.add("job_id", err.Error())
+		} else if err := c.checkKey(req); err != nil {
+			ve.add("job_id", "job id gives no usable storage key: "+err.Error())
 		}
 	}
 	if req.Video.Model == "" {
@@ -210,6 +223,18 @@ func validate(req Request) error {
 		return ve
 	}
 	return nil
+}
+
+// checkKey renders the storage key of the job's last output with the
+// workers' template, so that a job id giving an invalid key (a segment too
+// long, a reserved name) is refused now rather than after the generation.
+func (c *Client) checkKey(req Request) error {
+	if !strings.Contains(c.keyTemplate, "{job_id}") {
+		return nil
+	}
+	_, err := storage.RenderKey(c.keyTemplate, storage.KeyVars{JobID: string(req.JobID), VideoID: "v",
+		Index: max(req.Video.SampleCount, 1) - 1, Date: time.Now()})
+	return err
 }
 
 func sameRequest(a, b apiclient.CreateRequest) bool {

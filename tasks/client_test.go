@@ -481,3 +481,32 @@ func TestRetryNewGeneration(t *testing.T) {
 		t.Error("no create task queued for the new generation")
 	}
 }
+
+// TestSubmitRefusesJobIDWithoutUsableKey: a job id that would give the
+// workers' key template an invalid storage key (here a file name longer
+// than 255 bytes once ":" is escaped, or a reserved name with a template
+// that puts the id after a ".") is refused at submission, naming job_id,
+// and nothing is written.
+func TestSubmitRefusesJobIDWithoutUsableKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, tc := range []struct{ tmpl, id string }{
+		{"", "a" + strings.Repeat(":", 100)},
+		{"v/.{job_id}.mp4", "tmp-1"},
+	} {
+		client := tasks.NewClient(b.rdb, tasks.ClientOptions{KeyTemplate: tc.tmpl})
+		_, err := client.Submit(b.ctx, tasks.Request{JobID: tasks.JobID(tc.id), Video: video("p")})
+		var ve *tasks.ValidationError
+		if !errors.As(err, &ve) || ve.Fields["job_id"] == "" {
+			t.Errorf("template %q, id %q: Submit = %v, want a validation error on job_id", tc.tmpl, tc.id, err)
+		}
+	}
+	// The same ids with a template that has room for them.
+	client := tasks.NewClient(b.rdb, tasks.ClientOptions{KeyTemplate: "v/{date}/{video_id}.{ext}"})
+	if _, err := client.Submit(b.ctx, tasks.Request{JobID: tasks.JobID("a" + strings.Repeat(":", 100)), Video: video("p")}); err != nil {
+		t.Errorf("Submit with a template without {job_id}: %v", err)
+	}
+	if n := b.jobCount(t); n != 1 {
+		t.Errorf("%d job records, want 1", n)
+	}
+}

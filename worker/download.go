@@ -94,6 +94,12 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 		wantSHA = rec.ExpectedSHA256
 	}
 	if info, err := w.store.Stat(ctx, key); err == nil {
+		if owner := info.Metadata[storage.OwnerMetadataKey]; owner != "" && owner != rec.ID {
+			// Another job's video: never fetched over, never taken as ours.
+			err := fmt.Errorf("store %s: %w: the object there belongs to job %q", key, storage.ErrKeyConflict, owner)
+			w.failJob(ctx, rec, jobs.StateFailed, "storage_key_conflict", err)
+			return storage.ObjectInfo{}, permanent(err)
+		}
 		if (wantSize < 0 || info.Size == wantSize) && (wantSHA == "" || info.SHA256 == wantSHA) && (wantSize >= 0 || wantSHA != "") {
 			w.log.InfoContext(ctx, "output already stored", "job_id", rec.ID, "video_id", rec.VideoID, "key", key)
 			return info, nil
@@ -128,7 +134,12 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 		ct = "video/mp4"
 	}
 	info, err := w.store.Put(ctx, key, c.Body, storage.PutOptions{Size: size, SHA256: wantSHA, ContentType: ct,
-		Metadata: map[string]string{"job_id": rec.ID, "video_id": rec.VideoID, "output_index": strconv.Itoa(index)}})
+		Metadata: map[string]string{storage.OwnerMetadataKey: rec.ID, "video_id": rec.VideoID, "output_index": strconv.Itoa(index)}})
+	if errors.Is(err, storage.ErrKeyConflict) {
+		err = fmt.Errorf("store %s: %w", key, err)
+		w.failJob(ctx, rec, jobs.StateFailed, "storage_key_conflict", err)
+		return storage.ObjectInfo{}, permanent(err)
+	}
 	if err != nil {
 		w.log.WarnContext(ctx, "store failed", "job_id", rec.ID, "video_id", rec.VideoID, "key", key, "err", err.Error())
 		return storage.ObjectInfo{}, fmt.Errorf("store %s: %w", key, err)

@@ -204,7 +204,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Store == nil {
 		errs = append(errs, errors.New("worker: Store is nil"))
 	}
-	if _, err := storage.RenderKey(cfg.KeyTemplate, storage.KeyVars{JobID: "j", VideoID: "v", Date: time.Now()}); err != nil {
+	if err := storage.CheckKeyTemplate(cfg.KeyTemplate); err != nil {
 		errs = append(errs, fmt.Errorf("worker: key template: %w", err))
 	}
 	if len(errs) > 0 {
@@ -221,7 +221,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	}
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
 		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics,
-		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger}),
+		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger, KeyTemplate: cfg.KeyTemplate}),
 		createSlots: make(chan struct{}, cfg.CreateConcurrency), now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
@@ -430,6 +430,9 @@ func errorCode(err error) string {
 	}
 	if errors.Is(err, storage.ErrIntegrity) {
 		return "integrity_error"
+	}
+	if errors.Is(err, storage.ErrKeyConflict) {
+		return "storage_key_conflict"
 	}
 	if errors.Is(err, tasks.ErrBadPayload) {
 		return "bad_payload"

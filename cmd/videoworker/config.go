@@ -79,7 +79,7 @@ func (c Config) Validate() error {
 		add("AISTATS_TIMEOUT: must be positive")
 	}
 	c.validateStorage(add)
-	if _, err := storage.RenderKey(c.KeyTemplate, storage.KeyVars{JobID: "j", VideoID: "v", Date: time.Now()}); err != nil {
+	if err := storage.CheckKeyTemplate(c.KeyTemplate); err != nil {
 		add("STORAGE_KEY_TEMPLATE: %v", err)
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {

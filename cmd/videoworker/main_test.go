@@ -38,6 +38,18 @@ func TestConfigNamesEveryProblem(t *testing.T) {
 	}
 }
 
+// TestConfigRefusesUnsafeKeyTemplates: a template without {job_id} or
+// {video_id} (every job would write one key) or one that makes reserved
+// names is refused at start, not discovered after a paid generation.
+func TestConfigRefusesUnsafeKeyTemplates(t *testing.T) {
+	for _, tmpl := range []string{"videos/{date}/out.mp4", "videos/.tmp-{job_id}.mp4", "videos/{job_id}.meta", "videos/.{video_id}"} {
+		t.Setenv("STORAGE_KEY_TEMPLATE", tmpl)
+		if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "STORAGE_KEY_TEMPLATE") {
+			t.Errorf("STORAGE_KEY_TEMPLATE=%q: %v, want it refused", tmpl, err)
+		}
+	}
+}
+
 func TestConfigDefaultsAreValid(t *testing.T) {
 	c, err := loadConfig()
 	if err != nil {

@@ -69,6 +69,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"InvalidKeys", testInvalidKeys},
 		{"ConcurrentSameKey", testConcurrentSameKey},
 		{"Metadata", testMetadata},
+		{"OwnerConflict", testOwnerConflict},
 		{"Location", testLocation},
 	}
 	for _, tc := range tests {
@@ -530,6 +531,48 @@ func testMetadata(t *testing.T, s storage.Store) {
 	if info := stat(t, s, "plain"); len(info.Metadata) != 0 {
 		t.Errorf("Stat Metadata of an object stored without any = %v", info.Metadata)
 	}
+}
+
+// testOwnerConflict: a Put never replaces an object whose metadata names
+// another owner, whichever way the object is written (known sha256,
+// unknown size and sha256, empty); the same owner, or a Put naming none,
+// replaces it.
+func testOwnerConflict(t *testing.T, s storage.Store) {
+	owned := func(b []byte, owner string) storage.PutOptions {
+		o := opts(b)
+		o.Metadata = map[string]string{storage.OwnerMetadataKey: owner, "video_id": "v-" + owner}
+		return o
+	}
+	a, b := payload(3000, 20), payload(2000, 21)
+	put(t, s, "owned/x.mp4", a, owned(a, "job-a"))
+	for name, o := range map[string]storage.PutOptions{
+		"known sha256": owned(b, "job-b"),
+		"unknown size": {Size: -1, Metadata: map[string]string{storage.OwnerMetadataKey: "job-b"}},
+		"empty":        owned(nil, "job-b"),
+	} {
+		body := b
+		if o.Size == 0 {
+			body = nil
+		}
+		_, err := s.Put(t.Context(), "owned/x.mp4", bytes.NewReader(body), o)
+		if !errors.Is(err, storage.ErrKeyConflict) {
+			t.Errorf("%s: Put over job-a's object by job-b: error = %v, want ErrKeyConflict", name, err)
+		}
+		assertContent(t, s, "owned/x.mp4", a)
+		if got := stat(t, s, "owned/x.mp4").Metadata[storage.OwnerMetadataKey]; got != "job-a" {
+			t.Errorf("%s: after the refused Put the owner is %q, want job-a", name, got)
+		}
+	}
+	// The same owner replaces its own object (a retried download).
+	put(t, s, "owned/x.mp4", b, owned(b, "job-a"))
+	assertContent(t, s, "owned/x.mp4", b)
+	// An object naming no owner is replaced, and a Put naming none
+	// replaces any: the check is between two named owners.
+	put(t, s, "plain/y.mp4", a, opts(a))
+	put(t, s, "plain/y.mp4", b, owned(b, "job-b"))
+	assertContent(t, s, "plain/y.mp4", b)
+	put(t, s, "plain/y.mp4", a, opts(a))
+	assertContent(t, s, "plain/y.mp4", a)
 }
 
 func testLocation(t *testing.T, s storage.Store) {
