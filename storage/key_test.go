@@ -147,7 +147,7 @@ func TestCheckKeyTemplate(t *testing.T) {
 		{"static.mp4", "must contain {job_id} or {video_id}"},
 		{"v/.tmp-{job_id}", "reserved"},
 		{"v/{job_id}.meta", "reserved"},
-		{"v/.{video_id}", "reserved"},  // a video id "tmp-x"
+		{"v/.{video_id}", "reserved"},   // a video id "tmp-x"
 		{"v/{video_id}eta", "reserved"}, // a video id "x.m"
 		{"v/{nope}/{job_id}", "unknown placeholder"},
 		{"../{job_id}", `".."`},
