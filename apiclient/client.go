@@ -28,6 +28,13 @@ type Config struct {
 	BaseURL string
 	// APIKey is sent as a bearer token. It never appears in errors or logs.
 	APIKey string
+	// Secrets are other secrets the API may see and quote back, such as
+	// the webhook signing secrets sent with each create: like the API key,
+	// each is replaced by "[redacted]" in everything the client builds from
+	// the API's answers (error bodies, a failed video's error), so an
+	// answer that echoes the request cannot carry one into a job's error,
+	// its history or the logs.
+	Secrets []string
 	// Timeout bounds each call; for Content it bounds the wait for the
 	// response headers. Default 30 s.
 	Timeout time.Duration
@@ -90,6 +97,7 @@ func (c Config) LogValue() slog.Value {
 type Client struct {
 	base    *url.URL
 	key     string
+	secrets []string // masked in text from the API: the key and Config.Secrets, longest first
 	hc      *http.Client
 	cfg     Config
 	log     *slog.Logger
@@ -158,7 +166,7 @@ func New(cfg Config) (*Client, error) {
 	h.Set("Authorization", "Bearer "+cfg.APIKey)
 	h.Set("User-Agent", cfg.UserAgent)
 	h.Set("Accept", "application/json")
-	return &Client{base: u, key: cfg.APIKey, hc: &hcCopy, cfg: cfg, log: log, headers: h}, nil
+	return &Client{base: u, key: cfg.APIKey, secrets: maskList(cfg.APIKey, cfg.Secrets), hc: &hcCopy, cfg: cfg, log: log, headers: h}, nil
 }
 
 // String describes the client without its key.
@@ -211,6 +219,7 @@ func (c *Client) Create(ctx context.Context, req CreateRequest, opts CreateOptio
 	if v.ID == "" {
 		return nil, &TransportError{Op: op, Sent: true, Err: errors.New("answer carries no video id")}
 	}
+	c.maskVideo(&v)
 	return &v, nil
 }
 
@@ -223,6 +232,7 @@ func (c *Client) Get(ctx context.Context, id string) (*Video, error) {
 	if err := c.call(ctx, "get video "+id, http.MethodGet, "/videos/"+url.PathEscape(id), nil, nil, nil, true, &v); err != nil {
 		return nil, err
 	}
+	c.maskVideo(&v)
 	return &v, nil
 }
 
@@ -257,6 +267,9 @@ func (c *Client) List(ctx context.Context, p ListParams) (*VideoList, error) {
 	}
 	if t, err := http.ParseTime(date); err == nil {
 		l.ServerDate = t
+	}
+	for i := range l.Data {
+		c.maskVideo(&l.Data[i])
 	}
 	return &l, nil
 }
@@ -301,6 +314,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Video, error) {
 	if err := c.call(ctx, "cancel video "+id, http.MethodPost, "/videos/"+url.PathEscape(id)+"/cancel", nil, []byte("{}"), nil, false, &v); err != nil {
 		return nil, err
 	}
+	c.maskVideo(&v)
 	return &v, nil
 }
 
@@ -535,7 +549,7 @@ func (c *Client) errorFrom(op string, resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
-	return newAPIError(op, resp, body, c.key)
+	return newAPIError(op, resp, body, c.secrets)
 }
 
 // maxJSONBody caps a decoded answer (a list page of 200 videos is far

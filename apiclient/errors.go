@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -154,8 +155,88 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// redacted replaces the API key in error bodies.
+// redacted replaces the API key and the other configured secrets in text
+// from the API.
 const redacted = "[redacted]"
+
+// maskList returns the non-empty secrets, without duplicates, longest
+// first (so that a secret containing another is masked whole).
+func maskList(key string, others []string) []string {
+	var out []string
+	for _, s := range append([]string{key}, others...) {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+// mask replaces every secret in s.
+func mask(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, redacted)
+		}
+	}
+	return s
+}
+
+// maskJSON masks secrets in the string values (and member names) of a
+// JSON document, also where the document escapes them (\u0041, \/), and
+// returns it re-encoded; raw is returned as it is when nothing changed.
+func maskJSON(raw json.RawMessage, secrets []string) json.RawMessage {
+	if len(raw) == 0 || len(secrets) == 0 {
+		return raw
+	}
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return json.RawMessage(mask(string(raw), secrets))
+	}
+	changed := false
+	var walk func(any) any
+	walk = func(x any) any {
+		switch t := x.(type) {
+		case string:
+			if m := mask(t, secrets); m != t {
+				changed = true
+				return m
+			}
+		case []any:
+			for i := range t {
+				t[i] = walk(t[i])
+			}
+		case map[string]any:
+			for k, e := range t {
+				if mk := mask(k, secrets); mk != k {
+					changed = true
+					delete(t, k)
+					k = mk
+				}
+				t[k] = walk(e)
+			}
+		}
+		return x
+	}
+	v = walk(v)
+	if !changed {
+		return raw
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// maskVideo masks the secrets in the text of a video the API sent: its
+// error, which a provider may write from the request it was given.
+func (c *Client) maskVideo(v *Video) {
+	if v.Error != nil {
+		v.Error.Code = mask(v.Error.Code, c.secrets)
+		v.Error.Message = mask(v.Error.Message, c.secrets)
+	}
+}
 
 // maxErrorBody caps how much of an error body is read.
 const maxErrorBody = 64 << 10
@@ -175,12 +256,12 @@ type errorBody struct {
 }
 
 // newAPIError is the one place an *APIError is built from a response.
-// Every occurrence of secret (the API key) in the body is redacted: a
-// server or proxy that echoes the credentials must not put them into
-// error text.
-func newAPIError(op string, resp *http.Response, body []byte, secret string) *APIError {
+// Every occurrence of a secret (the API key, the webhook secrets) in the
+// body is redacted: a server or proxy that echoes the credentials or the
+// request must not put them into error text.
+func newAPIError(op string, resp *http.Response, body []byte, secrets []string) *APIError {
 	e := &APIError{Op: op, StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-	if secret != "" {
+	for _, secret := range secrets {
 		body = bytes.ReplaceAll(body, []byte(secret), []byte(redacted))
 	}
 	var eb errorBody
@@ -210,10 +291,11 @@ func newAPIError(op string, resp *http.Response, body []byte, secret string) *AP
 	if e.Code == "" {
 		e.Code = strings.ToLower(strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", "_"))
 	}
-	if secret != "" { // again after JSON unescaping, and before truncation
+	if len(secrets) > 0 { // again after JSON unescaping, and before truncation
 		for _, f := range []*string{&e.Code, &e.Reason, &e.Description, &e.ErrorType, &e.ErrorOrigin, &e.GenerationID} {
-			*f = strings.ReplaceAll(*f, secret, redacted)
+			*f = mask(*f, secrets)
 		}
+		e.Details = maskJSON(e.Details, secrets)
 	}
 	if len(e.Description) > 500 {
 		e.Description = e.Description[:500] + "…"

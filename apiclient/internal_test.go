@@ -106,7 +106,7 @@ func TestNewAPIErrorScrubsKey(t *testing.T) {
 	const key = "aistats_v1_sk_k_secret"
 	resp := &http.Response{StatusCode: 401, Header: http.Header{}}
 	body := `{"error":"unauthorised ` + key + `","reason":"r ` + key + `","description":"d ` + key + `","generation_id":"` + key + `","error_type":"` + key + `","error_origin":"` + key + `","details":["` + key + `"]}`
-	e := newAPIError("op", resp, []byte(body), key)
+	e := newAPIError("op", resp, []byte(body), []string{key})
 	for name, s := range map[string]string{
 		"Error": e.Error(), "Code": e.Code, "Reason": e.Reason, "Description": e.Description,
 		"GenerationID": e.GenerationID, "ErrorType": e.ErrorType, "ErrorOrigin": e.ErrorOrigin, "Details": string(e.Details),
@@ -119,7 +119,7 @@ func TestNewAPIErrorScrubsKey(t *testing.T) {
 		t.Error("scrubbing broke the documented shape")
 	}
 	// An empty secret is a no-op.
-	e = newAPIError("op", resp, []byte(`{"error":"x","description":"d"}`), "")
+	e = newAPIError("op", resp, []byte(`{"error":"x","description":"d"}`), nil)
 	if e.Code != "x" || e.Description != "d" {
 		t.Errorf("got %+v", e)
 	}

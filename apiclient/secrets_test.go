@@ -2,6 +2,7 @@ package apiclient_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -261,5 +262,44 @@ func TestSignedURLNotInErrors(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), srv2.URL) || strings.Contains(err.Error(), "index=3") {
 		t.Errorf("stream error repeats the URL: %v", err)
+	}
+}
+
+// TestWebhookSecretNotEchoed: an API whose answers quote the request (the
+// create body, with the webhook secret) puts no configured secret into an
+// error or a video's error: not in the text, not in Details, not escaped.
+func TestWebhookSecretNotEchoed(t *testing.T) {
+	t.Parallel()
+	const hookSecret = "whsec-Hook/Secret+9f8e7d6c"
+	srv, _ := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		quoted, _ := json.Marshal(string(body)) // escapes the "/" nowhere, the quotes everywhere
+		escaped := strings.ReplaceAll(hookSecret, "/", `\/`)
+		if r.Method == http.MethodGet {
+			writeJSON(w, 200, `{"id":"G-1","object":"video","status":"failed","error":{"code":"bad_request `+escaped+`","message":"provider rejected `+escaped+`"}}`)
+			return
+		}
+		writeJSON(w, 400, `{"error":"validation_error","status_code":400,"reason":"invalid_field","description":"request was `+strings.Trim(string(quoted), `"`)+`","details":[{"field":"webhook.secret","value":"`+escaped+`","echo":`+string(quoted)+`}]}`)
+	})
+	c := newClient(t, srv.URL, noRetries, func(c *apiclient.Config) { c.Secrets = []string{hookSecret, ""} })
+	_, err := c.Create(context.Background(), apiclient.CreateRequest{Model: "m", Prompt: "p",
+		Webhook: &apiclient.WebhookSubscription{URL: "https://example.com/hook", Secret: hookSecret}}, apiclient.CreateOptions{})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	ae := asAPIError(t, err)
+	all := formatted(err) + fmt.Sprintf("%#v %s", *ae, ae.Details)
+	if strings.Contains(all, "Hook/Secret") || strings.Contains(all, `Hook\/Secret`) || strings.Contains(all, `Hook\\/Secret`) {
+		t.Errorf("the create error quotes the webhook secret: %s", all)
+	}
+	if !strings.Contains(ae.Description, "[redacted]") || !strings.Contains(string(ae.Details), "[redacted]") {
+		t.Errorf("the error lost what surrounds the secret: %s / %s", ae.Description, ae.Details)
+	}
+	v, err := c.Get(context.Background(), "G-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := v.Error.String(); strings.Contains(s, "Hook/Secret") || !strings.Contains(s, "[redacted]") {
+		t.Errorf("the video's error is %q, want the secret masked", s)
 	}
 }

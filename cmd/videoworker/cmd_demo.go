@@ -146,7 +146,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}()
 		fmt.Fprintf(stdout, "stand-in AI Stats API at %s (set AISTATS_API_KEY and AISTATS_BASE_URL to use the real one)\n", cfg.APIBaseURL)
 	}
-	api, err := apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Timeout: cfg.APITimeout, Logger: log})
+	var hookSecrets []string
+	if hooks != nil {
+		hookSecrets = []string{hooks.Secret}
+	}
+	api, err := apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Secrets: hookSecrets, Timeout: cfg.APITimeout, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	m := metrics.New()
 	lim := sc.limiter(rdb, cfg.KeyPrefix)
 	log.Info("API budgets", "create", sc.CreateRate, "read", sc.ReadRate)
-	api, err := newAPIClient(cfg, log, m, lim)
+	api, err := newAPIClient(cfg, log, m, lim, sc.Secrets)
 	if err != nil {
 		return err
 	}

@@ -58,11 +58,12 @@ func openStore(ctx context.Context, cfg Config) (storage.Store, error) {
 }
 
 // newAPIClient builds the API client from the configuration; with m set,
-// every call is counted.
-func newAPIClient(cfg Config, log *slog.Logger, m *metrics.Metrics, lim apiclient.Limiter) (*apiclient.Client, error) {
+// every call is counted. secrets (the webhook signing secrets) are masked,
+// like the API key, in whatever the API sends back.
+func newAPIClient(cfg Config, log *slog.Logger, m *metrics.Metrics, lim apiclient.Limiter, secrets []string) (*apiclient.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 128
-	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Timeout: cfg.APITimeout, Logger: log,
+	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Secrets: secrets, Timeout: cfg.APITimeout, Logger: log,
 		HTTPClient: &http.Client{Transport: m.Transport(tr)}, Limiter: lim})
 }
 
