@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,6 +31,9 @@ func roleOf(ctx context.Context) Role {
 
 // maxRequestBody caps the job API's request bodies.
 const maxRequestBody = 256 << 10
+
+// maxTimeoutSeconds is tasks.MaxTimeout in seconds.
+const maxTimeoutSeconds = int(tasks.MaxTimeout / time.Second)
 
 // createJobRequest is the body of POST /v1/jobs: the API's generation
 // fields, plus a client job id, a timeout and labels.
@@ -89,8 +93,11 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 		}
 		req.JobID = key
 	}
-	if req.TimeoutSeconds < 0 {
-		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", map[string]string{"timeout_seconds": "must not be negative"})
+	// Bounded before it becomes a Duration: 18446744074 s would wrap to a
+	// deadline a fraction of a second away.
+	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > maxTimeoutSeconds {
+		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", map[string]string{"timeout_seconds": fmt.Sprintf(
+			"must be between 1 and %d (%s); omit it for the default", maxTimeoutSeconds, tasks.MaxTimeout)})
 		return
 	}
 	existed := false
@@ -106,7 +113,13 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 	var ve *tasks.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", ve.Fields)
+		fields := ve.Fields
+		if msg, ok := fields["timeout"]; ok { // this API's name for it
+			fields = maps.Clone(fields)
+			delete(fields, "timeout")
+			fields["timeout_seconds"] = msg
+		}
+		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", fields)
 		return
 	case errors.Is(err, tasks.ErrJobIDConflict):
 		writeError(w, http.StatusConflict, "job_id_conflict", "this job id was already used for a different request", nil)

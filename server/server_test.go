@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/internal/redistest"
@@ -195,6 +196,21 @@ func TestJobAPIValidationNamesFields(t *testing.T) {
 		{"bad job id", map[string]any{"model": "m", "prompt": "p", "job_id": "a/b"}, []string{"job_id"}},
 		{"webhook", map[string]any{"model": "m", "prompt": "p", "webhook": map[string]any{"url": "https://x"}}, []string{"webhook"}},
 		{"negative timeout", map[string]any{"model": "m", "prompt": "p", "timeout_seconds": -1}, []string{"timeout_seconds"}},
+		// 18446744074 s wrapped to a deadline 0.29 s after submission.
+		{"timeout that wraps", map[string]any{"model": "m", "prompt": "p", "timeout_seconds": 18446744074}, []string{"timeout_seconds"}},
+		{"timeout over 7 days", map[string]any{"model": "m", "prompt": "p", "timeout_seconds": 7*24*3600 + 1}, []string{"timeout_seconds"}},
+		{"numbers out of range", map[string]any{"model": "m", "prompt": "p", "sample_count": 5, "seed": -1, "compression_quality": 101, "duration": -1},
+			[]string{"sample_count", "seed", "compression_quality", "duration"}},
+		{"seed beyond 32 bits", map[string]any{"model": "m", "prompt": "p", "seed": int64(1) << 32}, []string{"seed"}},
+		{"number beyond int64", map[string]any{"model": "m", "prompt": "p", "seed": json.Number("99999999999999999999")}, []string{"seed"}},
+		{"long negative prompt", map[string]any{"model": "m", "prompt": "p", "negative_prompt": strings.Repeat("ü", 32001)}, []string{"negative_prompt"}},
+		{"long prompt in characters", map[string]any{"model": "m", "prompt": strings.Repeat("p", 32001)}, []string{"prompt"}},
+		{"control character in prompt", map[string]any{"model": "m", "prompt": "a\x00b"}, []string{"prompt"}},
+		{"too many labels", map[string]any{"model": "m", "prompt": "p", "labels": manyLabels(17)}, []string{"labels"}},
+		{"long label value", map[string]any{"model": "m", "prompt": "p", "labels": map[string]string{"k": strings.Repeat("v", 257)}}, []string{"labels"}},
+		{"long label key", map[string]any{"model": "m", "prompt": "p", "labels": map[string]string{strings.Repeat("k", 65): "v"}}, []string{"labels"}},
+		{"control character in a label", map[string]any{"model": "m", "prompt": "p", "labels": map[string]string{"k": "a\nb"}}, []string{"labels"}},
+		{"long model", map[string]any{"model": strings.Repeat("m", 257), "prompt": "p"}, []string{"model"}},
 	}
 	for _, tc := range cases {
 		code, m, raw := f.call("POST", "/v1/jobs", tc.body, tok)
@@ -217,6 +233,33 @@ func TestJobAPIValidationNamesFields(t *testing.T) {
 	}
 	if n, _ := f.store.Count(t.Context()); n != 0 {
 		t.Errorf("invalid requests stored %d jobs", n)
+	}
+}
+
+func manyLabels(n int) map[string]string {
+	m := map[string]string{}
+	for i := range n {
+		m[fmt.Sprintf("k%d", i)] = "v"
+	}
+	return m
+}
+
+// TestJobAPILimitsAllowed: the limits' boundaries themselves are accepted.
+func TestJobAPILimitsAllowed(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	labels := manyLabels(15)
+	labels[strings.Repeat("k", 64)] = strings.Repeat("ü", 128)
+	body := map[string]any{"model": "m", "prompt": strings.Repeat("ü", 31995) + "\n\tend", "negative_prompt": strings.Repeat("n", 32000),
+		"timeout_seconds": 7 * 24 * 3600, "seed": int64(1)<<32 - 1, "sample_count": 4, "compression_quality": 100, "labels": labels}
+	code, m, raw := f.call("POST", "/v1/jobs", body, bearer(apiToken))
+	if code != http.StatusAccepted {
+		t.Fatalf("request at the limits: %d %.300s", code, raw)
+	}
+	sub, _ := time.Parse(time.RFC3339Nano, m["submitted_at"].(string))
+	dl, _ := time.Parse(time.RFC3339Nano, m["deadline"].(string))
+	if d := dl.Sub(sub); d < 7*24*time.Hour-time.Second || d > 7*24*time.Hour+time.Second {
+		t.Errorf("deadline %v after submission, want 7 days", d)
 	}
 }
 

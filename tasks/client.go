@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -158,8 +161,10 @@ func (c *Client) History(ctx context.Context, id JobID) ([]jobs.Event, error) {
 }
 
 // ValidationError lists every problem of a request, by field name (the
-// JSON names: job_id, model, prompt, size, duration, sample_count,
-// webhook, timeout). errors.Is(err, ErrInvalidRequest) is true for it.
+// JSON names: job_id, model, prompt, negative_prompt, size, resolution,
+// aspect_ratio, duration, sample_count, seed, compression_quality,
+// input_references, provider_params, provider, person_generation,
+// resize_mode, labels, webhook, timeout). errors.Is(err, ErrInvalidRequest) is true for it.
 type ValidationError struct {
 	Fields map[string]string
 	order  []string
@@ -201,8 +206,39 @@ func (c *Client) validate(req Request) error {
 	if req.Video.Prompt == "" {
 		ve.add("prompt", "video.prompt is required")
 	}
-	if len(req.Video.Prompt) > 32000 {
-		ve.add("prompt", "video.prompt is longer than 32000 characters")
+	checkPrompt(ve, "prompt", req.Video.Prompt)
+	checkPrompt(ve, "negative_prompt", req.Video.NegativePrompt)
+	for _, f := range []struct{ name, v string }{
+		{"model", req.Video.Model}, {"size", req.Video.Size}, {"resolution", req.Video.Resolution},
+		{"aspect_ratio", req.Video.AspectRatio}, {"person_generation", req.Video.PersonGeneration},
+		{"resize_mode", req.Video.ResizeMode},
+	} {
+		if msg := textProblem(f.v, MaxFieldBytes, false); msg != "" {
+			ve.add(f.name, "video."+f.name+" "+msg)
+		}
+	}
+	if msg := labelsProblem(req.Labels); msg != "" {
+		ve.add("labels", msg)
+	}
+	if s := req.Video.Seed; s != nil && (*s < 0 || *s > MaxSeed) {
+		ve.add("seed", fmt.Sprintf("video.seed must be between 0 and %d", int64(MaxSeed)))
+	}
+	if q := req.Video.CompressionQuality; q != nil && (*q < 0 || *q > 100) {
+		ve.add("compression_quality", "video.compression_quality must be between 0 and 100")
+	}
+	if n := len(req.Video.InputReferences); n > MaxInputReferences {
+		ve.add("input_references", fmt.Sprintf("video.input_references has %d items, more than %d", n, MaxInputReferences))
+	}
+	for _, f := range []struct {
+		name string
+		v    map[string]any
+	}{{"provider_params", req.Video.ProviderParams}, {"provider", req.Video.Provider}} {
+		if len(f.v) == 0 {
+			continue
+		}
+		if b, err := json.Marshal(f.v); err != nil || len(b) > MaxObjectBytes {
+			ve.add(f.name, fmt.Sprintf("video.%s must encode to at most %d bytes of JSON", f.name, MaxObjectBytes))
+		}
 	}
 	if req.Video.Webhook != nil {
 		ve.add("webhook", "video.webhook must be empty: the worker subscribes its own webhook")
@@ -216,8 +252,8 @@ func (c *Client) validate(req Request) error {
 	if req.Video.SampleCount < 0 || req.Video.SampleCount > 4 {
 		ve.add("sample_count", "video.sample_count must be between 1 and 4")
 	}
-	if req.Timeout < 0 {
-		ve.add("timeout", "timeout must not be negative")
+	if req.Timeout < 0 || (req.Timeout > 0 && req.Timeout < MinTimeout) || req.Timeout > MaxTimeout {
+		ve.add("timeout", fmt.Sprintf("timeout must be 0 (the workers' default) or between %s and %s", MinTimeout, MaxTimeout))
 	}
 	if len(ve.Fields) > 0 {
 		return ve
@@ -235,6 +271,87 @@ func (c *Client) checkKey(req Request) error {
 	_, err := storage.RenderKey(c.keyTemplate, storage.KeyVars{JobID: string(req.JobID), VideoID: "v",
 		Index: max(req.Video.SampleCount, 1) - 1, Date: time.Now()})
 	return err
+}
+
+// Limits of a Request that Submit enforces besides the API's own (prompt
+// length, duration, sample count, compression quality). They keep one
+// job's record small (a full Redis with noeviction stops the pipeline) and
+// every number inside the range where it means what it says.
+const (
+	// MinTimeout and MaxTimeout bound Request.Timeout when it is set.
+	MinTimeout = time.Second
+	MaxTimeout = 7 * 24 * time.Hour
+	// MaxPromptChars is the API's limit on prompt, applied to
+	// negative_prompt too, in characters (Unicode code points).
+	MaxPromptChars = 32000
+	// MaxFieldBytes bounds each short string field of the request
+	// (model, size, resolution, aspect_ratio, person_generation,
+	// resize_mode).
+	MaxFieldBytes = 256
+	// MaxLabels, MaxLabelKeyBytes and MaxLabelValueBytes bound labels.
+	MaxLabels          = 16
+	MaxLabelKeyBytes   = 64
+	MaxLabelValueBytes = 256
+	// MaxSeed is the largest seed (providers take an unsigned 32-bit one).
+	MaxSeed = 1<<32 - 1
+	// MaxInputReferences bounds the input_references items.
+	MaxInputReferences = 16
+	// MaxObjectBytes bounds the JSON of provider_params and of provider.
+	MaxObjectBytes = 16 << 10
+)
+
+// checkPrompt checks a prompt's length in characters and refuses control
+// characters other than tab and line breaks.
+func checkPrompt(ve *ValidationError, field, v string) {
+	if n := utf8.RuneCountInString(v); n > MaxPromptChars {
+		ve.add(field, fmt.Sprintf("video.%s is %d characters, longer than %d", field, n, MaxPromptChars))
+		return
+	}
+	if msg := textProblem(v, -1, true); msg != "" {
+		ve.add(field, "video."+field+" "+msg)
+	}
+}
+
+// textProblem describes what is wrong with a text value: longer than max
+// bytes (max < 0: no limit), not UTF-8, or holding a control character
+// (tab and line breaks allowed when multiline). "" when nothing is.
+func textProblem(v string, max int, multiline bool) string {
+	if max >= 0 && len(v) > max {
+		return fmt.Sprintf("is %d bytes, longer than %d", len(v), max)
+	}
+	if !utf8.ValidString(v) {
+		return "is not valid UTF-8"
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) && !(multiline && (r == '\t' || r == '\n' || r == '\r')) {
+			return fmt.Sprintf("contains control character %U", r)
+		}
+	}
+	return ""
+}
+
+// labelsProblem checks the labels' count, sizes and characters.
+func labelsProblem(labels map[string]string) string {
+	if len(labels) > MaxLabels {
+		return fmt.Sprintf("%d labels, more than %d", len(labels), MaxLabels)
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // the same message for the same labels
+	for _, k := range keys {
+		if k == "" {
+			return "a label key is empty"
+		}
+		if msg := textProblem(k, MaxLabelKeyBytes, false); msg != "" {
+			return fmt.Sprintf("label key %q %s", truncate(k, 40), msg)
+		}
+		if msg := textProblem(labels[k], MaxLabelValueBytes, false); msg != "" {
+			return fmt.Sprintf("label %q: value %s", truncate(k, 40), msg)
+		}
+	}
+	return ""
 }
 
 func sameRequest(a, b apiclient.CreateRequest) bool {

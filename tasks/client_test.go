@@ -154,7 +154,7 @@ func TestSubmitValidation(t *testing.T) {
 		{"long job id", with(func(r *tasks.Request) { r.JobID = tasks.JobID(strings.Repeat("x", 129)) }), []string{"job id"}},
 		{"no model", with(func(r *tasks.Request) { r.Video.Model = "" }), []string{"video.model"}},
 		{"no prompt", with(func(r *tasks.Request) { r.Video.Prompt = "" }), []string{"video.prompt is required"}},
-		{"long prompt", with(func(r *tasks.Request) { r.Video.Prompt = strings.Repeat("p", 32001) }), []string{"video.prompt is longer"}},
+		{"long prompt", with(func(r *tasks.Request) { r.Video.Prompt = strings.Repeat("p", 32001) }), []string{"video.prompt is 32001 characters, longer than 32000"}},
 		{"webhook", with(func(r *tasks.Request) {
 			r.Video.Webhook = &apiclient.WebhookSubscription{URL: "https://example.com/hook", Secret: "s3cr3t-value"}
 		}), []string{"video.webhook"}},
@@ -165,6 +165,28 @@ func TestSubmitValidation(t *testing.T) {
 		{"negative samples", with(func(r *tasks.Request) { r.Video.SampleCount = -1 }), []string{"video.sample_count"}},
 		{"too many samples", with(func(r *tasks.Request) { r.Video.SampleCount = 5 }), []string{"video.sample_count"}},
 		{"negative timeout", with(func(r *tasks.Request) { r.Timeout = -time.Second }), []string{"timeout"}},
+		{"timeout under a second", with(func(r *tasks.Request) { r.Timeout = time.Millisecond }), []string{"timeout"}},
+		{"timeout over 7 days", with(func(r *tasks.Request) { r.Timeout = 7*24*time.Hour + time.Second }), []string{"timeout"}},
+		{"negative seed", with(func(r *tasks.Request) { s := int64(-1); r.Video.Seed = &s }), []string{"video.seed"}},
+		{"seed beyond 32 bits", with(func(r *tasks.Request) { s := int64(1) << 32; r.Video.Seed = &s }), []string{"video.seed"}},
+		{"compression quality", with(func(r *tasks.Request) { q := 101; r.Video.CompressionQuality = &q }), []string{"video.compression_quality"}},
+		{"long prompt in characters", with(func(r *tasks.Request) { r.Video.Prompt = strings.Repeat("ü", 32001) }), []string{"video.prompt is 32001 characters"}},
+		{"long negative prompt", with(func(r *tasks.Request) { r.Video.NegativePrompt = strings.Repeat("n", 32001) }), []string{"video.negative_prompt"}},
+		{"control character in prompt", with(func(r *tasks.Request) { r.Video.Prompt = "a\x1bb" }), []string{"video.prompt contains control character"}},
+		{"long model", with(func(r *tasks.Request) { r.Video.Model = strings.Repeat("m", 257) }), []string{"video.model"}},
+		{"control character in size", with(func(r *tasks.Request) { r.Video.Size = "1x1\n" }), []string{"video.size"}},
+		{"too many labels", with(func(r *tasks.Request) {
+			r.Labels = map[string]string{}
+			for i := range 17 {
+				r.Labels[strconv.Itoa(i)] = "v"
+			}
+		}), []string{"17 labels"}},
+		{"empty label key", with(func(r *tasks.Request) { r.Labels = map[string]string{"": "v"} }), []string{"label key is empty"}},
+		{"long label key", with(func(r *tasks.Request) { r.Labels = map[string]string{strings.Repeat("k", 65): "v"} }), []string{"label key"}},
+		{"long label value", with(func(r *tasks.Request) { r.Labels = map[string]string{"k": strings.Repeat("v", 257)} }), []string{"value is 257 bytes"}},
+		{"control character in a label", with(func(r *tasks.Request) { r.Labels = map[string]string{"k": "a\tb"} }), []string{"control character"}},
+		{"too many input references", with(func(r *tasks.Request) { r.Video.InputReferences = make([]json.RawMessage, 17) }), []string{"video.input_references"}},
+		{"large provider params", with(func(r *tasks.Request) { r.Video.ProviderParams = map[string]any{"x": strings.Repeat("x", 16<<10)} }), []string{"video.provider_params"}},
 		{"everything at once", tasks.Request{
 			JobID:   "bad id!",
 			Video:   apiclient.CreateRequest{Size: "1x1", Resolution: "720p", Duration: 500, SampleCount: 9, Webhook: &apiclient.WebhookSubscription{URL: "u"}},
@@ -196,13 +218,21 @@ func TestSubmitValidation(t *testing.T) {
 		with(func(r *tasks.Request) { r.Video.Resolution = "720p"; r.Video.AspectRatio = "9:16" }),
 		with(func(r *tasks.Request) { r.Video.Size = "1280x720" }),
 		with(func(r *tasks.Request) { r.JobID = tasks.JobID(strings.Repeat("x", 128)) }),
+		with(func(r *tasks.Request) {
+			s, q := int64(1)<<32-1, 100
+			r.Video.Seed, r.Video.CompressionQuality = &s, &q
+			r.Video.Prompt = strings.Repeat("ü", 31998) + "\n\t"
+			r.Video.NegativePrompt = strings.Repeat("n", 32000)
+			r.Timeout = 7 * 24 * time.Hour
+			r.Labels = map[string]string{strings.Repeat("k", 64): strings.Repeat("v", 256)}
+		}),
 	} {
 		if _, err := b.client.Submit(b.ctx, r); err != nil {
 			t.Errorf("Submit of a valid request: %v", err)
 		}
 	}
-	if n := b.jobCount(t); n != 4 {
-		t.Errorf("%d job records, want only the 4 valid ones", n)
+	if n := b.jobCount(t); n != 5 {
+		t.Errorf("%d job records, want only the 5 valid ones", n)
 	}
 }
 
