@@ -100,13 +100,9 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 			"must be between 1 and %d (%s); omit it for the default", maxTimeoutSeconds, tasks.MaxTimeout)})
 		return
 	}
-	existed := false
-	if req.JobID != "" {
-		if _, err := a.producer.Status(r.Context(), tasks.JobID(req.JobID)); err == nil {
-			existed = true
-		}
-	}
-	id, err := a.producer.Submit(r.Context(), tasks.Request{
+	// Of concurrent requests with one key exactly one creates the job
+	// (202); the others find it (200) or differ from it (409).
+	id, created, err := a.producer.SubmitCreated(r.Context(), tasks.Request{
 		JobID: tasks.JobID(req.JobID), Video: req.CreateRequest,
 		Timeout: time.Duration(req.TimeoutSeconds) * time.Second, Labels: req.Labels,
 	})
@@ -133,9 +129,9 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "job stored but could not be read back", nil)
 		return
 	}
-	status := http.StatusAccepted
-	if existed {
-		status = http.StatusOK
+	status := http.StatusOK
+	if created {
+		status = http.StatusAccepted
 	}
 	w.Header().Set("Location", "/v1/jobs/"+string(id))
 	writeJSON(w, status, jobView{Record: rec})

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,6 +178,85 @@ func TestJobAPIIdempotentSubmit(t *testing.T) {
 	}
 	if n, _ := f.store.Count(t.Context()); n != 1 {
 		t.Errorf("%d jobs stored, want 1", n)
+	}
+}
+
+// TestJobAPIIdempotencyKeyRace: identical requests with one
+// Idempotency-Key sent at once get exactly one 202 (the one that created
+// the job) and 200 for the rest, all naming the same job. Repeated, since
+// a lost race shows only sometimes.
+func TestJobAPIIdempotencyKeyRace(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	const n = 8
+	for round := range 10 {
+		key := fmt.Sprintf("race-%d", round)
+		codes := make([]int, n)
+		ids := make([]any, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				var m map[string]any
+				codes[i], m, _ = f.call("POST", "/v1/jobs", job("m", "p"), bearer(apiToken), "Idempotency-Key", key)
+				ids[i] = m["id"]
+			})
+		}
+		close(start)
+		wg.Wait()
+		accepted := 0
+		for i, c := range codes {
+			switch {
+			case c == http.StatusAccepted:
+				accepted++
+			case c != http.StatusOK:
+				t.Errorf("round %d: request %d answered %d", round, i, c)
+			}
+			if ids[i] != key {
+				t.Errorf("round %d: request %d names job %v", round, i, ids[i])
+			}
+		}
+		if accepted != 1 {
+			t.Fatalf("round %d: %d answers 202 of %d (%v), want exactly 1", round, accepted, n, codes)
+		}
+	}
+	if n, _ := f.store.Count(t.Context()); n != 10 {
+		t.Errorf("%d jobs stored, want 10", n)
+	}
+}
+
+// TestJobAPIIdempotencyKeyOtherRequest: the same key with other labels or
+// another timeout is another request: 409, like another prompt.
+func TestJobAPIIdempotencyKeyOtherRequest(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	tok := bearer(apiToken)
+	body := func(labels map[string]string, timeout int) map[string]any {
+		b := job("m", "p")
+		if labels != nil {
+			b["labels"] = labels
+		}
+		if timeout != 0 {
+			b["timeout_seconds"] = timeout
+		}
+		return b
+	}
+	if code, _, raw := f.call("POST", "/v1/jobs", body(map[string]string{"team": "a"}, 600), tok, "Idempotency-Key", "k1"); code != http.StatusAccepted {
+		t.Fatalf("first: %d %s", code, raw)
+	}
+	if code, _, raw := f.call("POST", "/v1/jobs", body(map[string]string{"team": "a"}, 600), tok, "Idempotency-Key", "k1"); code != http.StatusOK {
+		t.Errorf("the same request again: %d %s", code, raw)
+	}
+	for name, b := range map[string]map[string]any{
+		"other labels":  body(map[string]string{"team": "b"}, 600),
+		"no labels":     body(nil, 600),
+		"other timeout": body(map[string]string{"team": "a"}, 601),
+		"no timeout":    body(map[string]string{"team": "a"}, 0),
+	} {
+		if code, m, raw := f.call("POST", "/v1/jobs", b, tok, "Idempotency-Key", "k1"); code != http.StatusConflict || m["error"] != "job_id_conflict" {
+			t.Errorf("%s: %d %s, want 409 job_id_conflict", name, code, raw)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -114,40 +115,51 @@ func (c *Client) Close() error { return nil }
 // after a timeout or crash returns the same id and never starts a second
 // generation.
 func (c *Client) Submit(ctx context.Context, req Request) (JobID, error) {
+	id, _, err := c.SubmitCreated(ctx, req)
+	return id, err
+}
+
+// SubmitCreated is Submit that also reports whether this call created the
+// job: of any number of concurrent calls with one job id, exactly one
+// reports true (the record is created atomically in Redis); the others
+// find the job and report false, or ErrJobIDConflict when their request
+// differs from its (video request, labels or timeout).
+func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, error) {
 	if err := c.validate(req); err != nil {
-		return "", err
+		return "", false, err
 	}
 	id := req.JobID
 	if id == "" {
 		id = newJobID()
 	}
-	rec := &jobs.Record{ID: string(id), State: jobs.StateQueued, Request: req.Video, Labels: req.Labels}
+	now := time.Now().UTC()
+	rec := &jobs.Record{ID: string(id), State: jobs.StateQueued, Request: req.Video, Labels: req.Labels, SubmittedAt: now}
 	if req.Timeout > 0 {
-		rec.Deadline = time.Now().UTC().Add(req.Timeout)
+		rec.Deadline = now.Add(req.Timeout)
 	}
 	created, existing, err := c.store.Create(ctx, rec)
 	if err != nil {
-		return "", fmt.Errorf("submit %s: %w", id, err)
+		return "", false, fmt.Errorf("submit %s: %w", id, err)
 	}
 	if !created {
-		if !sameRequest(existing.Request, req.Video) {
-			return "", fmt.Errorf("submit %s: %w", id, ErrJobIDConflict)
+		if !sameRequest(existing, req) {
+			return "", false, fmt.Errorf("submit %s: %w", id, ErrJobIDConflict)
 		}
 		if existing.State != jobs.StateQueued {
-			return id, nil // already past creation: nothing to enqueue
+			return id, false, nil // already past creation: nothing to enqueue
 		}
 	}
 	task, err := NewCreateTask(string(id))
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if _, err := c.aq.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return "", fmt.Errorf("submit %s: enqueue create: %w", id, err)
+		return "", false, fmt.Errorf("submit %s: enqueue create: %w", id, err)
 	}
 	if created {
 		c.log.InfoContext(ctx, "job submitted", "job_id", string(id), "model", req.Video.Model)
 	}
-	return id, nil
+	return id, created, nil
 }
 
 // Status returns the job's record, or an error wrapping jobs.ErrNotFound.
@@ -354,10 +366,25 @@ func labelsProblem(labels map[string]string) string {
 	return ""
 }
 
-func sameRequest(a, b apiclient.CreateRequest) bool {
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return string(ja) == string(jb)
+// sameRequest reports whether req asks for what the existing job was
+// submitted with: the same video request, labels and timeout.
+func sameRequest(existing *jobs.Record, req Request) bool {
+	ja, _ := json.Marshal(existing.Request)
+	jb, _ := json.Marshal(req.Video)
+	if string(ja) != string(jb) || !maps.Equal(existing.Labels, req.Labels) {
+		return false
+	}
+	// The timeout is kept as the deadline, in milliseconds, counted from
+	// submission (or from the last retry, which restarts it).
+	var timeout time.Duration
+	if !existing.Deadline.IsZero() {
+		start := existing.SubmittedAt
+		if existing.RetriedAt.After(start) {
+			start = existing.RetriedAt
+		}
+		timeout = existing.Deadline.Sub(start)
+	}
+	return (timeout - req.Timeout).Abs() <= time.Millisecond
 }
 
 func newJobID() JobID {

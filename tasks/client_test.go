@@ -83,10 +83,10 @@ func TestSubmitIsIdempotentOnJobID(t *testing.T) {
 	if err != nil || len(hist) != 1 {
 		t.Errorf("history %v, %v; want one submitted line", hist, err)
 	}
-	// Labels and timeout are not part of the identity: a retry that
-	// differs only there returns the job as it is.
-	if id := b.submit(t, tasks.Request{JobID: "order-42", Video: video("a red kite"), Timeout: time.Hour}); id != "order-42" {
-		t.Errorf("retry with other options returned %q", id)
+	// Labels and timeout are part of the request: a "retry" that differs
+	// there is another request, a conflict, and changes nothing.
+	if _, err := b.client.Submit(b.ctx, tasks.Request{JobID: "order-42", Video: video("a red kite"), Timeout: time.Hour}); !errors.Is(err, tasks.ErrJobIDConflict) {
+		t.Errorf("retry with other options: %v, want ErrJobIDConflict", err)
 	}
 	if rec, _ := b.client.Status(b.ctx, "order-42"); rec.Labels["team"] != "ads" || !rec.Deadline.IsZero() {
 		t.Errorf("retry changed the record: labels %v deadline %v", rec.Labels, rec.Deadline)
@@ -538,5 +538,62 @@ func TestSubmitRefusesJobIDWithoutUsableKey(t *testing.T) {
 	}
 	if n := b.jobCount(t); n != 1 {
 		t.Errorf("%d job records, want 1", n)
+	}
+}
+
+// TestSubmitCreatedOnceAndLabelsTimeoutConflict: of concurrent Submits of
+// one id exactly one reports that it created the job; the same id with
+// other labels or another timeout is a conflict, also after a retry
+// restarted the deadline.
+func TestSubmitCreatedOnceAndLabelsTimeoutConflict(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	req := tasks.Request{JobID: "once", Video: video("p"), Labels: map[string]string{"team": "a"}, Timeout: 90 * time.Minute}
+	const n = 16
+	created := make([]bool, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, created[i], errs[i] = b.client.SubmitCreated(b.ctx, req)
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, c := range created {
+		if c {
+			count++
+		}
+	}
+	if count != 1 {
+		t.Errorf("%d of %d concurrent submits report they created the job, want 1", count, n)
+	}
+	for name, mutate := range map[string]func(*tasks.Request){
+		"other labels":  func(r *tasks.Request) { r.Labels = map[string]string{"team": "b"} },
+		"no labels":     func(r *tasks.Request) { r.Labels = nil },
+		"other timeout": func(r *tasks.Request) { r.Timeout = 91 * time.Minute },
+		"no timeout":    func(r *tasks.Request) { r.Timeout = 0 },
+	} {
+		changed := req
+		mutate(&changed)
+		if _, _, err := b.client.SubmitCreated(b.ctx, changed); !errors.Is(err, tasks.ErrJobIDConflict) {
+			t.Errorf("%s: %v, want ErrJobIDConflict", name, err)
+		}
+	}
+	// A retried job keeps its timeout (its deadline restarts from the retry).
+	if _, err := b.store.Apply(b.ctx, "once", jobs.Change{To: jobs.StateFailed}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Retry(b.ctx, "once"); err != nil {
+		t.Fatal(err)
+	}
+	if _, c, err := b.client.SubmitCreated(b.ctx, req); err != nil || c {
+		t.Errorf("the same request after a retry: created %v, %v; want an existing job", c, err)
 	}
 }
