@@ -28,6 +28,10 @@ type Config struct {
 	BaseURL string
 	// APIKey is sent as a bearer token. It never appears in errors or logs.
 	APIKey string
+	// AllowInsecureHTTP lets BaseURL be plain http to a host that is not a
+	// loopback one, for a trusted network: the API key then crosses it in
+	// clear. Without it New refuses such a URL (see PlainHTTPToRemote).
+	AllowInsecureHTTP bool
 	// Secrets are other secrets the API may see and quote back, such as
 	// the webhook signing secrets sent with each create: like the API key,
 	// each is replaced by "[redacted]" in everything the client builds from
@@ -126,6 +130,9 @@ func New(cfg Config) (*Client, error) {
 	if strings.TrimSpace(cfg.APIKey) == "" {
 		return nil, errors.New("apiclient: API key is empty")
 	}
+	if PlainHTTPToRemote(u) && !cfg.AllowInsecureHTTP {
+		return nil, fmt.Errorf("apiclient: base URL %q is plain http to a host that is not loopback: the API key would travel in clear; use https (or set AllowInsecureHTTP for a trusted network)", cfg.BaseURL)
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
@@ -167,6 +174,21 @@ func New(cfg Config) (*Client, error) {
 	h.Set("User-Agent", cfg.UserAgent)
 	h.Set("Accept", "application/json")
 	return &Client{base: u, key: cfg.APIKey, secrets: maskList(cfg.APIKey, cfg.Secrets), hc: &hcCopy, cfg: cfg, log: log, headers: h}, nil
+}
+
+// PlainHTTPToRemote reports whether u is plain http to a host other than
+// a loopback one ("localhost", "*.localhost", 127.0.0.0/8, ::1): the bearer
+// key would cross a network unencrypted.
+func PlainHTTPToRemote(u *url.URL) bool {
+	if u.Scheme != "http" {
+		return false
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }
 
 // String describes the client without its key.

@@ -33,6 +33,12 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"ftp scheme", apiclient.Config{APIKey: "k", BaseURL: "ftp://example.com/v1"}, true, ""},
 		{"unparsable", apiclient.Config{APIKey: "k", BaseURL: "http://[::1"}, true, ""},
 		{"credentials in URL", apiclient.Config{APIKey: "k", BaseURL: "https://user:pass@example.com/v1"}, true, ""},
+		// Plain http sends the bearer key in clear: loopback only, unless allowed.
+		{"plain http to a remote host", apiclient.Config{APIKey: "k", BaseURL: "http://api.example.com/v1"}, true, ""},
+		{"plain http to a remote address", apiclient.Config{APIKey: "k", BaseURL: "http://10.0.0.7:8090/v1"}, true, ""},
+		{"plain http to localhost", apiclient.Config{APIKey: "k", BaseURL: "http://localhost:8090/v1"}, false, "http://localhost:8090/v1"},
+		{"plain http to ::1", apiclient.Config{APIKey: "k", BaseURL: "http://[::1]:8090/v1"}, false, "http://[::1]:8090/v1"},
+		{"plain http allowed", apiclient.Config{APIKey: "k", BaseURL: "http://standin:8090/v1", AllowInsecureHTTP: true}, false, "http://standin:8090/v1"},
 	}
 	for _, tt := range tests {
 		c, err := apiclient.New(tt.cfg)

@@ -150,7 +150,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if hooks != nil {
 		hookSecrets = []string{hooks.Secret}
 	}
-	api, err := apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Secrets: hookSecrets, Timeout: cfg.APITimeout, Logger: log})
+	api, err := apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Secrets: hookSecrets, AllowInsecureHTTP: cfg.insecureAPIAllowed(), Timeout: cfg.APITimeout, Logger: log})
 	if err != nil {
 		return err
 	}

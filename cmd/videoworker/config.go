@@ -10,6 +10,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -24,6 +25,9 @@ type Config struct {
 	APIBaseURL string        `envconfig:"AISTATS_BASE_URL" default:"https://api.phaseo.app/v1" desc:"AI Stats API root, including /v1"`
 	APIKey     string        `envconfig:"AISTATS_API_KEY" desc:"AI Stats API key (secret; never logged)"`
 	APITimeout time.Duration `envconfig:"AISTATS_TIMEOUT" default:"30s" desc:"timeout of each API call (content: until the headers arrive)"`
+	// APIAllowInsecure: "true", or the hosts (comma separated) that
+	// AISTATS_BASE_URL may reach over plain http although not loopback.
+	APIAllowInsecure string `envconfig:"AISTATS_ALLOW_INSECURE" desc:"allow a plain-http AISTATS_BASE_URL to a non-loopback host (the API key crosses the network in clear): true, or that host name (comma separated list)"`
 
 	StorageURL  string `envconfig:"STORAGE_URL" default:"file://./data" desc:"where videos are stored: file://PATH, a plain path, or s3://BUCKET[/PREFIX]"`
 	KeyTemplate string `envconfig:"STORAGE_KEY_TEMPLATE" default:"videos/{date}/{job_id}.{ext}" desc:"object key template: {job_id} {video_id} {date} {index} {ext}"`
@@ -74,6 +78,8 @@ func (c Config) Validate() error {
 	}
 	if u, err := url.Parse(c.APIBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("AISTATS_BASE_URL: want an absolute http(s) URL")
+	} else if apiclient.PlainHTTPToRemote(u) && !c.insecureAPIAllowed() {
+		add("AISTATS_BASE_URL: plain http to %s would send the API key in clear; use https, or set AISTATS_ALLOW_INSECURE=true (or =%s) on a trusted network", u.Hostname(), u.Hostname())
 	}
 	if c.APITimeout <= 0 {
 		add("AISTATS_TIMEOUT: must be positive")
@@ -112,6 +118,25 @@ func (c Config) Validate() error {
 		add("LOG_LEVEL: %v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// insecureAPIAllowed reports whether AISTATS_ALLOW_INSECURE lets
+// AISTATS_BASE_URL be plain http to its (non-loopback) host.
+func (c Config) insecureAPIAllowed() bool {
+	v := strings.TrimSpace(c.APIAllowInsecure)
+	if ok, err := strconv.ParseBool(v); err == nil {
+		return ok
+	}
+	u, err := url.Parse(c.APIBaseURL)
+	if err != nil {
+		return false
+	}
+	for _, h := range strings.Split(v, ",") {
+		if h = strings.TrimSpace(h); h != "" && strings.EqualFold(h, u.Hostname()) {
+			return true
+		}
+	}
+	return false
 }
 
 // validateStorage checks STORAGE_URL and, for s3:// URLs, the S3 settings.

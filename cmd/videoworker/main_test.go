@@ -50,6 +50,35 @@ func TestConfigRefusesUnsafeKeyTemplates(t *testing.T) {
 	}
 }
 
+// TestConfigRefusesPlainHTTPAPI: a plain-http AISTATS_BASE_URL to a host
+// that is not loopback would send the bearer key in clear; it is refused
+// unless AISTATS_ALLOW_INSECURE allows it (true, or that host).
+func TestConfigRefusesPlainHTTPAPI(t *testing.T) {
+	for _, tc := range []struct {
+		url, allow string
+		ok         bool
+	}{
+		{"http://api.example.com/v1", "", false},
+		{"http://10.1.2.3:8090/v1", "false", false},
+		{"http://api.example.com/v1", "standin", false},
+		{"http://api.example.com/v1", "true", true},
+		{"http://standin:8090/v1", "other, standin", true},
+		{"http://127.0.0.1:8090/v1", "", true},
+		{"http://localhost:8090/v1", "", true},
+		{"https://api.example.com/v1", "", true},
+	} {
+		t.Setenv("AISTATS_BASE_URL", tc.url)
+		t.Setenv("AISTATS_ALLOW_INSECURE", tc.allow)
+		_, err := loadConfig()
+		if tc.ok && err != nil {
+			t.Errorf("%s with AISTATS_ALLOW_INSECURE=%q refused: %v", tc.url, tc.allow, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "AISTATS_BASE_URL") || !strings.Contains(err.Error(), "in clear")) {
+			t.Errorf("%s with AISTATS_ALLOW_INSECURE=%q: %v, want it refused", tc.url, tc.allow, err)
+		}
+	}
+}
+
 func TestConfigDefaultsAreValid(t *testing.T) {
 	c, err := loadConfig()
 	if err != nil {

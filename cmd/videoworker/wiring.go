@@ -63,7 +63,7 @@ func openStore(ctx context.Context, cfg Config) (storage.Store, error) {
 func newAPIClient(cfg Config, log *slog.Logger, m *metrics.Metrics, lim apiclient.Limiter, secrets []string) (*apiclient.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 128
-	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Secrets: secrets, Timeout: cfg.APITimeout, Logger: log,
+	return apiclient.New(apiclient.Config{BaseURL: cfg.APIBaseURL, APIKey: cfg.APIKey, Secrets: secrets, AllowInsecureHTTP: cfg.insecureAPIAllowed(), Timeout: cfg.APITimeout, Logger: log,
 		HTTPClient: &http.Client{Transport: m.Transport(tr)}, Limiter: lim})
 }
 
