@@ -104,6 +104,11 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 			w.log.InfoContext(ctx, "output already stored", "job_id", rec.ID, "video_id", rec.VideoID, "key", key)
 			return info, nil
 		}
+	} else if errors.Is(err, storage.ErrInvalidKey) {
+		// The backend refuses the key (e.g. too long with its prefix):
+		// no retry can change that.
+		w.failJob(ctx, rec, jobs.StateFailed, "bad_storage_key", err)
+		return storage.ObjectInfo{}, permanent(err)
 	} else if !errors.Is(err, storage.ErrNotExist) {
 		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
 	}
