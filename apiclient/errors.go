@@ -190,7 +190,9 @@ func maskJSON(raw json.RawMessage, secrets []string) json.RawMessage {
 		return raw
 	}
 	var v any
-	if json.Unmarshal(raw, &v) != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // numbers re-encode as sent
+	if dec.Decode(&v) != nil {
 		return json.RawMessage(mask(string(raw), secrets))
 	}
 	changed := false

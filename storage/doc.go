@@ -4,7 +4,10 @@
 // interface: keys are relative, slash-separated names checked by
 // [ValidateKey] and usually built with [RenderKey]; Put streams with
 // constant memory, verifies an expected size and sha256 (an *[IntegrityError]
-// on mismatch) and makes an object visible only once it is complete.
+// on mismatch) and makes an object visible only once it is complete. Put
+// never replaces an object of another owner ([OwnerMetadataKey],
+// [ErrKeyConflict]), and RenderKey's encoding of ids is injective, so two
+// jobs never share a key.
 //
 // Two backends implement it and pass the same conformance suite (package
 // storagetest): local disk ([Disk], the default) and S3-compatible object
