@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -173,10 +174,14 @@ func (v *Video) UnmarshalJSON(b []byte) error {
 }
 
 // PollAfter is the server's suggested wait before the next status check,
-// or 0 when the object does not say.
+// or 0 when the object does not say. A value beyond what a Duration holds
+// saturates instead of wrapping to a short or negative wait.
 func (v *Video) PollAfter() time.Duration {
 	if v.PollAfterSeconds == nil || *v.PollAfterSeconds <= 0 {
 		return 0
+	}
+	if s := int64(*v.PollAfterSeconds); s > int64(math.MaxInt64/time.Second) {
+		return math.MaxInt64
 	}
 	return time.Duration(*v.PollAfterSeconds) * time.Second
 }

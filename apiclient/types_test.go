@@ -2,6 +2,7 @@ package apiclient_test
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -606,5 +607,17 @@ func TestCreateRequestMarshalOmitsEmpty(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"webhook":{"url":"https://x","secret":"whsec_1"}`) {
 		t.Errorf("request with webhook = %s", b)
+	}
+}
+
+// TestPollAfterSaturates: a poll_after_seconds too large for a Duration
+// (18446744074 s × 1e9 ns wraps to 0.29 s) saturates instead of wrapping.
+func TestPollAfterSaturates(t *testing.T) {
+	t.Parallel()
+	for _, s := range []int{18446744074, math.MaxInt64} {
+		v := apiclient.Video{PollAfterSeconds: ptr(s)}
+		if got := v.PollAfter(); got < 1000*time.Hour {
+			t.Errorf("PollAfter(%d s) = %v, want a saturated long wait", s, got)
+		}
 	}
 }
