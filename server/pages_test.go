@@ -489,21 +489,39 @@ func TestPagesShowNoSecret(t *testing.T) {
 }
 
 // BenchmarkDashboard renders the dashboard over a full window of jobs
-// (2,000, a quarter of them unfinished) on a real Redis.
+// (2,000, a quarter of them unfinished, a tenth of the rest failed, the
+// others stored with completion and storage times spread over the last
+// hour) on a real Redis.
 func BenchmarkDashboard(b *testing.B) {
 	rdb := redisSrv.Client(b, redisSrv.NewDB(b))
 	auth, _ := server.NewAuth("", viewer+":"+viewPass+":viewer")
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{})
 	store := jobs.NewStore(rdb, "")
+	now := time.Now()
 	for i := range 2000 {
 		id := fmt.Sprintf("bench-%04d", i)
 		if _, err := producer.Submit(b.Context(), tasks.Request{JobID: tasks.JobID(id), Video: reqOf("m", id)}); err != nil {
 			b.Fatal(err)
 		}
-		if i%4 != 0 {
-			if _, err := store.Apply(b.Context(), id, jobs.Change{To: jobs.StateStored, Set: map[string]any{jobs.FieldLocation: "file:///v/" + id, jobs.FieldPolls: 3}}); err != nil {
-				b.Fatal(err)
-			}
+		end := now.Add(-time.Duration(i%3600) * time.Second)
+		var c jobs.Change
+		switch {
+		case i%4 == 0:
+			c = jobs.Change{To: jobs.StateGenerating, Set: map[string]any{jobs.FieldVideoID: "v" + id, jobs.FieldProgress: i % 100, jobs.FieldPolls: 2}}
+		case i%10 == 1:
+			c = jobs.Change{To: jobs.StateFailed, Set: map[string]any{jobs.FieldErrorCode: "generation_failed", jobs.FieldFinishedAt: end}}
+		default:
+			c = jobs.Change{To: jobs.StateStored, Set: map[string]any{jobs.FieldLocation: "file:///v/" + id, jobs.FieldPolls: 3,
+				jobs.FieldSubmittedAt: end.Add(-time.Duration(30+i%90) * time.Second), jobs.FieldCompletedAt: end.Add(-time.Duration(20+i%500) * time.Millisecond),
+				jobs.FieldStoredAt: end, jobs.FieldFinishedAt: end}}
+		}
+		if _, err := store.Apply(b.Context(), id, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		if err := store.CountWebhookOutcome(b.Context(), []string{"accepted", "duplicate", "bad_signature"}[i%3], ""); err != nil {
+			b.Fatal(err)
 		}
 	}
 	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Producer: producer, Jobs: store, Auth: auth}))
