@@ -242,7 +242,8 @@ func minuteColumns(now time.Time, nSeries int) ([]column, func(time.Time) int, s
 	for i := range cols {
 		m := first.Add(time.Duration(i) * time.Minute)
 		cols[i] = column{Label: m.Format("15:04") + "Z", Values: make([]int64, nSeries)}
-		if m.Minute()%10 == 0 {
+		if m.Minute()%10 == 0 && i < chartMinutes-4 { // not on top of "now"
+
 			cols[i].Tick = m.Format("15:04")
 		}
 	}
@@ -374,12 +375,14 @@ func latencyChart(id, title, empty string, ds []time.Duration) *barChart {
 		hi--
 	}
 	// At least latencyMinColumns buckets, so one bucket is not one wide
-	// block: widen upwards, then downwards.
-	for hi-lo+1 < latencyMinColumns && hi+1 < len(counts) {
-		hi++
-	}
-	for hi-lo+1 < latencyMinColumns && lo > 0 {
-		lo--
+	// block: widen on both sides in turn, upwards first.
+	for hi-lo+1 < latencyMinColumns && (hi+1 < len(counts) || lo > 0) {
+		if hi+1 < len(counts) {
+			hi++
+		}
+		if lo > 0 && hi-lo+1 < latencyMinColumns {
+			lo--
+		}
 	}
 	for i := lo; i <= hi; i++ {
 		label := "≥ " + preciseDuration(latencyEdges[i])

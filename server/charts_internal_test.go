@@ -189,6 +189,11 @@ func TestLatencyChart(t *testing.T) {
 	if c.Columns[0].Label != "0–10ms" || c.Columns[len(c.Columns)-1].Label != "1s–2s" {
 		t.Errorf("edges: %+v", c.Columns)
 	}
+	// Widened on both sides in turn.
+	c = latencyChart("l", "lat", "none", []time.Duration{3 * time.Second})
+	if len(c.Columns) != latencyMinColumns || c.Columns[0].Label != "200ms–500ms" || c.Columns[3].Values[0] != 1 || c.EndTick != "1m" {
+		t.Errorf("one value: %+v, end %q", c.Columns, c.EndTick)
+	}
 	// Widened downwards at the top of the scale; the last bucket is open.
 	c = latencyChart("l", "lat", "none", []time.Duration{2 * time.Hour})
 	if len(c.Columns) != latencyMinColumns || c.Columns[len(c.Columns)-1].Label != "≥ 1h00m" || c.EndTick != "" || c.Columns[0].Label != "30s–1m" {
