@@ -281,3 +281,36 @@ func TestHookHistory(t *testing.T) {
 		t.Errorf("an hour later: total %d, %d minutes kept, note %q", c.total(), len(h.seen), c.Note)
 	}
 }
+
+// BenchmarkCharts draws the dashboard's charts over a full window of
+// records (as BenchmarkDashboard's): the cost the charts add to a
+// snapshot, without Redis.
+func BenchmarkCharts(b *testing.B) {
+	now := time.Now()
+	var window []*jobs.Record
+	for i := range dashboardWindow {
+		end := now.Add(-time.Duration(i%3600) * time.Second)
+		r := &jobs.Record{State: jobs.StateStored, SubmittedAt: end.Add(-time.Duration(30+i%90) * time.Second),
+			CompletedAt: end.Add(-time.Duration(20+i%500) * time.Millisecond), StoredAt: end, FinishedAt: end}
+		switch {
+		case i%4 == 0:
+			r = &jobs.Record{State: jobs.StateGenerating, SubmittedAt: end, Progress: i % 100}
+		case i%10 == 1:
+			r = &jobs.Record{State: jobs.StateFailed, SubmittedAt: end, FinishedAt: end}
+		}
+		window = append(window, r)
+	}
+	var p pages
+	outcomes := []outcomeCount{{"accepted", 0}, {"duplicate", 0}, {"bad_signature", 0}}
+	for i := range chartMinutes * 12 { // an hour of reads every 5 s
+		outcomes[i%3].Count += int64(i % 7)
+		p.hooks.observe(now.Add(time.Duration(i-chartMinutes*12)*5*time.Second), outcomes)
+	}
+	size := 0
+	for b.Loop() {
+		s := &snapshot{Taken: now, Total: dashboardWindow, Webhooks: webhookPanel{Outcomes: outcomes}}
+		p.charts(s, window)
+		size = len(s.Charts.Finished) + len(s.Charts.Webhooks) + len(s.Charts.Completion) + len(s.Charts.Submit)
+	}
+	b.ReportMetric(float64(size), "html-bytes")
+}
