@@ -89,34 +89,42 @@ func niceCeil(n int64) int64 {
 // numbers as a table; or the empty state when it has nothing to show.
 func (c *barChart) render() template.HTML {
 	var b strings.Builder
+	put := func(ss ...string) {
+		for _, s := range ss {
+			b.WriteString(s)
+		}
+	}
 	esc := template.HTMLEscapeString
-	b.WriteString(`<figure class="chart" id="` + esc(c.ID) + `">`)
-	b.WriteString(`<figcaption><b>` + esc(c.Title) + `</b>`)
+	put(`<figure class="chart" id="`, esc(c.ID), `">`)
+	put(`<figcaption><b>`, esc(c.Title), `</b>`)
 	total := c.total()
 	missing := slices.ContainsFunc(c.Columns, func(col column) bool { return col.Missing })
 	if total == 0 && !missing {
-		b.WriteString(`</figcaption><p class="empty chart-empty">` + esc(c.Empty) + `</p>`)
+		put(`</figcaption><p class="empty chart-empty">`, esc(c.Empty), `</p>`)
 		if c.Note != "" {
-			b.WriteString(`<p class="note">` + esc(c.Note) + `</p>`)
+			put(`<p class="note">`, esc(c.Note), `</p>`)
 		}
 		b.WriteString(`</figure>`)
 		return template.HTML(b.String())
 	}
-	b.WriteString(` <span class="muted">` + esc(c.Desc) + `</span></figcaption>`)
+	put(` <span class="muted">`, esc(c.Desc), `</span></figcaption>`)
 
 	// Legend: the series with a value, and the grey band if any.
 	used := make([]bool, len(c.Series))
+	bars := 0
 	for _, col := range c.Columns {
 		for i, v := range col.Values {
 			if v != 0 {
 				used[i] = true
+				bars++
 			}
 		}
 	}
+	b.Grow(1500 + 130*len(c.Columns) + 250*bars) // about what follows
 	b.WriteString(`<ul class="legend">`)
 	for i, s := range c.Series {
 		if used[i] || len(c.Series) == 1 {
-			b.WriteString(`<li><span class="sw ` + esc(s.Class) + `"></span>` + esc(s.Name) + `</li>`)
+			put(`<li><span class="sw `, esc(s.Class), `"></span>`, esc(s.Name), `</li>`)
 		}
 	}
 	if missing {
@@ -139,9 +147,9 @@ func (c *barChart) render() template.HTML {
 	f := func(x float64) string { return strconv.FormatFloat(x, 'f', 1, 64) }
 
 	id := esc(c.ID)
-	b.WriteString(`<svg viewBox="0 0 ` + strconv.Itoa(chartW) + ` ` + strconv.Itoa(chartH) + `" role="img" aria-labelledby="` +
-		id + `-t ` + id + `-d" preserveAspectRatio="xMidYMid meet">`)
-	b.WriteString(`<title id="` + id + `-t">` + esc(c.Title) + `</title><desc id="` + id + `-d">` + esc(c.Desc) + `</desc>`)
+	put(`<svg viewBox="0 0 `, strconv.Itoa(chartW), ` `, strconv.Itoa(chartH), `" role="img" aria-labelledby="`, id, `-t `, id,
+		`-d" preserveAspectRatio="xMidYMid meet">`)
+	put(`<title id="`, id, `-t">`, esc(c.Title), `</title><desc id="`, id, `-d">`, esc(c.Desc), `</desc>`)
 	// Grid: the baseline, the top and the middle when it is whole.
 	grid := []int64{0, top}
 	if top%2 == 0 {
@@ -153,17 +161,17 @@ func (c *barChart) render() template.HTML {
 		if g == 0 {
 			cls = "axis"
 		}
-		b.WriteString(`<line class="` + cls + `" x1="` + strconv.Itoa(chartLeft) + `" x2="` + strconv.Itoa(chartW-chartRight) +
-			`" y1="` + f(y) + `" y2="` + f(y) + `"/>`)
-		b.WriteString(`<text class="ylab" x="` + strconv.Itoa(chartLeft-4) + `" y="` + f(y+3) + `">` + groupDigits(strconv.FormatInt(g, 10)) + `</text>`)
+		put(`<line class="`, cls, `" x1="`, strconv.Itoa(chartLeft), `" x2="`, strconv.Itoa(chartW-chartRight),
+			`" y1="`, f(y), `" y2="`, f(y), `"/>`)
+		put(`<text class="ylab" x="`, strconv.Itoa(chartLeft-4), `" y="`, f(y+3), `">`, groupDigits(strconv.FormatInt(g, 10)), `</text>`)
 	}
 	base := float64(chartTop + plotH)
 	for i, col := range c.Columns {
 		x := float64(chartLeft) + float64(i)*colW
 		bx := x + (colW-barW)/2
 		if col.Missing { // a band as wide as the column: runs of them join
-			b.WriteString(`<rect class="gap" x="` + f(x) + `" y="` + strconv.Itoa(chartTop) + `" width="` + f(colW) + `" height="` +
-				strconv.Itoa(plotH) + `"><title>` + esc(col.Label) + `: not observed</title></rect>`)
+			put(`<rect class="gap" x="`, f(x), `" y="`, strconv.Itoa(chartTop), `" width="`, f(colW), `" height="`, strconv.Itoa(plotH),
+				`"><title>`, esc(col.Label), `: not observed</title></rect>`)
 		}
 		y := base
 		for j, v := range col.Values {
@@ -172,32 +180,33 @@ func (c *barChart) render() template.HTML {
 			}
 			h := float64(v) / float64(top) * float64(plotH)
 			y -= h
-			b.WriteString(`<rect class="` + esc(c.Series[j].Class) + `" data-series="` + esc(c.Series[j].Name) + `" data-n="` +
-				strconv.FormatInt(v, 10) + `" x="` + f(bx) + `" y="` + f(y) + `" width="` + f(barW) + `" height="` + f(h) + `"><title>` +
-				esc(col.Label) + `: ` + groupDigits(strconv.FormatInt(v, 10)) + ` ` + esc(c.Series[j].Name) + `</title></rect>`)
+			n := strconv.FormatInt(v, 10)
+			put(`<rect class="`, esc(c.Series[j].Class), `" data-series="`, esc(c.Series[j].Name), `" data-n="`, n,
+				`" x="`, f(bx), `" y="`, f(y), `" width="`, f(barW), `" height="`, f(h),
+				`"><title>`, esc(col.Label), `: `, groupDigits(n), ` `, esc(c.Series[j].Name), `</title></rect>`)
 		}
 		if col.Tick != "" {
-			b.WriteString(`<text class="xlab" x="` + f(x) + `" y="` + strconv.Itoa(chartH-6) + `">` + esc(col.Tick) + `</text>`)
+			put(`<text class="xlab" x="`, f(x), `" y="`, strconv.Itoa(chartH-6), `">`, esc(col.Tick), `</text>`)
 		}
 	}
 	if c.EndTick != "" {
-		b.WriteString(`<text class="xlab end" x="` + strconv.Itoa(chartW-chartRight) + `" y="` + strconv.Itoa(chartH-6) + `">` + esc(c.EndTick) + `</text>`)
+		put(`<text class="xlab end" x="`, strconv.Itoa(chartW-chartRight), `" y="`, strconv.Itoa(chartH-6), `">`, esc(c.EndTick), `</text>`)
 	}
 	if c.Marker != "" && c.MarkerAt >= 0 {
 		x := float64(chartLeft) + c.MarkerAt*colW
-		b.WriteString(`<line class="marker" x1="` + f(x) + `" x2="` + f(x) + `" y1="` + strconv.Itoa(chartTop) + `" y2="` + f(base) + `"/>`)
-		b.WriteString(`<text class="mlab" x="` + f(x+3) + `" y="` + strconv.Itoa(chartTop+8) + `">` + esc(c.Marker) + `</text>`)
+		put(`<line class="marker" x1="`, f(x), `" x2="`, f(x), `" y1="`, strconv.Itoa(chartTop), `" y2="`, f(base), `"/>`)
+		put(`<text class="mlab" x="`, f(x+3), `" y="`, strconv.Itoa(chartTop+8), `">`, esc(c.Marker), `</text>`)
 	}
 	b.WriteString(`</svg>`)
 	if c.Note != "" {
-		b.WriteString(`<p class="note">` + esc(c.Note) + `</p>`)
+		put(`<p class="note">`, esc(c.Note), `</p>`)
 	}
 
 	// The numbers: one row per column with a value.
 	b.WriteString(`<details><summary>the numbers</summary><table class="chart-data"><thead><tr><th></th>`)
 	for i, s := range c.Series {
 		if used[i] {
-			b.WriteString(`<th>` + esc(s.Name) + `</th>`)
+			put(`<th>`, esc(s.Name), `</th>`)
 		}
 	}
 	b.WriteString(`</tr></thead><tbody>`)
@@ -209,14 +218,14 @@ func (c *barChart) render() template.HTML {
 		if sum == 0 {
 			continue
 		}
-		b.WriteString(`<tr><th>` + esc(col.Label) + `</th>`)
+		put(`<tr><th>`, esc(col.Label), `</th>`)
 		for i := range c.Series {
 			if used[i] {
 				var v int64
 				if i < len(col.Values) {
 					v = col.Values[i]
 				}
-				b.WriteString(`<td class="num">` + groupDigits(strconv.FormatInt(v, 10)) + `</td>`)
+				put(`<td class="num">`, groupDigits(strconv.FormatInt(v, 10)), `</td>`)
 			}
 		}
 		b.WriteString(`</tr>`)
