@@ -552,7 +552,10 @@ func (h *hookHistory) chart(now time.Time) *barChart {
 			}
 		}
 	}
-	if !observed {
+	if !observed || c.total() == 0 {
+		if observed {
+			c.Empty = "No webhook delivery in the minutes this page was open (webhooks may be off)."
+		}
 		for i := range cols {
 			cols[i].Missing = false
 		}

@@ -277,8 +277,13 @@ func TestHookHistory(t *testing.T) {
 	t2 := t1.Add(2 * time.Hour)
 	h.observe(t2, counts(4, 0, 0, 0))
 	h.observe(t2.Add(time.Second), counts(4, 0, 0, 0))
-	if c = h.chart(t2.Add(time.Second)); c.total() != 0 || len(h.mins) != 0 || len(h.seen) != 1 || strings.Contains(c.Note, "arrived") {
+	c = h.chart(t2.Add(time.Second))
+	if c.total() != 0 || len(h.mins) != 0 || len(h.seen) != 1 || strings.Contains(c.Note, "arrived") {
 		t.Errorf("an hour later: total %d, %d minutes kept, note %q", c.total(), len(h.seen), c.Note)
+	}
+	// Observed, but no delivery: the empty state says so.
+	if html := string(c.render()); !strings.Contains(html, "No webhook delivery in the minutes this page was open") {
+		t.Errorf("no deliveries: %s", html)
 	}
 }
 
