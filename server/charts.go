@@ -234,6 +234,14 @@ func (c *barChart) render() template.HTML {
 	return template.HTML(b.String())
 }
 
+// counted is n with its noun: "1 job", "1,200 jobs".
+func counted(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return groupDigits(strconv.FormatInt(n, 10)) + " " + many
+}
+
 // ---- jobs finished per minute ----
 
 // chartMinutes is how far back the per-minute charts look.
@@ -307,7 +315,7 @@ func finishedChart(window []*jobs.Record, full bool, now time.Time) *barChart {
 			parts = append(parts, groupDigits(strconv.FormatInt(byState[j], 10))+" "+string(st))
 		}
 	}
-	c.Desc = groupDigits(strconv.FormatInt(c.total(), 10)) + " jobs ended in the last hour"
+	c.Desc = counted(c.total(), "job", "jobs") + " ended in the last hour"
 	if len(parts) > 0 {
 		c.Desc += ": " + strings.Join(parts, ", ")
 	}
@@ -404,7 +412,7 @@ func latencyChart(id, title, empty string, ds []time.Duration) *barChart {
 		c.EndTick = shortDuration(latencyEdges[hi+1])
 	}
 	pct := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
-	c.Desc = groupDigits(strconv.Itoa(len(ds))) + " jobs: p50 " + preciseDuration(pct(.50)) + ", p90 " + preciseDuration(pct(.90)) +
+	c.Desc = counted(int64(len(ds)), "job", "jobs") + ": p50 " + preciseDuration(pct(.50)) + ", p90 " + preciseDuration(pct(.90)) +
 		", p99 " + preciseDuration(pct(.99)) + ", max " + preciseDuration(ds[len(ds)-1]) + "."
 	return c
 }
@@ -567,14 +575,14 @@ func (h *hookHistory) chart(now time.Time) *barChart {
 			parts = append(parts, groupDigits(strconv.FormatInt(totals[j], 10))+" "+s.Name)
 		}
 	}
-	c.Desc = groupDigits(strconv.FormatInt(c.total(), 10)) + " deliveries in the minutes observed"
+	c.Desc = counted(c.total(), "delivery", "deliveries") + " in the minutes observed"
 	if len(parts) > 0 {
 		c.Desc += ": " + strings.Join(parts, ", ")
 	}
 	c.Desc += ". Times in UTC."
 	c.Note = "From the fleet-wide counters, read on each reload of this page: grey minutes had no dashboard open on this server."
 	if h.unplaced > 0 && now.Sub(h.unplacedTo) < chartMinutes*time.Minute {
-		c.Note += " " + groupDigits(strconv.FormatInt(h.unplaced, 10)) + " deliveries between " + h.unplacedFrom.UTC().Format("15:04") +
+		c.Note += " " + counted(h.unplaced, "delivery", "deliveries") + " between " + h.unplacedFrom.UTC().Format("15:04") +
 			"Z and " + h.unplacedTo.UTC().Format("15:04") + "Z arrived while it was closed."
 	}
 	return c

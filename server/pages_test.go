@@ -222,7 +222,7 @@ func TestDashboardShowsJobsStatesFailuresAndWebhooks(t *testing.T) {
 	for chart, want := range map[string][]string{
 		"chart-finished": {`data-series="stored" data-n="1"`, `data-series="failed" data-n="1"`, `data-series="timed_out" data-n="1"`,
 			`data-series="cancelled" data-n="1"`, "4 jobs ended in the last hour: 1 stored, 1 failed, 1 timed_out, 1 cancelled."},
-		"chart-completion": {`<title>100ms–200ms: 1 jobs</title>`, "1 jobs: p50 1"},
+		"chart-completion": {`<title>100ms–200ms: 1 jobs</title>`, "1 job: p50 1"},
 		"chart-submit":     {`data-n="1"`},
 	} {
 		fig := figure(body, chart)
