@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -47,6 +48,7 @@ type Handler struct {
 	enqueue  Enqueuer
 	log      *slog.Logger
 	met      *metrics.Metrics
+	now      func() time.Time
 
 	// beforeEarly, when set (tests), runs between reading a job without a
 	// video id and recording an early delivery on it.
@@ -64,7 +66,7 @@ func NewHandler(v *Verifier, store *jobs.Store, enq Enqueuer, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{verifier: v, jobs: store, enqueue: enq, log: log}
+	return &Handler{verifier: v, jobs: store, enqueue: enq, log: log, now: time.Now}
 }
 
 // reply is the JSON answer of every request.
@@ -129,12 +131,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	eventType := firstNonEmpty(ev.Type, hd.EventType)
-	key := firstNonEmpty(hd.DeliveryKey, ev.ID, hd.EventID)
-	if key == "" {
-		h.reject(ctx, w, http.StatusBadRequest, OutcomeBadRequest, "no delivery key and no event id")
-		return
-	}
-	key = safeKey.ReplaceAllString(key, "_")
+	key, attempt := signedDelivery(ev, body, hd.Attempt)
+	hd.Attempt = attempt
 
 	jobID, status, reason := h.findJob(ctx, r, ev.Data.ID)
 	if status != 0 {
@@ -210,19 +208,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (RecordWebhook counts it as a duplicate).
 	seen = seen || (key == rec.EarlyWebhookKey && ev.Data.ID == rec.EarlyWebhookVideo)
 	if !seen && wantsCheck(eventType) && !rec.State.Terminal() {
-		// Reconcile, do not trust: check the job's status now. The task id
-		// makes concurrent copies of this delivery enqueue one check.
-		t, err := tasks.NewCheckTask(jobID, key, "webhook "+eventType)
-		if err == nil {
-			_, err = h.enqueue.EnqueueContext(ctx, t)
-		}
-		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		// Reconcile, do not trust: check the job's status now, at most
+		// once per CheckInterval (enqueueCheck).
+		if err := h.enqueueCheck(ctx, jobID, "webhook "+eventType); err != nil {
 			h.log.ErrorContext(ctx, "webhook: enqueue status check", "job_id", jobID, "err", err.Error())
 			h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "could not schedule the status check; retry")
 			return
 		}
 	}
-	first, err := h.jobs.RecordWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt, VideoID: ev.Data.ID})
+	first, err := h.jobs.RecordWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt, VideoID: ev.Data.ID, KeepKeysFor: h.seenKeysTTL()})
 	if err != nil {
 		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
 		return
