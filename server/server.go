@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,6 +48,13 @@ type Deps struct {
 	// and opens no connection of its own.
 	Monitoring bool
 	Logger     *slog.Logger
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (for the access log and login throttling); from any
+	// other peer the header is ignored.
+	TrustedProxies []netip.Prefix
+	// Throttle limits failed logins; nil means one with the default
+	// ThrottlePolicy, in this process's memory.
+	Throttle *LoginThrottle
 }
 
 // New returns the server's handler.
@@ -61,6 +69,10 @@ func New(d Deps) http.Handler {
 	if d.Auth == nil {
 		d.Auth = &Auth{}
 	}
+	if d.Throttle == nil {
+		d.Throttle = NewLoginThrottle(ThrottlePolicy{}, nil)
+	}
+	d.Auth = d.Auth.bound(d.Throttle, d.Logger)
 	// Browsers send a logged-in operator's Basic credentials with any
 	// request to this host, also one a foreign page makes them send:
 	// cross-origin writes are refused everywhere but at the webhooks.
@@ -90,7 +102,7 @@ func New(d Deps) http.Handler {
 		}
 		writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
 	})
-	return accessLog(d.Logger, recoverer(d.Logger, mux))
+	return accessLog(d.Logger, d.TrustedProxies, recoverer(d.Logger, mux))
 }
 
 // ready checks that Redis answers and storage takes a write.
@@ -156,18 +168,20 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // accessLog writes one line per request: method, path (no query), status,
-// bytes and duration.
-func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+// bytes, duration, the client's address (X-Forwarded-For only from a
+// trusted proxy) and the user (the name logged in, or tried).
+func accessLog(log *slog.Logger, trusted []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
+		ri := &reqInfo{client: clientAddr(r, trusted)}
+		next.ServeHTTP(rec, r.WithContext(withReqInfo(r.Context(), ri)))
 		level := slog.LevelDebug
 		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
 			level = slog.LevelInfo
 		}
 		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
+			"bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond), "client", ri.client.String(), "user", ri.user)
 	})
 }
 

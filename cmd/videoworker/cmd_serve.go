@@ -73,7 +73,11 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	m := metrics.New()
 	m.AddQueues(asynq.NewInspectorFromRedisClient(rdb))
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
-	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true,
+	proxies, err := server.ParseTrustedProxies(sc.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies,
 		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log})}
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
