@@ -169,16 +169,20 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 // accessLog writes one line per request: method, path (no query), status,
 // bytes, duration, the client's address (X-Forwarded-For only from a
-// trusted proxy) and the user (the name logged in, or tried).
+// trusted proxy) and the user (the name logged in, or tried). Health
+// checks and refused webhook requests are logged at debug level only.
 func accessLog(log *slog.Logger, trusted []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		ri := &reqInfo{client: clientAddr(r, trusted)}
 		next.ServeHTTP(rec, r.WithContext(withReqInfo(r.Context(), ri)))
-		level := slog.LevelDebug
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
-			level = slog.LevelInfo
+		level := slog.LevelInfo
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+			level = slog.LevelDebug
+		case r.URL.Path == webhook.Path && rec.status >= 400 && rec.status < 500:
+			level = slog.LevelDebug // the receiver logs its rejections, sampled
 		}
 		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
 			"bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond), "client", ri.client.String(), "user", ri.user)

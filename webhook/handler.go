@@ -49,6 +49,7 @@ type Handler struct {
 	log      *slog.Logger
 	met      *metrics.Metrics
 	now      func() time.Time
+	rej      rejections
 
 	// beforeEarly, when set (tests), runs between reading a job without a
 	// video id and recording an early delivery on it.
@@ -61,12 +62,14 @@ func (h *Handler) WithMetrics(m *metrics.Metrics) *Handler {
 	return h
 }
 
-// NewHandler returns the receiver. log may be nil.
+// NewHandler returns the receiver. log may be nil. Rejected requests are
+// counted in memory: run Run (or call Flush) for them to reach the
+// fleet-wide counters.
 func NewHandler(v *Verifier, store *jobs.Store, enq Enqueuer, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{verifier: v, jobs: store, enqueue: enq, log: log, now: time.Now}
+	return &Handler{verifier: v, jobs: store, enqueue: enq, log: log, now: time.Now, rej: rejections{pending: make(chan struct{}, 1)}}
 }
 
 // reply is the JSON answer of every request.
@@ -267,9 +270,14 @@ func wantsCheck(eventType string) bool {
 	return !strings.HasSuffix(eventType, ".progress")
 }
 
+// reject answers a refused request. The rejection is counted in memory
+// (Flush, Run) and its log line sampled (LogEvery): a flood of forged
+// requests costs no Redis command and few log lines.
 func (h *Handler) reject(ctx context.Context, w http.ResponseWriter, status int, outcome, reason string) {
-	h.count(ctx, outcome, reason)
-	h.log.WarnContext(ctx, "webhook rejected", "status", status, "outcome", outcome, "reason", reason)
+	h.met.Webhook(outcome)
+	if logIt, suppressed := h.rej.add(h.now(), outcome, reason); logIt {
+		h.log.WarnContext(ctx, "webhook rejected", "status", status, "outcome", outcome, "reason", reason, "suppressed", suppressed)
+	}
 	writeJSON(w, status, reply{Status: "rejected", Reason: reason})
 }
 

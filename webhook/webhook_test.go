@@ -303,6 +303,9 @@ func TestRejectedDeliveriesChangeNothing(t *testing.T) {
 			if d := cmp.Diff(before, after); d != "" || afterChecks != beforeChecks {
 				t.Errorf("rejected delivery changed the job (checks %d→%d):\n%s", beforeChecks, afterChecks, d)
 			}
+			if err := f.h.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			stats, err := f.jobs.WebhookStats(context.Background())
 			if err != nil || stats["last_rejection"] == "" {
 				t.Errorf("rejection not counted fleet-wide: %v %v", stats, err)
