@@ -55,6 +55,10 @@ type Deps struct {
 	// Throttle limits failed logins; nil means one with the default
 	// ThrottlePolicy, in this process's memory.
 	Throttle *LoginThrottle
+	// Clock is the server's clock (tests); nil means time.Now. It decides
+	// how long /readyz answers from its last probe (ReadyCacheFor) and
+	// drives the default Throttle.
+	Clock func() time.Time
 }
 
 // New returns the server's handler.
@@ -70,7 +74,7 @@ func New(d Deps) http.Handler {
 		d.Auth = &Auth{}
 	}
 	if d.Throttle == nil {
-		d.Throttle = NewLoginThrottle(ThrottlePolicy{}, nil)
+		d.Throttle = NewLoginThrottle(ThrottlePolicy{}, d.Clock)
 	}
 	d.Auth = d.Auth.bound(d.Throttle, d.Logger)
 	// Browsers send a logged-in operator's Basic credentials with any
@@ -94,8 +98,13 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	now := d.Clock
+	if now == nil {
+		now = time.Now
+	}
+	probe := &readiness{d: d, now: now}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		checks, ok := ready(r.Context(), d)
+		checks, ok := probe.get(r.Context())
 		status := http.StatusOK
 		if !ok {
 			status = http.StatusServiceUnavailable
@@ -105,7 +114,8 @@ func New(d Deps) http.Handler {
 	return accessLog(d.Logger, d.TrustedProxies, recoverer(d.Logger, mux))
 }
 
-// ready checks that Redis answers and storage takes a write.
+// ready checks that Redis answers and storage takes a write. /readyz
+// calls it through readiness, at most once per ReadyCacheFor.
 func ready(ctx context.Context, d Deps) (map[string]string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
