@@ -24,13 +24,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -349,27 +345,20 @@ type retryAfter struct {
 func (e *retryAfter) Error() string { return e.err.Error() }
 func (e *retryAfter) Unwrap() error { return e.err }
 
+// isFailure tells asynq whether err uses up one of the task's retries:
+// every error does except a deferral (retryLater) and an outage of Redis.
 func isFailure(err error) bool {
 	var rl *retryLater
 	return !errors.As(err, &rl) && !redisUnavailable(err)
 }
 
-// redisUnavailable reports an error of Redis being down or loading its
-// data after a restart (not of the API): waiting it out must not use up
-// the task's retries.
-func redisUnavailable(err error) bool {
-	var te *apiclient.TransportError
-	var ae *apiclient.APIError
-	if errors.As(err, &te) || errors.As(err, &ae) {
-		return false
-	}
-	msg := err.Error()
-	if strings.Contains(msg, "LOADING") || strings.Contains(msg, "MASTERDOWN") || strings.Contains(msg, "TRYAGAIN") || strings.Contains(msg, "CLUSTERDOWN") {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
-}
+// redisUnavailable reports an error of Redis being down, failing over or
+// loading its data after a restart: waiting it out must not use up the
+// task's retries. The class is decided where the Redis call is made (the
+// jobs store, the rate limiter and enqueue wrap such errors in a
+// *jobs.UnavailableError); an error of the API, of storage or of a
+// content stream is never taken for one, however it looks.
+func redisUnavailable(err error) bool { return errors.Is(err, jobs.ErrUnavailable) }
 
 // retryDelay is exponential backoff with jitter, at least any Retry-After
 // the error carries.
@@ -523,12 +512,19 @@ func (w *Worker) deadline(rec *jobs.Record) time.Time {
 }
 
 // enqueue enqueues t; an existing task with the same id counts as success.
+// Any other failure, unless ctx has ended, is Redis's (the asynq client
+// talks to nothing else, and reports Redis's errors only as text): it is
+// a *jobs.UnavailableError, which does not use up the running task's
+// retries.
 func (w *Worker) enqueue(ctx context.Context, t *asynq.Task) error {
 	_, err := w.aq.EnqueueContext(ctx, t)
-	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	if err == nil || errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
 	}
-	return nil
+	if ctx.Err() == nil {
+		err = &jobs.UnavailableError{Err: err}
+	}
+	return fmt.Errorf("enqueue %s: %w", t.Type(), err)
 }
 
 // loadJob reads the job of a task; a missing record is permanent.
