@@ -119,7 +119,7 @@ const lockWait = 200 * time.Millisecond
 // lockCreate takes the model's create lock for rec, waiting briefly. When
 // another job holds it, it returns a retryLater error (no attempt used).
 func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error) {
-	lease := w.cfg.APITimeout + w.cfg.ReconcileDelay + 10*time.Second
+	lease := w.apiTimeout + w.cfg.ReconcileDelay + 10*time.Second
 	deadline := time.Now().Add(lockWait)
 	sleep := 2 * time.Millisecond
 	for {
@@ -412,7 +412,7 @@ func (w *Worker) window(rec *jobs.Record) (time.Time, time.Time) {
 	from := rec.CreateStartedAt
 	to := rec.CreateEndedAt
 	if to.IsZero() || to.Before(from) {
-		to = from.Add(w.cfg.APITimeout) // the worker died mid-call
+		to = from.Add(w.apiTimeout) // the worker died mid-call
 	}
 	return from, to
 }

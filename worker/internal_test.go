@@ -13,6 +13,7 @@ import (
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/storage"
 )
 
 // refused returns the real error of dialing a loopback port where nothing
@@ -81,3 +82,32 @@ func TestStorageFailureBacksOff(t *testing.T) {
 		prev = d
 	}
 }
+
+// The window in which a crashed create is looked for, and the create
+// lock's lease, follow the API client's timeout: there is no second copy
+// in the worker's configuration that could disagree with it.
+func TestCreateWindowFollowsTheClientTimeout(t *testing.T) {
+	for _, timeout := range []time.Duration{7 * time.Second, 90 * time.Second} {
+		api, err := apiclient.New(apiclient.Config{BaseURL: "http://127.0.0.1:1/v1", APIKey: "k", Timeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+		defer rdb.Close()
+		w, err := New(Config{}, Deps{Redis: rdb, API: api, Store: nopStore{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		from, to := w.window(&jobs.Record{CreateStartedAt: started})
+		if !from.Equal(started) || to.Sub(from) != timeout {
+			t.Errorf("client timeout %v: window of a create cut short is %v … %v (%v), want %v long", timeout, from, to, to.Sub(from), timeout)
+		}
+		if w.apiTimeout != timeout {
+			t.Errorf("client timeout %v: the worker uses %v for the create lock's lease", timeout, w.apiTimeout)
+		}
+	}
+}
+
+// nopStore is a storage.Store that is never called.
+type nopStore struct{ storage.Store }

@@ -46,6 +46,11 @@ type VideoAPI interface {
 	List(ctx context.Context, p apiclient.ListParams) (*apiclient.VideoList, error)
 	Content(ctx context.Context, id string, index int) (*apiclient.Content, error)
 	Cancel(ctx context.Context, id string) (*apiclient.Video, error)
+	// Timeout bounds each call: a create that started at t and never
+	// answered was over by t+Timeout. The worker reads it for the window
+	// in which it looks for a create cut short by a crash, and for the
+	// create lock's lease.
+	Timeout() time.Duration
 }
 
 var _ VideoAPI = (*apiclient.Client)(nil)
@@ -79,10 +84,6 @@ type Config struct {
 	// ClockTolerance widens the window in which a reconciliation looks for
 	// a job created by an in-doubt call, for clock skew. Default 2 s.
 	ClockTolerance time.Duration
-	// APITimeout is the create call's timeout (as configured on the API
-	// client); it bounds the window of a create cut short by a crash.
-	// Default 30 s.
-	APITimeout time.Duration
 	// RetryBaseDelay and MaxRetryDelay bound the backoff of failed tasks.
 	// Defaults 1 s and 5 min.
 	RetryBaseDelay, MaxRetryDelay time.Duration
@@ -139,7 +140,6 @@ func (c *Config) setDefaults() {
 	def(&c.JobTimeout, 2*time.Hour)
 	def(&c.ReconcileDelay, 3*time.Second)
 	def(&c.ClockTolerance, 2*time.Second)
-	def(&c.APITimeout, 30*time.Second)
 	def(&c.RetryBaseDelay, time.Second)
 	def(&c.MaxRetryDelay, 5*time.Minute)
 	def(&c.ShutdownTimeout, 30*time.Second)
@@ -184,7 +184,11 @@ type Worker struct {
 	producer *tasks.Client
 	// createSlots holds a token per running create handler.
 	createSlots chan struct{}
-	now         func() time.Time
+	// apiTimeout is api.Timeout(), read once: the API client's timeout is
+	// the only one (a copy in Config could disagree with it and let a
+	// reconciliation miss a create that was still in flight).
+	apiTimeout time.Duration
+	now        func() time.Time
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -218,7 +222,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
 		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics,
 		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger}),
-		createSlots: make(chan struct{}, cfg.CreateConcurrency), now: func() time.Time { return d.Now().UTC() }}, nil
+		createSlots: make(chan struct{}, cfg.CreateConcurrency), apiTimeout: d.API.Timeout(),
+		now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
