@@ -19,8 +19,7 @@ import (
 func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.CreatePayload](t.Payload())
 	if err != nil {
-		w.log.ErrorContext(ctx, "bad create payload", "err", err.Error())
-		return permanent(err)
+		return w.badPayload(ctx, t, err)
 	}
 	rec, err := w.loadJob(ctx, p.JobID)
 	if err != nil {

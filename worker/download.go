@@ -22,8 +22,7 @@ import (
 func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.DownloadPayload](t.Payload())
 	if err != nil {
-		w.log.ErrorContext(ctx, "bad download payload", "err", err.Error())
-		return permanent(err)
+		return w.badPayload(ctx, t, err)
 	}
 	rec, err := w.loadJob(ctx, p.JobID)
 	if err != nil {
@@ -99,7 +98,7 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 			return info, nil
 		}
 	} else if !errors.Is(err, storage.ErrNotExist) {
-		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+		return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("stat %s: %w", key, err))
 	}
 
 	c, err := w.api.Content(ctx, rec.VideoID, index)
@@ -121,7 +120,8 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 	if size < 0 {
 		size = c.Length
 	} else if c.Length >= 0 && c.Length != size {
-		return storage.ObjectInfo{}, fmt.Errorf("content of %s: API reported %d bytes, response carries %d", rec.VideoID, size, c.Length)
+		return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("content of %s: the API reported a size the response does not carry: %w",
+			rec.VideoID, &storage.IntegrityError{Key: key, WantSize: size, GotSize: c.Length}))
 	}
 	ct := c.ContentType
 	if ct == "" {
@@ -131,7 +131,7 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 		Metadata: map[string]string{"job_id": rec.ID, "video_id": rec.VideoID, "output_index": strconv.Itoa(index)}})
 	if err != nil {
 		w.log.WarnContext(ctx, "store failed", "job_id", rec.ID, "video_id", rec.VideoID, "key", key, "err", err.Error())
-		return storage.ObjectInfo{}, fmt.Errorf("store %s: %w", key, err)
+		return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("store %s: %w", key, err))
 	}
 	return info, nil
 }

@@ -20,8 +20,7 @@ import (
 func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.PollPayload](t.Payload())
 	if err != nil {
-		w.log.ErrorContext(ctx, "bad poll payload", "err", err.Error())
-		return permanent(err)
+		return w.badPayload(ctx, t, err)
 	}
 	if p.NotBefore > 0 {
 		if n, _ := asynq.GetRetryCount(ctx); n == 0 { // a retry runs late on purpose

@@ -22,6 +22,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -422,13 +423,70 @@ func errorCode(err error) string {
 		}
 		return "transport_error"
 	}
-	if errors.Is(err, storage.ErrIntegrity) {
+	switch storage.KindOf(err) {
+	case storage.KindInvalidKey:
+		return "invalid_storage_key"
+	case storage.KindIntegrity:
 		return "integrity_error"
 	}
 	if errors.Is(err, tasks.ErrBadPayload) {
 		return "bad_payload"
 	}
 	return "error"
+}
+
+// maxIntegrityRetries is how many times a download task is retried before
+// a mismatch of the bytes against the API's size or sha256 fails the job:
+// each attempt fetches the whole video again, and a source that gave
+// mismatched bytes once usually gives them again.
+const maxIntegrityRetries = 3
+
+// storageFailure applies the policy for err, an error of storing (or
+// checking) an output of rec, by the class storage gave it where it was
+// raised:
+//   - an invalid key (storage.KindInvalidKey) can never be stored: the job
+//     fails invalid_storage_key and the task is archived;
+//   - a mismatch (storage.KindIntegrity) is retried like any failure until
+//     the task has been retried maxIntegrityRetries times; a mismatch after
+//     that fails the job integrity_error (at most 4 whole downloads);
+//   - anything else (storage unreachable, a disk error, the content
+//     stream cut) is retried with backoff until the retries run out.
+func (w *Worker) storageFailure(ctx context.Context, rec *jobs.Record, err error) error {
+	switch storage.KindOf(err) {
+	case storage.KindInvalidKey:
+	case storage.KindIntegrity:
+		if n, _ := asynq.GetRetryCount(ctx); n < maxIntegrityRetries {
+			return err
+		}
+	default:
+		return err
+	}
+	w.failJob(ctx, rec, jobs.StateFailed, errorCode(err), err)
+	return permanent(err)
+}
+
+// badPayload handles a task whose payload cannot be processed (malformed,
+// or written by a newer release): the task is archived, and when the
+// payload still names an existing job, that job fails bad_payload instead
+// of waiting for a step that will never run (retry it with the job API
+// once every worker can read the task).
+func (w *Worker) badPayload(ctx context.Context, t *asynq.Task, err error) error {
+	w.log.ErrorContext(ctx, "bad task payload", "task", t.Type(), "err", err.Error())
+	var p struct {
+		JobID string `json:"job_id"`
+	}
+	if json.Unmarshal(t.Payload(), &p) != nil || tasks.ValidateJobID(p.JobID) != nil {
+		return permanent(err)
+	}
+	rec, gerr := w.jobs.Get(ctx, p.JobID)
+	if errors.Is(gerr, jobs.ErrNotFound) {
+		return permanent(err)
+	}
+	if gerr != nil {
+		return gerr // Redis: try again later
+	}
+	w.failJob(ctx, rec, jobs.StateFailed, "bad_payload", err)
+	return w.onTaskError(ctx, rec, permanent(err))
 }
 
 // failJob ends the job as failed (or another terminal state) with err's
