@@ -151,6 +151,7 @@ func (w *Worker) advance(ctx context.Context, rec *jobs.Record, seq int, delay t
 
 // finishGeneration handles a terminal API status.
 func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apiclient.Video, seq int) error {
+	rec.APIStatus = string(v.Status) // what failJob records
 	seenBy := fmt.Sprintf("seen by poll #%d", seq)
 	if seq == 0 {
 		seenBy = "seen by an out-of-chain check (webhook)"

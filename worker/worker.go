@@ -490,7 +490,10 @@ func (w *Worker) badPayload(ctx context.Context, t *asynq.Task, err error) error
 }
 
 // failJob ends the job as failed (or another terminal state) with err's
-// code and message, unless it is already terminal.
+// code and message, unless it is already terminal. The record keeps the
+// API's status only when it is one of the API's terminal ones (the caller
+// puts a terminal status just seen into rec.APIStatus); a status of a
+// generation still running is cleared, since nobody looks again.
 func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error) {
 	msg := err.Error()
 	if len(msg) > 2000 {
@@ -502,8 +505,9 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 		step = "generation"
 	}
 	out, uerr := w.jobs.Apply(ctx, rec.ID, jobs.Change{
-		To:    to,
-		Set:   map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg, jobs.FieldFailedStep: step},
+		To: to,
+		Set: map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg, jobs.FieldFailedStep: step,
+			jobs.FieldAPIStatus: lastAPIStatus(rec.APIStatus)},
 		Event: "failed", Detail: code + ": " + msg,
 	})
 	if uerr != nil {
@@ -514,6 +518,16 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 		w.met.JobFinished(string(to))
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", msg)
 	}
+}
+
+// lastAPIStatus is what an ended job records of the API's status s: s when
+// it is terminal at the API (completed, failed, cancelled, expired), else
+// "" (unknown), never a stale "processing".
+func lastAPIStatus(s string) string {
+	if apiclient.Status(s).Terminal() {
+		return s
+	}
+	return ""
 }
 
 // onTaskError runs when a handler is about to return err: when this was
