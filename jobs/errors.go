@@ -19,7 +19,7 @@ var ErrUnavailable = errors.New("redis unavailable")
 // caller that retries should not count the wait against the work's own
 // retry budget. The Store's methods return it (wrapped with context); a
 // caller that makes its own Redis calls, such as an asynq enqueue, builds
-// it with [RedisError] or directly.
+// it with [ClassifyRedis] or directly.
 type UnavailableError struct {
 	// Err is the go-redis (or asynq) error.
 	Err error
@@ -34,13 +34,13 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 // Is reports whether target is [ErrUnavailable].
 func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
 
-// RedisError classifies err, as returned by a go-redis call: it returns
+// ClassifyRedis classifies err, as returned by a go-redis call: it returns
 // an *UnavailableError wrapping err when Redis could not serve the call
 // (see UnavailableError), and err unchanged otherwise (nil, redis.Nil, a
 // cancelled or expired ctx, a script or command error). It must be given
 // only errors of a Redis call: which errors mean "unreachable" is decided
 // here, where the call is made, never for errors of other origins.
-func RedisError(err error) error {
+func ClassifyRedis(err error) error {
 	if err == nil || errors.Is(err, redis.Nil) {
 		return err
 	}

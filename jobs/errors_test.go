@@ -80,15 +80,15 @@ func TestRedisErrorClasses(t *testing.T) {
 		{"WRONGTYPE Operation against a key holding the wrong kind of value", false},
 		{"ERR something else", false},
 	} {
-		err := jobs.RedisError(reply(tc.reply))
+		err := jobs.ClassifyRedis(reply(tc.reply))
 		if err == nil || errors.Is(err, jobs.ErrUnavailable) != tc.unavailable {
-			t.Errorf("RedisError(%q) = %v, unavailable %t; want %t", tc.reply, err, errors.Is(err, jobs.ErrUnavailable), tc.unavailable)
+			t.Errorf("ClassifyRedis(%q) = %v, unavailable %t; want %t", tc.reply, err, errors.Is(err, jobs.ErrUnavailable), tc.unavailable)
 		}
 	}
 
 	for _, err := range []error{nil, redis.Nil, context.Canceled, context.DeadlineExceeded} {
-		if got := jobs.RedisError(err); got != err {
-			t.Errorf("RedisError(%v) = %v, want it unchanged", err, got)
+		if got := jobs.ClassifyRedis(err); got != err {
+			t.Errorf("ClassifyRedis(%v) = %v, want it unchanged", err, got)
 		}
 	}
 }

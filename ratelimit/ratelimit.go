@@ -102,7 +102,7 @@ func (l *Limiter) pauseKey(class string) string { return l.prefix + "api_pause:"
 func (l *Limiter) Reserve(ctx context.Context, class string) (time.Duration, error) {
 	ttl, err := l.rdb.PTTL(ctx, l.pauseKey(class)).Result()
 	if err != nil {
-		return 0, fmt.Errorf("read pause: %w", jobs.RedisError(err))
+		return 0, fmt.Errorf("read pause: %w", jobs.ClassifyRedis(err))
 	}
 	if ttl > 0 {
 		return ttl, nil
@@ -113,7 +113,7 @@ func (l *Limiter) Reserve(ctx context.Context, class string) (time.Duration, err
 	}
 	res, err := l.rl.Allow(ctx, l.prefix+"api_rate:"+class, redis_rate.Limit{Rate: lim.Rate, Burst: lim.Burst, Period: lim.Period})
 	if err != nil {
-		return 0, fmt.Errorf("take budget: %w", jobs.RedisError(err))
+		return 0, fmt.Errorf("take budget: %w", jobs.ClassifyRedis(err))
 	}
 	if res.Allowed > 0 {
 		return 0, nil
@@ -138,5 +138,5 @@ func (l *Limiter) Pause(ctx context.Context, class string, d time.Duration) erro
 	if d <= 0 {
 		return errors.New("pause: non-positive duration")
 	}
-	return jobs.RedisError(pauseScript.Run(ctx, l.rdb, []string{l.pauseKey(class)}, d.Milliseconds()).Err())
+	return jobs.ClassifyRedis(pauseScript.Run(ctx, l.rdb, []string{l.pauseKey(class)}, d.Milliseconds()).Err())
 }

@@ -41,7 +41,7 @@ func TestRedisOutagesDoNotUseRetries(t *testing.T) {
 	dial := refused(t)
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: time.Second})
 	defer rdb.Close()
-	redisDown := jobs.RedisError(rdb.Ping(t.Context()).Err())
+	redisDown := jobs.ClassifyRedis(rdb.Ping(t.Context()).Err())
 	for _, tc := range []struct {
 		name    string
 		err     error

@@ -453,7 +453,7 @@ const maxIntegrityRetries = 3
 //     stream cut) is retried with backoff until the retries run out.
 func (w *Worker) storageFailure(ctx context.Context, rec *jobs.Record, err error) error {
 	switch storage.KindOf(err) {
-	case storage.KindInvalidKey:
+	case storage.KindInvalidKey: // permanent: fail now
 	case storage.KindIntegrity:
 		if n, _ := asynq.GetRetryCount(ctx); n < maxIntegrityRetries {
 			return err
