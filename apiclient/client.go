@@ -108,6 +108,13 @@ type Client struct {
 	headers http.Header
 }
 
+// Timeout is the bound of each call (Config.Timeout, after defaults): a
+// call that returns no answer within it has ended. A caller that must
+// know how long a call may have been in flight, such as the worker when
+// it reconciles a create cut short, reads it here, so there is one
+// source of truth.
+func (c *Client) Timeout() time.Duration { return c.cfg.Timeout }
+
 // CloseIdleConnections closes the pooled connections that carry no
 // request, among them any the transport dialed for a request that another
 // connection served first. Call it when done with the client, so that a

@@ -90,7 +90,7 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 	args := append([]any{string(ev)}, fields...)
 	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID)}, args...).Int()
 	if err != nil {
-		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
+		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, ClassifyRedis(err))
 	}
 	if n == 0 {
 		existing, err := s.Get(ctx, rec.ID)
@@ -100,7 +100,7 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 	pipe.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID})
 	pipe.SAdd(ctx, s.activeKey(), rec.ID)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return true, rec, fmt.Errorf("index job %s: %w", rec.ID, err)
+		return true, rec, fmt.Errorf("index job %s: %w", rec.ID, ClassifyRedis(err))
 	}
 	return true, rec, nil
 }
@@ -109,7 +109,7 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
 	if err != nil {
-		return nil, fmt.Errorf("get job %s: %w", id, err)
+		return nil, fmt.Errorf("get job %s: %w", id, ClassifyRedis(err))
 	}
 	if len(m) == 0 {
 		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
@@ -263,7 +263,7 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 	}
 	res, err := applyScript.Run(ctx, s.rdb, []string{s.jobKey(id), s.eventsKey(id)}, args...).Slice()
 	if err != nil {
-		return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
+		return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
 	}
 	code, _ := res[0].(int64)
 	state, _ := res[1].(string)
@@ -288,7 +288,7 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 			err = s.rdb.SAdd(ctx, s.activeKey(), id).Err()
 		}
 		if err != nil {
-			return Outcome{Applied: true, State: State(state), Record: rec}, fmt.Errorf("update job %s: active set: %w", id, err)
+			return Outcome{Applied: true, State: State(state), Record: rec}, fmt.Errorf("update job %s: active set: %w", id, ClassifyRedis(err))
 		}
 	}
 	return Outcome{Applied: code == 1, State: State(state), Record: rec}, nil
@@ -339,7 +339,7 @@ func (s *Store) Events(ctx context.Context, id string, n int) ([]Event, error) {
 	}
 	raw, err := s.rdb.LRange(ctx, s.eventsKey(id), int64(-n), -1).Result()
 	if err != nil {
-		return nil, fmt.Errorf("job %s history: %w", id, err)
+		return nil, fmt.Errorf("job %s history: %w", id, ClassifyRedis(err))
 	}
 	out := make([]Event, 0, len(raw))
 	for _, r := range raw {
@@ -360,7 +360,7 @@ func (s *Store) IDs(ctx context.Context, before time.Time, limit int64) ([]strin
 	}
 	ids, err := s.rdb.ZRevRangeByScore(ctx, s.indexKey(), &redis.ZRangeBy{Max: max, Min: "-inf", Count: limit}).Result()
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
+		return nil, fmt.Errorf("list jobs: %w", ClassifyRedis(err))
 	}
 	return ids, nil
 }
@@ -372,14 +372,14 @@ func (s *Store) IDs(ctx context.Context, before time.Time, limit int64) ([]strin
 func (s *Store) Claim(ctx context.Context, videoID, jobID string) (string, error) {
 	ok, err := s.rdb.HSetNX(ctx, s.claimsKey(), videoID, jobID).Result()
 	if err != nil {
-		return "", fmt.Errorf("claim video %s: %w", videoID, err)
+		return "", fmt.Errorf("claim video %s: %w", videoID, ClassifyRedis(err))
 	}
 	if ok {
 		return jobID, nil
 	}
 	owner, err := s.rdb.HGet(ctx, s.claimsKey(), videoID).Result()
 	if err != nil {
-		return "", fmt.Errorf("claim video %s: %w", videoID, err)
+		return "", fmt.Errorf("claim video %s: %w", videoID, ClassifyRedis(err))
 	}
 	return owner, nil
 }
@@ -392,7 +392,7 @@ func (s *Store) Owners(ctx context.Context, videoIDs []string) (map[string]strin
 	}
 	vals, err := s.rdb.HMGet(ctx, s.claimsKey(), videoIDs...).Result()
 	if err != nil {
-		return nil, fmt.Errorf("video owners: %w", err)
+		return nil, fmt.Errorf("video owners: %w", ClassifyRedis(err))
 	}
 	for i, v := range vals {
 		if str, ok := v.(string); ok && str != "" {
@@ -423,7 +423,7 @@ return 0
 func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, lease time.Duration) (bool, string, time.Duration, error) {
 	res, err := acquireScript.Run(ctx, s.rdb, []string{s.createLockKey(model)}, jobID, lease.Milliseconds()).Slice()
 	if err != nil {
-		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, err)
+		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, ClassifyRedis(err))
 	}
 	ok, _ := res[0].(int64)
 	owner, _ := res[1].(string)
@@ -434,7 +434,7 @@ func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, leas
 // ReleaseCreateLock releases the model's create lock if jobID holds it.
 func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) error {
 	if err := releaseScript.Run(ctx, s.rdb, []string{s.createLockKey(model)}, jobID).Err(); err != nil {
-		return fmt.Errorf("release create lock for model %s: %w", model, err)
+		return fmt.Errorf("release create lock for model %s: %w", model, ClassifyRedis(err))
 	}
 	return nil
 }
@@ -445,7 +445,7 @@ func (s *Store) CreateLockHolder(ctx context.Context, model string) (string, err
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
-	return v, err
+	return v, ClassifyRedis(err)
 }
 
 // WebhookDelivery describes a verified webhook delivery for RecordWebhook
@@ -487,7 +487,7 @@ return 1
 func (s *Store) SeenWebhook(ctx context.Context, jobID, key string) (bool, error) {
 	ok, err := s.rdb.SIsMember(ctx, s.webhooksKey(jobID), key).Result()
 	if err != nil {
-		return false, fmt.Errorf("job %s webhooks: %w", jobID, err)
+		return false, fmt.Errorf("job %s webhooks: %w", jobID, ClassifyRedis(err))
 	}
 	return ok, nil
 }
@@ -505,7 +505,7 @@ func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelive
 	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID)},
 		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID, d.KeepKeysFor.Milliseconds()).Int()
 	if err != nil {
-		return false, fmt.Errorf("job %s webhook: %w", jobID, err)
+		return false, fmt.Errorf("job %s webhook: %w", jobID, ClassifyRedis(err))
 	}
 	if n < 0 {
 		return false, fmt.Errorf("job %s: %w", jobID, ErrNotFound)
@@ -577,7 +577,7 @@ func (s *Store) RecordEarlyWebhook(ctx context.Context, jobID string, d WebhookD
 	res, err := earlyWebhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID)},
 		d.Key, d.EventType, encodeValue(now), d.Attempt, d.VideoID, string(ev)).Slice()
 	if err != nil {
-		return EarlyOutcome{}, fmt.Errorf("job %s early webhook: %w", jobID, err)
+		return EarlyOutcome{}, fmt.Errorf("job %s early webhook: %w", jobID, ClassifyRedis(err))
 	}
 	code, _ := res[0].(int64)
 	st, _ := res[1].(string)
@@ -599,12 +599,13 @@ func (s *Store) CountWebhookOutcome(ctx context.Context, outcome, reason string)
 		pipe.HSet(ctx, s.webhookStatsKey(), "last_rejection_at", encodeValue(s.now()), "last_rejection", outcome+": "+reason)
 	}
 	_, err := pipe.Exec(ctx)
-	return err
+	return ClassifyRedis(err)
 }
 
 // WebhookStats returns the fleet-wide webhook counters.
 func (s *Store) WebhookStats(ctx context.Context) (map[string]string, error) {
-	return s.rdb.HGetAll(ctx, s.webhookStatsKey()).Result()
+	m, err := s.rdb.HGetAll(ctx, s.webhookStatsKey()).Result()
+	return m, ClassifyRedis(err)
 }
 
 // Cursor is a position in the job index, newest first: the submission
@@ -651,7 +652,7 @@ func (s *Store) Page(ctx context.Context, cur Cursor, limit int) ([]string, Curs
 	for len(out) < limit {
 		batch, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.indexKey(), &redis.ZRangeBy{Max: max, Min: "-inf", Count: int64(limit - len(out) + 64)}).Result()
 		if err != nil {
-			return nil, Cursor{}, fmt.Errorf("list jobs: %w", err)
+			return nil, Cursor{}, fmt.Errorf("list jobs: %w", ClassifyRedis(err))
 		}
 		if len(batch) == 0 {
 			return out, Cursor{}, nil
@@ -685,7 +686,8 @@ func (s *Store) Page(ctx context.Context, cur Cursor, limit int) ([]string, Curs
 
 // Count returns how many jobs the index holds.
 func (s *Store) Count(ctx context.Context) (int64, error) {
-	return s.rdb.ZCard(ctx, s.indexKey()).Result()
+	n, err := s.rdb.ZCard(ctx, s.indexKey()).Result()
+	return n, ClassifyRedis(err)
 }
 
 // ScanActive calls fn for every job id in the set of unfinished jobs, in
@@ -695,7 +697,7 @@ func (s *Store) ScanActive(ctx context.Context, fn func(ids []string) error) err
 	for {
 		ids, next, err := s.rdb.SScan(ctx, s.activeKey(), cursor, "", 500).Result()
 		if err != nil {
-			return fmt.Errorf("scan active jobs: %w", err)
+			return fmt.Errorf("scan active jobs: %w", ClassifyRedis(err))
 		}
 		if len(ids) > 0 {
 			if err := fn(ids); err != nil {
@@ -714,12 +716,13 @@ func (s *Store) Deactivate(ctx context.Context, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return s.rdb.SRem(ctx, s.activeKey(), ids).Err()
+	return ClassifyRedis(s.rdb.SRem(ctx, s.activeKey(), ids).Err())
 }
 
 // ActiveCount is the size of the set of unfinished jobs.
 func (s *Store) ActiveCount(ctx context.Context) (int64, error) {
-	return s.rdb.SCard(ctx, s.activeKey()).Result()
+	n, err := s.rdb.SCard(ctx, s.activeKey()).Result()
+	return n, ClassifyRedis(err)
 }
 
 var leaseScript = redis.NewScript(`
@@ -736,7 +739,7 @@ return 0
 func (s *Store) Lease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	n, err := leaseScript.Run(ctx, s.rdb, []string{s.prefix + "lease:" + name}, owner, ttl.Milliseconds()).Int()
 	if err != nil {
-		return false, fmt.Errorf("lease %s: %w", name, err)
+		return false, fmt.Errorf("lease %s: %w", name, ClassifyRedis(err))
 	}
 	return n == 1, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
 )
 
 // Limit is a budget: Rate calls per Period, with bursts up to Burst. A
@@ -101,7 +102,7 @@ func (l *Limiter) pauseKey(class string) string { return l.prefix + "api_pause:"
 func (l *Limiter) Reserve(ctx context.Context, class string) (time.Duration, error) {
 	ttl, err := l.rdb.PTTL(ctx, l.pauseKey(class)).Result()
 	if err != nil {
-		return 0, fmt.Errorf("read pause: %w", err)
+		return 0, fmt.Errorf("read pause: %w", jobs.ClassifyRedis(err))
 	}
 	if ttl > 0 {
 		return ttl, nil
@@ -112,7 +113,7 @@ func (l *Limiter) Reserve(ctx context.Context, class string) (time.Duration, err
 	}
 	res, err := l.rl.Allow(ctx, l.prefix+"api_rate:"+class, redis_rate.Limit{Rate: lim.Rate, Burst: lim.Burst, Period: lim.Period})
 	if err != nil {
-		return 0, fmt.Errorf("take budget: %w", err)
+		return 0, fmt.Errorf("take budget: %w", jobs.ClassifyRedis(err))
 	}
 	if res.Allowed > 0 {
 		return 0, nil
@@ -137,5 +138,5 @@ func (l *Limiter) Pause(ctx context.Context, class string, d time.Duration) erro
 	if d <= 0 {
 		return errors.New("pause: non-positive duration")
 	}
-	return pauseScript.Run(ctx, l.rdb, []string{l.pauseKey(class)}, d.Milliseconds()).Err()
+	return jobs.ClassifyRedis(pauseScript.Run(ctx, l.rdb, []string{l.pauseKey(class)}, d.Milliseconds()).Err())
 }

@@ -15,4 +15,9 @@
 // [OpenWith] pick one from a URL such as "file:///var/lib/videoworker/videos",
 // a plain path, or "s3://bucket/prefix". Stores that can hand out
 // time-limited download links implement [Presigner].
+//
+// Errors carry their class from where they are raised: [KindOf] reads it
+// (a refused key is [KindInvalidKey] and permanent, a mismatch
+// [KindIntegrity], a missing object [KindNotExist], anything else
+// [KindOther] and worth retrying), so callers never read error text.
 package storage

@@ -95,9 +95,10 @@ type ObjectInfo struct {
 // object. Test with errors.Is.
 var ErrNotExist = errors.New("storage: object does not exist")
 
-// ErrInvalidKey is wrapped by the errors returned for a key that
-// [ValidateKey] (or a backend's own rule) refuses. Such errors are permanent:
-// retrying with the same key cannot succeed.
+// ErrInvalidKey is matched (errors.Is) by the errors returned for a key
+// that [ValidateKey] (or a backend's own rule) refuses: an *[Error] of
+// [KindInvalidKey]. Such errors are permanent: retrying with the same key
+// cannot succeed.
 var ErrInvalidKey = errors.New("storage: invalid key")
 
 // OwnerMetadataKey is the user metadata key that names an object's owner
@@ -223,7 +224,7 @@ func invalidKey(key, problem string) error {
 	if len(key) > show {
 		key = key[:show] + "…"
 	}
-	return fmt.Errorf("%w %q: %s", ErrInvalidKey, key, problem)
+	return &Error{Kind: KindInvalidKey, Key: key, Err: errors.New(problem)}
 }
 
 // Presigner is implemented by stores that can hand out a time-limited

@@ -482,12 +482,21 @@ func (c *Client) Cancel(ctx context.Context, id JobID, reason string) (*jobs.Rec
 	}
 	out, err := c.store.Apply(ctx, string(id), jobs.Change{To: jobs.StateCancelled,
 		Set:   map[string]any{jobs.FieldErrorCode: "cancelled_by_user", jobs.FieldError: reason},
-		Event: "cancelled", Detail: reason})
+		Event: "cancelled", Detail: reason, Return: true})
 	if err != nil {
 		return nil, err
 	}
 	if !out.Applied {
 		return nil, fmt.Errorf("cancel %s: %w (state %s)", id, ErrNotCancellable, out.State)
+	}
+	if s := out.Record.APIStatus; s != "" && !apiclient.Status(s).Terminal() {
+		// The generation's last status is stale now that nobody polls: the
+		// record says "unknown" (""), unless the cancel step has recorded
+		// the API's answer meanwhile.
+		if _, err := c.store.Apply(ctx, string(id), jobs.Change{From: []jobs.State{jobs.StateCancelled},
+			IfEqual: map[string]any{jobs.FieldAPIStatus: s}, Set: map[string]any{jobs.FieldAPIStatus: ""}}); err != nil {
+			c.log.WarnContext(ctx, "cancelled job: could not clear its API status", "job_id", string(id), "err", err.Error())
+		}
 	}
 	t, err := NewCancelTask(string(id))
 	if err != nil {

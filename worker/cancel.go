@@ -29,7 +29,7 @@ func (w *Worker) handleCancel(ctx context.Context, t *asynq.Task) error {
 	if rec.State != jobs.StateCancelled {
 		return nil // retried since
 	}
-	var outcome string
+	var outcome, apiStatus string
 	switch {
 	case rec.VideoID == "" && rec.CreateInDoubt:
 		outcome = "a create call was in flight with no answer: a generation may exist at the API; check its job list"
@@ -41,6 +41,7 @@ func (w *Worker) handleCancel(ctx context.Context, t *asynq.Task) error {
 		switch {
 		case err == nil:
 			outcome = fmt.Sprintf("the API cancelled video %s (status %s)", rec.VideoID, v.Status)
+			apiStatus = string(v.Status)
 		case errors.As(err, &ae) && ae.StatusCode == 501:
 			outcome = fmt.Sprintf("the API does not support cancelling (%s): video %s runs to its end and is billed; it will not be downloaded", ae.Reason, rec.VideoID)
 		case apiclient.IsRetryable(err):
@@ -49,8 +50,12 @@ func (w *Worker) handleCancel(ctx context.Context, t *asynq.Task) error {
 			outcome = "the API refused to cancel: " + err.Error()
 		}
 	}
+	set := map[string]any{jobs.FieldCancelOutcome: outcome}
+	if apiStatus != "" {
+		set[jobs.FieldAPIStatus] = apiStatus
+	}
 	_, err = w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateCancelled},
-		Set: map[string]any{jobs.FieldCancelOutcome: outcome}, Event: "cancel_outcome", Detail: outcome})
+		Set: set, Event: "cancel_outcome", Detail: outcome})
 	w.log.InfoContext(ctx, "job cancel", "job_id", rec.ID, "video_id", rec.VideoID, "outcome", outcome)
 	return err
 }

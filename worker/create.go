@@ -19,8 +19,7 @@ import (
 func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.CreatePayload](t.Payload())
 	if err != nil {
-		w.log.ErrorContext(ctx, "bad create payload", "err", err.Error())
-		return permanent(err)
+		return w.badPayload(ctx, t, err)
 	}
 	rec, err := w.loadJob(ctx, p.JobID)
 	if err != nil {
@@ -119,7 +118,7 @@ const lockWait = 200 * time.Millisecond
 // lockCreate takes the model's create lock for rec, waiting briefly. When
 // another job holds it, it returns a retryLater error (no attempt used).
 func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error) {
-	lease := w.cfg.APITimeout + w.cfg.ReconcileDelay + 10*time.Second
+	lease := w.apiTimeout + w.cfg.ReconcileDelay + 10*time.Second
 	deadline := time.Now().Add(lockWait)
 	sleep := 2 * time.Millisecond
 	for {
@@ -412,7 +411,7 @@ func (w *Worker) window(rec *jobs.Record) (time.Time, time.Time) {
 	from := rec.CreateStartedAt
 	to := rec.CreateEndedAt
 	if to.IsZero() || to.Before(from) {
-		to = from.Add(w.cfg.APITimeout) // the worker died mid-call
+		to = from.Add(w.apiTimeout) // the worker died mid-call
 	}
 	return from, to
 }

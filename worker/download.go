@@ -22,8 +22,7 @@ import (
 func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.DownloadPayload](t.Payload())
 	if err != nil {
-		w.log.ErrorContext(ctx, "bad download payload", "err", err.Error())
-		return permanent(err)
+		return w.badPayload(ctx, t, err)
 	}
 	rec, err := w.loadJob(ctx, p.JobID)
 	if err != nil {
@@ -96,21 +95,14 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 	if info, err := w.store.Stat(ctx, key); err == nil {
 		if owner := info.Metadata[storage.OwnerMetadataKey]; owner != "" && owner != rec.ID {
 			// Another job's video: never fetched over, never taken as ours.
-			err := fmt.Errorf("store %s: %w: the object there belongs to job %q", key, storage.ErrKeyConflict, owner)
-			w.failJob(ctx, rec, jobs.StateFailed, "storage_key_conflict", err)
-			return storage.ObjectInfo{}, permanent(err)
+			return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("store %s: %w: the object there belongs to job %q", key, storage.ErrKeyConflict, owner))
 		}
 		if (wantSize < 0 || info.Size == wantSize) && (wantSHA == "" || info.SHA256 == wantSHA) && (wantSize >= 0 || wantSHA != "") {
 			w.log.InfoContext(ctx, "output already stored", "job_id", rec.ID, "video_id", rec.VideoID, "key", key)
 			return info, nil
 		}
-	} else if errors.Is(err, storage.ErrInvalidKey) {
-		// The backend refuses the key (e.g. too long with its prefix):
-		// no retry can change that.
-		w.failJob(ctx, rec, jobs.StateFailed, "bad_storage_key", err)
-		return storage.ObjectInfo{}, permanent(err)
 	} else if !errors.Is(err, storage.ErrNotExist) {
-		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+		return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("stat %s: %w", key, err))
 	}
 
 	c, err := w.api.Content(ctx, rec.VideoID, index)
@@ -132,7 +124,8 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 	if size < 0 {
 		size = c.Length
 	} else if c.Length >= 0 && c.Length != size {
-		return storage.ObjectInfo{}, fmt.Errorf("content of %s: API reported %d bytes, response carries %d", rec.VideoID, size, c.Length)
+		return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("content of %s: the API reported a size the response does not carry: %w",
+			rec.VideoID, &storage.IntegrityError{Key: key, WantSize: size, GotSize: c.Length}))
 	}
 	ct := c.ContentType
 	if ct == "" {
@@ -140,14 +133,9 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 	}
 	info, err := w.store.Put(ctx, key, c.Body, storage.PutOptions{Size: size, SHA256: wantSHA, ContentType: ct,
 		Metadata: map[string]string{storage.OwnerMetadataKey: rec.ID, "video_id": rec.VideoID, "output_index": strconv.Itoa(index)}})
-	if errors.Is(err, storage.ErrKeyConflict) {
-		err = fmt.Errorf("store %s: %w", key, err)
-		w.failJob(ctx, rec, jobs.StateFailed, "storage_key_conflict", err)
-		return storage.ObjectInfo{}, permanent(err)
-	}
 	if err != nil {
 		w.log.WarnContext(ctx, "store failed", "job_id", rec.ID, "video_id", rec.VideoID, "key", key, "err", err.Error())
-		return storage.ObjectInfo{}, fmt.Errorf("store %s: %w", key, err)
+		return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("store %s: %w", key, err))
 	}
 	return info, nil
 }

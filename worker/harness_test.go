@@ -104,7 +104,6 @@ func fastConfig() worker.Config {
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		ShutdownTimeout:          2 * time.Second,
 		ClockTolerance:           500 * time.Millisecond,
-		APITimeout:               5 * time.Second,
 	}
 }
 

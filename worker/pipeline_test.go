@@ -151,9 +151,12 @@ func TestCrashDuringCreateIsReconciled(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cfg := fastConfig()
-			cfg.APITimeout = time.Second // the window of the crashed call
-			e.startWorker(cfg, nil)
+			// The API client's timeout is the window of the crashed call.
+			api, err := apiclient.New(apiclient.Config{BaseURL: e.apiURL, APIKey: testKey, Timeout: time.Second, ContentIdleTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.startWorker(fastConfig(), api)
 			// The retried task (asynq's recoverer would re-queue it).
 			if _, err := e.producer.Submit(ctx, req); err != nil {
 				t.Fatal(err)

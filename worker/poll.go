@@ -20,8 +20,7 @@ import (
 func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.PollPayload](t.Payload())
 	if err != nil {
-		w.log.ErrorContext(ctx, "bad poll payload", "err", err.Error())
-		return permanent(err)
+		return w.badPayload(ctx, t, err)
 	}
 	if p.NotBefore > 0 {
 		if n, _ := asynq.GetRetryCount(ctx); n == 0 { // a retry runs late on purpose
@@ -152,6 +151,7 @@ func (w *Worker) advance(ctx context.Context, rec *jobs.Record, seq int, delay t
 
 // finishGeneration handles a terminal API status.
 func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apiclient.Video, seq int) error {
+	rec.APIStatus = string(v.Status) // what failJob records
 	seenBy := fmt.Sprintf("seen by poll #%d", seq)
 	if seq == 0 {
 		seenBy = "seen by an out-of-chain check (webhook)"

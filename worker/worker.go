@@ -22,15 +22,12 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -50,6 +47,11 @@ type VideoAPI interface {
 	List(ctx context.Context, p apiclient.ListParams) (*apiclient.VideoList, error)
 	Content(ctx context.Context, id string, index int) (*apiclient.Content, error)
 	Cancel(ctx context.Context, id string) (*apiclient.Video, error)
+	// Timeout bounds each call: a create that started at t and never
+	// answered was over by t+Timeout. The worker reads it for the window
+	// in which it looks for a create cut short by a crash, and for the
+	// create lock's lease.
+	Timeout() time.Duration
 }
 
 var _ VideoAPI = (*apiclient.Client)(nil)
@@ -83,10 +85,6 @@ type Config struct {
 	// ClockTolerance widens the window in which a reconciliation looks for
 	// a job created by an in-doubt call, for clock skew. Default 2 s.
 	ClockTolerance time.Duration
-	// APITimeout is the create call's timeout (as configured on the API
-	// client); it bounds the window of a create cut short by a crash.
-	// Default 30 s.
-	APITimeout time.Duration
 	// RetryBaseDelay and MaxRetryDelay bound the backoff of failed tasks.
 	// Defaults 1 s and 5 min.
 	RetryBaseDelay, MaxRetryDelay time.Duration
@@ -143,7 +141,6 @@ func (c *Config) setDefaults() {
 	def(&c.JobTimeout, 2*time.Hour)
 	def(&c.ReconcileDelay, 3*time.Second)
 	def(&c.ClockTolerance, 2*time.Second)
-	def(&c.APITimeout, 30*time.Second)
 	def(&c.RetryBaseDelay, time.Second)
 	def(&c.MaxRetryDelay, 5*time.Minute)
 	def(&c.ShutdownTimeout, 30*time.Second)
@@ -188,7 +185,11 @@ type Worker struct {
 	producer *tasks.Client
 	// createSlots holds a token per running create handler.
 	createSlots chan struct{}
-	now         func() time.Time
+	// apiTimeout is api.Timeout(), read once: the API client's timeout is
+	// the only one (a copy in Config could disagree with it and let a
+	// reconciliation miss a create that was still in flight).
+	apiTimeout time.Duration
+	now        func() time.Time
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -222,7 +223,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
 		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics,
 		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger, KeyTemplate: cfg.KeyTemplate}),
-		createSlots: make(chan struct{}, cfg.CreateConcurrency), now: func() time.Time { return d.Now().UTC() }}, nil
+		createSlots: make(chan struct{}, cfg.CreateConcurrency), apiTimeout: d.API.Timeout(),
+		now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
@@ -349,27 +351,20 @@ type retryAfter struct {
 func (e *retryAfter) Error() string { return e.err.Error() }
 func (e *retryAfter) Unwrap() error { return e.err }
 
+// isFailure tells asynq whether err uses up one of the task's retries:
+// every error does except a deferral (retryLater) and an outage of Redis.
 func isFailure(err error) bool {
 	var rl *retryLater
 	return !errors.As(err, &rl) && !redisUnavailable(err)
 }
 
-// redisUnavailable reports an error of Redis being down or loading its
-// data after a restart (not of the API): waiting it out must not use up
-// the task's retries.
-func redisUnavailable(err error) bool {
-	var te *apiclient.TransportError
-	var ae *apiclient.APIError
-	if errors.As(err, &te) || errors.As(err, &ae) {
-		return false
-	}
-	msg := err.Error()
-	if strings.Contains(msg, "LOADING") || strings.Contains(msg, "MASTERDOWN") || strings.Contains(msg, "TRYAGAIN") || strings.Contains(msg, "CLUSTERDOWN") {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
-}
+// redisUnavailable reports an error of Redis being down, failing over or
+// loading its data after a restart: waiting it out must not use up the
+// task's retries. The class is decided where the Redis call is made (the
+// jobs store, the rate limiter and enqueue wrap such errors in a
+// *jobs.UnavailableError); an error of the API, of storage or of a
+// content stream is never taken for one, however it looks.
+func redisUnavailable(err error) bool { return errors.Is(err, jobs.ErrUnavailable) }
 
 // retryDelay is exponential backoff with jitter, at least any Retry-After
 // the error carries.
@@ -428,10 +423,12 @@ func errorCode(err error) string {
 		}
 		return "transport_error"
 	}
-	if errors.Is(err, storage.ErrIntegrity) {
+	switch storage.KindOf(err) {
+	case storage.KindInvalidKey:
+		return "invalid_storage_key"
+	case storage.KindIntegrity:
 		return "integrity_error"
-	}
-	if errors.Is(err, storage.ErrKeyConflict) {
+	case storage.KindKeyConflict:
 		return "storage_key_conflict"
 	}
 	if errors.Is(err, tasks.ErrBadPayload) {
@@ -440,8 +437,68 @@ func errorCode(err error) string {
 	return "error"
 }
 
+// maxIntegrityRetries is how many times a download task is retried before
+// a mismatch of the bytes against the API's size or sha256 fails the job:
+// each attempt fetches the whole video again, and a source that gave
+// mismatched bytes once usually gives them again.
+const maxIntegrityRetries = 3
+
+// storageFailure applies the policy for err, an error of storing (or
+// checking) an output of rec, by the class storage gave it where it was
+// raised:
+//   - an invalid key (storage.KindInvalidKey) can never be stored: the job
+//     fails invalid_storage_key and the task is archived;
+//   - a key holding another job's object (storage.ErrKeyConflict) is never
+//     written over: the job fails storage_key_conflict and the task is
+//     archived;
+//   - a mismatch (storage.KindIntegrity) is retried like any failure until
+//     the task has been retried maxIntegrityRetries times; a mismatch after
+//     that fails the job integrity_error (at most 4 whole downloads);
+//   - anything else (storage unreachable, a disk error, the content
+//     stream cut) is retried with backoff until the retries run out.
+func (w *Worker) storageFailure(ctx context.Context, rec *jobs.Record, err error) error {
+	switch storage.KindOf(err) {
+	case storage.KindInvalidKey, storage.KindKeyConflict: // permanent: fail now
+	case storage.KindIntegrity:
+		if n, _ := asynq.GetRetryCount(ctx); n < maxIntegrityRetries {
+			return err
+		}
+	default:
+		return err
+	}
+	w.failJob(ctx, rec, jobs.StateFailed, errorCode(err), err)
+	return permanent(err)
+}
+
+// badPayload handles a task whose payload cannot be processed (malformed,
+// or written by a newer release): the task is archived, and when the
+// payload still names an existing job, that job fails bad_payload instead
+// of waiting for a step that will never run (retry it with the job API
+// once every worker can read the task).
+func (w *Worker) badPayload(ctx context.Context, t *asynq.Task, err error) error {
+	w.log.ErrorContext(ctx, "bad task payload", "task", t.Type(), "err", err.Error())
+	var p struct {
+		JobID string `json:"job_id"`
+	}
+	if json.Unmarshal(t.Payload(), &p) != nil || tasks.ValidateJobID(p.JobID) != nil {
+		return permanent(err)
+	}
+	rec, gerr := w.jobs.Get(ctx, p.JobID)
+	if errors.Is(gerr, jobs.ErrNotFound) {
+		return permanent(err)
+	}
+	if gerr != nil {
+		return gerr // Redis: try again later
+	}
+	w.failJob(ctx, rec, jobs.StateFailed, "bad_payload", err)
+	return w.onTaskError(ctx, rec, permanent(err))
+}
+
 // failJob ends the job as failed (or another terminal state) with err's
-// code and message, unless it is already terminal.
+// code and message, unless it is already terminal. The record keeps the
+// API's status only when it is one of the API's terminal ones (the caller
+// puts a terminal status just seen into rec.APIStatus); a status of a
+// generation still running is cleared, since nobody looks again.
 func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error) {
 	msg := err.Error()
 	if len(msg) > 2000 {
@@ -453,8 +510,9 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 		step = "generation"
 	}
 	out, uerr := w.jobs.Apply(ctx, rec.ID, jobs.Change{
-		To:    to,
-		Set:   map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg, jobs.FieldFailedStep: step},
+		To: to,
+		Set: map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg, jobs.FieldFailedStep: step,
+			jobs.FieldAPIStatus: lastAPIStatus(rec.APIStatus)},
 		Event: "failed", Detail: code + ": " + msg,
 	})
 	if uerr != nil {
@@ -465,6 +523,16 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 		w.met.JobFinished(string(to))
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", msg)
 	}
+}
+
+// lastAPIStatus is what an ended job records of the API's status s: s when
+// it is terminal at the API (completed, failed, cancelled, expired), else
+// "" (unknown), never a stale "processing".
+func lastAPIStatus(s string) string {
+	if apiclient.Status(s).Terminal() {
+		return s
+	}
+	return ""
 }
 
 // onTaskError runs when a handler is about to return err: when this was
@@ -526,12 +594,19 @@ func (w *Worker) deadline(rec *jobs.Record) time.Time {
 }
 
 // enqueue enqueues t; an existing task with the same id counts as success.
+// Any other failure, unless ctx has ended, is Redis's (the asynq client
+// talks to nothing else, and reports Redis's errors only as text): it is
+// a *jobs.UnavailableError, which does not use up the running task's
+// retries.
 func (w *Worker) enqueue(ctx context.Context, t *asynq.Task) error {
 	_, err := w.aq.EnqueueContext(ctx, t)
-	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	if err == nil || errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
 	}
-	return nil
+	if ctx.Err() == nil {
+		err = &jobs.UnavailableError{Err: err}
+	}
+	return fmt.Errorf("enqueue %s: %w", t.Type(), err)
 }
 
 // loadJob reads the job of a task; a missing record is permanent.

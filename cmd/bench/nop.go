@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/storage"
@@ -25,6 +26,7 @@ func (nopAPI) List(context.Context, apiclient.ListParams) (*apiclient.VideoList,
 }
 func (nopAPI) Content(context.Context, string, int) (*apiclient.Content, error) { return nil, errNop }
 func (nopAPI) Cancel(context.Context, string) (*apiclient.Video, error)         { return nil, errNop }
+func (nopAPI) Timeout() time.Duration                                           { return time.Second }
 
 type nopStore struct{}
 

@@ -81,7 +81,6 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		MaxPollInterval:   cfg.MaxPollInterval,
 		JobTimeout:        cfg.JobTimeout,
 		KeyTemplate:       cfg.KeyTemplate,
-		APITimeout:        cfg.APITimeout,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 	}
 	if tune != nil {

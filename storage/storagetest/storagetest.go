@@ -132,8 +132,8 @@ func stat(t *testing.T, s storage.Store, key string) storage.ObjectInfo {
 // assertAbsent checks that nothing is visible at key.
 func assertAbsent(t *testing.T, s storage.Store, key string) {
 	t.Helper()
-	if info, err := s.Stat(t.Context(), key); !errors.Is(err, storage.ErrNotExist) {
-		t.Errorf("Stat(%q) = %+v, %v; want an error wrapping ErrNotExist", key, info, err)
+	if info, err := s.Stat(t.Context(), key); !errors.Is(err, storage.ErrNotExist) || storage.KindOf(err) != storage.KindNotExist {
+		t.Errorf("Stat(%q) = %+v, %v; want an error wrapping ErrNotExist, of KindNotExist", key, info, err)
 	}
 	rc, _, err := s.Open(t.Context(), key)
 	if err == nil {
@@ -163,6 +163,9 @@ func assertIntegrityError(t *testing.T, err error, key string) *storage.Integrit
 	}
 	if !errors.Is(err, storage.ErrIntegrity) {
 		t.Errorf("errors.Is(%v, ErrIntegrity) = false", err)
+	}
+	if k := storage.KindOf(err); k != storage.KindIntegrity || !k.Retryable() {
+		t.Errorf("KindOf(%v) = %v (retryable %t), want integrity (retryable)", err, k, k.Retryable())
 	}
 	if ie.Key != key {
 		t.Errorf("IntegrityError.Key = %q, want %q", ie.Key, key)
@@ -468,6 +471,9 @@ func testInvalidKeys(t *testing.T, s storage.Store) {
 		_, err := s.Put(ctx, key, bytes.NewReader([]byte("x")), storage.PutOptions{Size: 1})
 		if !errors.Is(err, storage.ErrInvalidKey) {
 			t.Errorf("Put(%q) error = %v, want ErrInvalidKey", key, err)
+		}
+		if k := storage.KindOf(err); k != storage.KindInvalidKey || k.Retryable() {
+			t.Errorf("KindOf(Put(%q) error) = %v (retryable %t), want invalid_key (permanent)", key, k, k.Retryable())
 		}
 		if _, err := s.Stat(ctx, key); !errors.Is(err, storage.ErrInvalidKey) {
 			t.Errorf("Stat(%q) error = %v, want ErrInvalidKey", key, err)
