@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
@@ -26,6 +25,7 @@ import (
 	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/standin"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/wake"
 	"github.com/videoworker/videoworker/webhook"
 	"github.com/videoworker/videoworker/worker"
 )
@@ -173,7 +173,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		api.CloseIdleConnections()
 	}()
 
-	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, NoWake: !cfg.Wake})
 	defer producer.Close()
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
 	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
@@ -182,7 +182,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		deps.Webhooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook"))
+		deps.Webhooks = webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), log.With("component", "webhook"))
 	}
 	srvDone := pages.serve(ctx, deps, stdout, log)
 	defer func() { cancel(); <-srvDone }() // before Redis closes

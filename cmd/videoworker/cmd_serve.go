@@ -17,6 +17,7 @@ import (
 	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/wake"
 	"github.com/videoworker/videoworker/webhook"
 )
 
@@ -74,13 +75,13 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	m.AddQueues(asynq.NewInspectorFromRedisClient(rdb))
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
 	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true,
-		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log})}
+		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, NoWake: !cfg.Wake})}
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
 		if err != nil {
 			return nil, err
 		}
-		deps.Webhooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook")).WithMetrics(m)
+		deps.Webhooks = webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), log.With("component", "webhook")).WithMetrics(m)
 	} else {
 		log.Warn("WEBHOOK_SECRETS not set: the webhook receiver is off, jobs finish by polling alone")
 	}
