@@ -80,6 +80,7 @@ type sizes struct {
 	latencyPollAfter int
 	transferBytes    int64
 	producerFor      time.Duration
+	idleWindow       time.Duration
 }
 
 var (
@@ -88,9 +89,9 @@ var (
 	// 100,000 themselves do not fit the 15-minute budget (their drain alone
 	// takes about 5 minutes here).
 	fullSizes = sizes{ceilingTasks: 30_000, pipelineJobs: 5_000, scaleJobs: 50_000, scaleWindow: 60 * time.Second, scalePollAfter: 60,
-		latencyJobs: 200, latencyInstant: 10, latencySpread: 8 * time.Second, latencyPollAfter: 5, transferBytes: 1 << 30, producerFor: 5 * time.Second}
+		latencyJobs: 200, latencyInstant: 10, latencySpread: 8 * time.Second, latencyPollAfter: 5, transferBytes: 1 << 30, producerFor: 5 * time.Second, idleWindow: 20 * time.Second}
 	quickSizes = sizes{ceilingTasks: 10_000, pipelineJobs: 1_500, scaleJobs: 5_000, scaleWindow: 15 * time.Second, scalePollAfter: 5,
-		latencyJobs: 60, latencyInstant: 5, latencySpread: 3 * time.Second, latencyPollAfter: 3, transferBytes: 256 << 20, producerFor: 2 * time.Second}
+		latencyJobs: 60, latencyInstant: 5, latencySpread: 3 * time.Second, latencyPollAfter: 3, transferBytes: 256 << 20, producerFor: 2 * time.Second, idleWindow: 10 * time.Second}
 )
 
 // section is one group of figures.
@@ -109,6 +110,7 @@ var sections = []section{
 	{name: "latency", define: defineLatency, run: runLatency},
 	{name: "transfer", define: defineTransfer, run: runTransfer},
 	{name: "producer", define: func(r *recorder, _ sizes) { defineProducer(r) }, run: runProducer},
+	{name: "idle", define: defineIdle, run: runIdle, once: true},
 }
 
 func sectionNames() []string {
