@@ -334,6 +334,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	<-checks
 	<-gateDone // the gate lets every call through from now on
+	if gate != nil {
+		st := gate.Stats()
+		w.log.Info("wake-up gate stopped", "polls_to_redis", st.Passed.Load(), "polls_answered_locally", st.Answered.Load(),
+			"idle_checks", st.Probes.Load(), "wake_ups", st.Wakes.Load())
+	}
 	w.log.Info("worker stopping", "grace", w.cfg.ShutdownTimeout)
 	var wg sync.WaitGroup
 	for _, srv := range servers {
