@@ -116,7 +116,7 @@ func runIdleOne(ctx context.Context, b *bench, ir idleRun) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(5 * time.Second):
+	case <-time.After(min(5*time.Second, b.sz.idleWindow/2)):
 	}
 	c0, err := re.commandStats(ctx)
 	if err != nil {
