@@ -177,15 +177,24 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer producer.Close()
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
 	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
+	// The receiver's rejection counts reach Redis every few seconds, and
+	// once more after the server has stopped.
+	hooksCtx, stopHooks := context.WithCancel(context.WithoutCancel(ctx))
+	hooksDone := make(chan struct{})
 	if hooks != nil {
 		v, err := webhook.NewVerifier([]string{hooks.Secret}, 5*time.Minute, nil)
 		if err != nil {
+			stopHooks()
 			return err
 		}
-		deps.Webhooks = webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), log.With("component", "webhook"))
+		recv := webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), log.With("component", "webhook"))
+		deps.Webhooks = recv
+		go func() { defer close(hooksDone); recv.Run(hooksCtx) }()
+	} else {
+		close(hooksDone)
 	}
 	srvDone := pages.serve(ctx, deps, stdout, log)
-	defer func() { cancel(); <-srvDone }() // before Redis closes
+	defer func() { cancel(); <-srvDone; stopHooks(); <-hooksDone }() // before Redis closes
 	start := time.Now()
 	ids := make([]tasks.JobID, 0, *n)
 	run := start.UTC().Format("150405")
