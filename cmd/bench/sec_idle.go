@@ -141,8 +141,9 @@ func runIdleOne(ctx context.Context, b *bench, ir idleRun) error {
 		return err
 	}
 	win := time.Since(t0).Seconds()
-	// The bench's own readings: commandstats and stats, one INFO each.
-	total := float64(s1.Commands-s0.Commands-2) / win
+	// The count includes one command of the bench's: the first INFO
+	// (each INFO is counted once it has run).
+	total := float64(s1.Commands-s0.Commands-1) / win
 	per := total / float64(ir.procs)
 	b.rec.add(ir.key+".cmds", per)
 	if ir.procs > 1 {
