@@ -22,6 +22,7 @@ import (
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/wake"
 )
 
 // JobID identifies a video job. Callers may choose it (to make Submit
@@ -78,12 +79,17 @@ type ClientOptions struct {
 	// that would render an invalid storage key with it (field job_id),
 	// rather than let the job fail after its generation was paid for.
 	KeyTemplate string
+	// NoWake turns off the wake-up (one PUBLISH, package wake) sent after
+	// each enqueue; idle workers then find the task at their next idle
+	// check (worker.Config.IdleCheckInterval) instead of at once.
+	NoWake bool
 }
 
 // Client is the producer API: it submits video jobs and looks them up.
 // It is safe for concurrent use.
 type Client struct {
 	aq          *asynq.Client
+	wake        *wake.Publisher // nil: announce nothing
 	insp        *asynq.Inspector
 	store       *jobs.Store
 	log         *slog.Logger
@@ -101,7 +107,23 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	if tmpl == "" {
 		tmpl = storage.DefaultKeyTemplate
 	}
-	return &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
+	c := &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
+	if !opts.NoWake {
+		c.wake = wake.NewPublisher(rdb)
+	}
+	return c
+}
+
+// enqueue enqueues t and announces it to idle workers. A failed
+// announcement is not an error: the workers find the task at their next
+// idle check.
+func (c *Client) enqueue(ctx context.Context, t *asynq.Task) error {
+	info, err := c.aq.EnqueueContext(ctx, t)
+	if err != nil {
+		return err
+	}
+	_ = c.wake.Announce(ctx, info)
+	return nil
 }
 
 // Close releases the client's resources (not the Redis client). The
@@ -153,7 +175,7 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, e
 	if err != nil {
 		return "", false, err
 	}
-	if _, err := c.aq.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	if err := c.enqueue(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return "", false, fmt.Errorf("submit %s: enqueue create: %w", id, err)
 	}
 	if created {
@@ -502,7 +524,7 @@ func (c *Client) Cancel(ctx context.Context, id JobID, reason string) (*jobs.Rec
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.aq.EnqueueContext(ctx, t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	if err := c.enqueue(ctx, t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil, fmt.Errorf("cancel %s: enqueue: %w", id, err)
 	}
 	c.log.InfoContext(ctx, "job cancelled", "job_id", string(id), "reason", reason)
@@ -579,7 +601,7 @@ func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
 			c.log.WarnContext(ctx, "retry: could not delete the old task", "job_id", rec.ID, "task_id", taskID, "err", err.Error())
 		}
 	}
-	if _, err := c.aq.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	if err := c.enqueue(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil, fmt.Errorf("retry %s: enqueue: %w", id, err)
 	}
 	c.log.InfoContext(ctx, "job retried", "job_id", rec.ID, "video_id", rec.VideoID, "how", how)

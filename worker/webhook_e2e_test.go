@@ -16,6 +16,7 @@ import (
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/standin"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/wake"
 	"github.com/videoworker/videoworker/webhook"
 	"github.com/videoworker/videoworker/worker"
 )
@@ -30,7 +31,7 @@ func (e *env) withWebhooks(t *testing.T, cfg worker.Config) worker.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.receiver = webhook.NewHandler(v, e.jobs, asynq.NewClientFromRedisClient(e.rdb), e.log)
+	e.receiver = webhook.NewHandler(v, e.jobs, wake.NewEnqueuer(e.rdb, true), e.log)
 	recv := httptest.NewServer(e.receiver)
 	t.Cleanup(recv.Close)
 	e.api.Start()

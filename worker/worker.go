@@ -26,7 +26,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +40,7 @@ import (
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/wake"
 )
 
 // VideoAPI is what the worker needs of the AI Stats API.
@@ -91,18 +94,30 @@ type Config struct {
 	// ShutdownTimeout is how long a stopping worker lets running tasks
 	// finish before they are re-queued. Default 30 s.
 	ShutdownTimeout time.Duration
-	// DelayedTaskCheckInterval is how often scheduled tasks (polls, and
-	// retries) are moved to their queues; it bounds how late a poll
-	// fires. Default 200 ms (asynq's own default is 1 s, which made a
-	// poll fire 0.4 s late at the median); each process then runs about
-	// 30 small forwarding scripts a second in Redis.
+	// DelayedTaskCheckInterval is how often asynq's forwarder looks at
+	// the scheduled tasks (polls, and retries) to move due ones to their
+	// queues; it bounds how late a poll fires. Default 200 ms (asynq's own
+	// default is 5 s). With the wake-up gate on (IdleCheckInterval > 0)
+	// a look costs Redis nothing until the earliest task is due; with it
+	// off each look is 6 scripts (3 queues × scheduled, retry).
 	DelayedTaskCheckInterval time.Duration
-	// TaskCheckInterval is how long an idle worker waits before it looks
-	// at its queues again; it bounds how fast a webhook's status check
-	// starts. Default 20 ms (asynq's own default is 1 s); an idle worker
-	// then asks Redis 100 times a second (50 for each of its two asynq
+	// TaskCheckInterval is how long asynq waits before it looks at the
+	// queues again after finding them empty. Default 20 ms (asynq's own
+	// default is 1 s). With the gate on, a look at a queue found empty
+	// with no wake-up since costs Redis nothing; with it off an idle
+	// worker asks Redis 100 times a second (50 for each of its two asynq
 	// servers, see Run).
 	TaskCheckInterval time.Duration
+	// IdleCheckInterval turns on the wake-up gate (package wake) and is
+	// how often an idle worker looks in Redis itself: producers, the
+	// webhook receiver and workers announce each task they enqueue, and
+	// a worker only looks at a queue after such a wake-up, or after
+	// IdleCheckInterval (which bounds how late a task whose wake-up was
+	// lost is taken). An idle worker then costs about 9 commands per
+	// IdleCheckInterval plus asynq's heartbeats. Default 2 s; negative
+	// turns the gate off (asynq polls at TaskCheckInterval and
+	// DelayedTaskCheckInterval, and this worker announces nothing).
+	IdleCheckInterval time.Duration
 	// CreateConcurrency is how many create tasks run at once in this
 	// process (creates of one model are serialised fleet-wide anyway).
 	// Run gives the create queue an asynq server of its own with this
@@ -146,6 +161,9 @@ func (c *Config) setDefaults() {
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.DelayedTaskCheckInterval, 200*time.Millisecond)
 	def(&c.TaskCheckInterval, 20*time.Millisecond)
+	if c.IdleCheckInterval == 0 {
+		c.IdleCheckInterval = wake.DefaultIdleCheck
+	}
 	if c.CreateConcurrency <= 0 {
 		c.CreateConcurrency = 4
 	}
@@ -180,7 +198,9 @@ type Worker struct {
 	jobs  *jobs.Store
 	log   *slog.Logger
 	aq    *asynq.Client
-	met   *metrics.Metrics
+	// wake announces the worker's enqueues; nil with the gate off.
+	wake *wake.Publisher
+	met  *metrics.Metrics
 	// producer retries jobs whose dead letter is run again.
 	producer *tasks.Client
 	// createSlots holds a token per running create handler.
@@ -220,9 +240,13 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	var pub *wake.Publisher
+	if cfg.IdleCheckInterval > 0 {
+		pub = wake.NewPublisher(d.Redis)
+	}
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
-		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics,
-		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger, KeyTemplate: cfg.KeyTemplate}),
+		aq: asynq.NewClientFromRedisClient(d.Redis), wake: pub, met: d.Metrics,
+		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger, KeyTemplate: cfg.KeyTemplate, NoWake: pub == nil}),
 		createSlots: make(chan struct{}, cfg.CreateConcurrency), apiTimeout: d.API.Timeout(),
 		now: func() time.Time { return d.Now().UTC() }}, nil
 }
@@ -270,15 +294,33 @@ func (w *Worker) ServerConfig() asynq.Config {
 //
 // It runs up to two asynq servers on the worker's Redis client: one for
 // the create queue with CreateConcurrency goroutines, one for the other
-// queues with Concurrency goroutines (asynqmon lists both).
+// queues with Concurrency goroutines (asynqmon lists both). With
+// IdleCheckInterval > 0 both poll through one wake-up gate (package wake),
+// whose subscriber runs until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
+	var gate *wake.Gate
+	gateCtx, stopGate := context.WithCancel(ctx)
+	defer stopGate()
+	gateDone := make(chan struct{})
+	if w.cfg.IdleCheckInterval > 0 {
+		gate = wake.NewGate(w.rdb, wake.Options{IdleCheck: w.cfg.IdleCheckInterval, Logger: w.log})
+		go func() { defer close(gateDone); gate.Run(gateCtx) }()
+	} else {
+		close(gateDone)
+	}
 	var servers []*asynq.Server
 	for _, cfg := range w.serverConfigs() {
-		srv := asynq.NewServerFromRedisClient(w.rdb, cfg)
+		rdb := w.rdb
+		if gate != nil {
+			rdb = gate.Client(slices.Collect(maps.Keys(cfg.Queues)))
+		}
+		srv := asynq.NewServerFromRedisClient(rdb, cfg)
 		if err := srv.Start(w.Handler()); err != nil {
 			for _, s := range servers {
 				s.Shutdown()
 			}
+			stopGate()
+			<-gateDone
 			return fmt.Errorf("start worker: %w", err)
 		}
 		servers = append(servers, srv)
@@ -293,6 +335,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	<-ctx.Done()
 	<-checks
+	<-gateDone // the gate lets every call through from now on
+	if gate != nil {
+		st := gate.Stats()
+		w.log.Info("wake-up gate stopped", "polls_to_redis", st.Passed.Load(), "polls_answered_locally", st.Answered.Load(),
+			"idle_checks", st.Probes.Load(), "wake_ups", st.Wakes.Load())
+	}
 	w.log.Info("worker stopping", "grace", w.cfg.ShutdownTimeout)
 	var wg sync.WaitGroup
 	for _, srv := range servers {
@@ -593,14 +641,19 @@ func (w *Worker) deadline(rec *jobs.Record) time.Time {
 	return rec.SubmittedAt.Add(w.cfg.JobTimeout)
 }
 
-// enqueue enqueues t; an existing task with the same id counts as success.
-// Any other failure, unless ctx has ended, is Redis's (the asynq client
-// talks to nothing else, and reports Redis's errors only as text): it is
-// a *jobs.UnavailableError, which does not use up the running task's
+// enqueue enqueues t and announces it to idle workers (package wake); an
+// existing task with the same id counts as success. Any other failure,
+// unless ctx has ended, is Redis's (the asynq client talks to nothing
+// else, and reports Redis's errors only as text): it is a
+// *jobs.UnavailableError, which does not use up the running task's
 // retries.
 func (w *Worker) enqueue(ctx context.Context, t *asynq.Task) error {
-	_, err := w.aq.EnqueueContext(ctx, t)
-	if err == nil || errors.Is(err, asynq.ErrTaskIDConflict) {
+	info, err := w.aq.EnqueueContext(ctx, t)
+	if err == nil {
+		_ = w.wake.Announce(ctx, info) // a lost wake-up costs at most IdleCheckInterval
+		return nil
+	}
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}
 	if ctx.Err() == nil {

@@ -46,6 +46,12 @@ func runChild(ctx context.Context, mode string, in io.Reader, out io.Writer) err
 			return err
 		}
 		return childWorker(ctx, c, in, out)
+	case "idle":
+		var c idleConfig
+		if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+			return err
+		}
+		return childIdle(ctx, c, in, out)
 	case "transfer":
 		var c transferConfig
 		if err := json.Unmarshal([]byte(cfg), &c); err != nil {

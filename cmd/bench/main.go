@@ -5,8 +5,9 @@
 // Each section starts its own redis-server (no persistence); the stand-in
 // API runs in-process over real HTTP on loopback; workers run in-process,
 // except in the scale section (the worker runs in a child process, this
-// binary re-executed, so that its CPU time is its own) and the transfer
-// section (each transfer in a child process, for its peak RSS).
+// binary re-executed, so that its CPU time is its own), the transfer
+// section (each transfer in a child process, for its peak RSS) and the
+// idle section (1, 10 and 50 idle worker processes, each a child).
 //
 //	go run ./cmd/bench -quick
 //	go run ./cmd/bench -only pipeline,latency -runs 5 -cpuprofile /tmp/prof
@@ -80,6 +81,7 @@ type sizes struct {
 	latencyPollAfter int
 	transferBytes    int64
 	producerFor      time.Duration
+	idleWindow       time.Duration
 }
 
 var (
@@ -88,9 +90,9 @@ var (
 	// 100,000 themselves do not fit the 15-minute budget (their drain alone
 	// takes about 5 minutes here).
 	fullSizes = sizes{ceilingTasks: 30_000, pipelineJobs: 5_000, scaleJobs: 50_000, scaleWindow: 60 * time.Second, scalePollAfter: 60,
-		latencyJobs: 200, latencyInstant: 10, latencySpread: 8 * time.Second, latencyPollAfter: 5, transferBytes: 1 << 30, producerFor: 5 * time.Second}
+		latencyJobs: 200, latencyInstant: 10, latencySpread: 8 * time.Second, latencyPollAfter: 5, transferBytes: 1 << 30, producerFor: 5 * time.Second, idleWindow: 20 * time.Second}
 	quickSizes = sizes{ceilingTasks: 10_000, pipelineJobs: 1_500, scaleJobs: 5_000, scaleWindow: 15 * time.Second, scalePollAfter: 5,
-		latencyJobs: 60, latencyInstant: 5, latencySpread: 3 * time.Second, latencyPollAfter: 3, transferBytes: 256 << 20, producerFor: 2 * time.Second}
+		latencyJobs: 60, latencyInstant: 5, latencySpread: 3 * time.Second, latencyPollAfter: 3, transferBytes: 256 << 20, producerFor: 2 * time.Second, idleWindow: 6 * time.Second}
 )
 
 // section is one group of figures.
@@ -109,6 +111,7 @@ var sections = []section{
 	{name: "latency", define: defineLatency, run: runLatency},
 	{name: "transfer", define: defineTransfer, run: runTransfer},
 	{name: "producer", define: func(r *recorder, _ sizes) { defineProducer(r) }, run: runProducer},
+	{name: "idle", define: defineIdle, run: runIdle, once: true},
 }
 
 func sectionNames() []string {

@@ -9,13 +9,12 @@ import (
 	"slices"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/standin"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/wake"
 	"github.com/videoworker/videoworker/webhook"
 	"github.com/videoworker/videoworker/worker"
 )
@@ -91,7 +90,7 @@ func runLatencyMode(ctx context.Context, b *bench, webhooks bool) error {
 			return err
 		}
 		mux := http.NewServeMux()
-		mux.Handle(webhook.Path, webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(re.rdb), nil))
+		mux.Handle(webhook.Path, webhook.NewHandler(v, js, wake.NewEnqueuer(re.rdb, true), nil))
 		hs := httptest.NewServer(mux)
 		defer hs.Close()
 		cfg.Webhook = &apiclient.WebhookSubscription{URL: hs.URL + webhook.Path, Secret: webhookSecret}

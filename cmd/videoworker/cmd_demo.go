@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
@@ -26,6 +25,7 @@ import (
 	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/standin"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/wake"
 	"github.com/videoworker/videoworker/webhook"
 	"github.com/videoworker/videoworker/worker"
 )
@@ -177,7 +177,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		api.CloseIdleConnections()
 	}()
 
-	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate})
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})
 	defer producer.Close()
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
 	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
@@ -191,7 +191,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			stopHooks()
 			return err
 		}
-		recv := webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook"))
+		recv := webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), log.With("component", "webhook"))
 		deps.Webhooks = recv
 		go func() { defer close(hooksDone); recv.Run(hooksCtx) }()
 	} else {

@@ -18,6 +18,7 @@ import (
 	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/wake"
 	"github.com/videoworker/videoworker/webhook"
 )
 
@@ -90,14 +91,14 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 		return nil, nil, err
 	}
 	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies,
-		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate})}
+		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})}
 	var hooks *webhook.Handler
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
 		if err != nil {
 			return nil, nil, err
 		}
-		hooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook")).WithMetrics(m)
+		hooks = webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), log.With("component", "webhook")).WithMetrics(m)
 		deps.Webhooks = hooks
 	} else {
 		log.Warn("WEBHOOK_SECRETS not set: the webhook receiver is off, jobs finish by polling alone")

@@ -55,6 +55,13 @@ type Config struct {
 	JobTimeout        time.Duration `envconfig:"JOB_TIMEOUT" default:"2h" desc:"overall deadline of a job from submission (per-job override in the request)"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"grace period for running tasks on SIGTERM; the rest are re-queued"`
 
+	// Polling and wake-ups (package wake; the README's table gives what
+	// each costs in Redis commands per second).
+	Wake                 bool          `envconfig:"WAKE" default:"true" desc:"announce each enqueued task to idle workers (one PUBLISH); workers look at Redis only after a wake-up or WORKER_IDLE_CHECK_INTERVAL"`
+	IdleCheckInterval    time.Duration `envconfig:"WORKER_IDLE_CHECK_INTERVAL" default:"2s" desc:"how often an idle worker looks at its queues and scheduled tasks without a wake-up (bounds the delay of a lost wake-up)"`
+	TaskCheckInterval    time.Duration `envconfig:"WORKER_TASK_CHECK_INTERVAL" default:"20ms" desc:"asynq's pause after finding the queues empty (local while the wake-up gate is on)"`
+	DelayedCheckInterval time.Duration `envconfig:"WORKER_DELAYED_CHECK_INTERVAL" default:"200ms" desc:"how often due scheduled tasks (polls, retries) are moved to their queues; bounds how late a poll fires"`
+
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
@@ -108,6 +115,15 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		add("SHUTDOWN_TIMEOUT: must be positive")
+	}
+	if c.IdleCheckInterval < 100*time.Millisecond || c.IdleCheckInterval > time.Hour {
+		add("WORKER_IDLE_CHECK_INTERVAL: want 100ms-1h")
+	}
+	if c.TaskCheckInterval < time.Millisecond || c.TaskCheckInterval > time.Minute {
+		add("WORKER_TASK_CHECK_INTERVAL: want 1ms-1m")
+	}
+	if c.DelayedCheckInterval < 10*time.Millisecond || c.DelayedCheckInterval > time.Minute {
+		add("WORKER_DELAYED_CHECK_INTERVAL: want 10ms-1m")
 	}
 	switch c.LogFormat {
 	case "auto", "text", "json":

@@ -121,6 +121,7 @@ func TestRedisSentinel(t *testing.T) {
 	if n, err := direct.Exists(ctx, "videoworker:job:{via-sentinel}").Result(); err != nil || n != 1 {
 		t.Errorf("the job record is not on the master's database 5: %d %v", n, err)
 	}
+	runJobsOn(t, rdb, "sentinel")
 }
 
 // TestRedisCluster runs jobs end to end on a real three-node Redis
@@ -158,13 +159,22 @@ func TestRedisCluster(t *testing.T) {
 	}
 	defer rdb.Close()
 
+	runJobsOn(t, rdb, "cluster")
+}
+
+// runJobsOn runs five jobs end to end on rdb with a worker whose idle
+// check is an hour away: they finish only if wake-ups (pub/sub) reach the
+// worker on this deployment.
+func runJobsOn(t *testing.T, rdb redis.UniversalClient, name string) {
+	t.Helper()
+	ctx := t.Context()
 	api := standin.New(standin.Config{APIKey: "k", QueuedFor: 50 * time.Millisecond, ProcessingFor: 150 * time.Millisecond, ContentSize: 4096}, nil)
 	hs := httptest.NewServer(api)
 	defer hs.Close()
 	client, _ := apiclient.New(apiclient.Config{BaseURL: hs.URL + "/v1", APIKey: "k"})
 	store, _ := storage.NewDisk(t.TempDir())
 	w, err := worker.New(worker.Config{PollInterval: 100 * time.Millisecond, MaxPollInterval: 300 * time.Millisecond, MinPollInterval: 50 * time.Millisecond,
-		DelayedTaskCheckInterval: 100 * time.Millisecond, ShutdownTimeout: time.Second}, worker.Deps{Redis: rdb, API: client, Store: store})
+		DelayedTaskCheckInterval: 100 * time.Millisecond, ShutdownTimeout: time.Second, IdleCheckInterval: time.Hour}, worker.Deps{Redis: rdb, API: client, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,13 +185,13 @@ func TestRedisCluster(t *testing.T) {
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{})
 	var ids []tasks.JobID
 	for i := 0; i < 5; i++ {
-		id, err := producer.Submit(ctx, tasks.Request{JobID: tasks.JobID(fmt.Sprintf("cluster-%d", i)), Video: apiclient.CreateRequest{Model: "m", Prompt: fmt.Sprint("p", i)}})
+		id, err := producer.Submit(ctx, tasks.Request{JobID: tasks.JobID(fmt.Sprintf("%s-%d", name, i)), Video: apiclient.CreateRequest{Model: "m", Prompt: fmt.Sprint("p", i)}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
-	waitFor(t, "jobs stored on the cluster", 60*time.Second, func() bool {
+	waitFor(t, "jobs stored on "+name, 60*time.Second, func() bool {
 		for _, id := range ids {
 			r, err := producer.Status(ctx, id)
 			if err != nil || r.State != jobs.StateStored {

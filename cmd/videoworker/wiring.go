@@ -82,6 +82,13 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		JobTimeout:        cfg.JobTimeout,
 		KeyTemplate:       cfg.KeyTemplate,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
+
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
+		IdleCheckInterval:        cfg.IdleCheckInterval,
+	}
+	if !cfg.Wake {
+		wc.IdleCheckInterval = -1
 	}
 	if tune != nil {
 		tune(&wc)

@@ -1,0 +1,278 @@
+package wake
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/videoworker/videoworker/internal/redistest"
+)
+
+var redisSrv *redistest.Server
+
+func TestMain(m *testing.M) {
+	srv, stop, err := redistest.StartMain(redistest.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wake tests need a real Redis:", err)
+		os.Exit(1)
+	}
+	redisSrv = srv
+	code := m.Run()
+	stop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// wait bounds every wait on a signal.
+const wait = 15 * time.Second
+
+// fixture is one test's gate, its events and an asynq server behind it.
+type fixture struct {
+	t      *testing.T
+	rdb    *redis.Client
+	gate   *Gate
+	queue  string
+	events chan string
+	ran    chan string // task payloads, as handled
+	aq     *asynq.Client
+}
+
+// setup starts a gate on rdb (a fresh database of the shared server when
+// nil) and an asynq server on one queue of a name of its own (pub/sub
+// channels are shared by every database).
+func setup(t *testing.T, rdb *redis.Client, idle time.Duration, handler func(*asynq.Task) error) *fixture {
+	t.Helper()
+	if rdb == nil {
+		rdb = redisSrv.Client(t, redisSrv.NewDB(t))
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	f := &fixture{t: t, rdb: rdb, queue: "q" + hex.EncodeToString(b[:]), events: make(chan string, 10000), ran: make(chan string, 100),
+		aq: asynq.NewClientFromRedisClient(rdb)}
+	f.gate = NewGate(rdb, Options{IdleCheck: idle})
+	f.gate.onEvent = func(e string) {
+		select {
+		case f.events <- e:
+		default:
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.gate.Run(ctx) }()
+	f.waitEvent("subscribed")
+	srv := asynq.NewServerFromRedisClient(f.gate.Client([]string{f.queue}), asynq.Config{
+		Concurrency: 2, Queues: map[string]int{f.queue: 1}, TaskCheckInterval: 20 * time.Millisecond,
+		DelayedTaskCheckInterval: 50 * time.Millisecond, LogLevel: asynq.FatalLevel,
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Second },
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(_ context.Context, task *asynq.Task) error {
+		f.ran <- string(task.Payload())
+		if handler != nil {
+			return handler(task)
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Shutdown()
+	})
+	return f
+}
+
+// waitEvent reads events until want arrives.
+func (f *fixture) waitEvent(want string) {
+	f.t.Helper()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case e := <-f.events:
+			if e == want {
+				return
+			}
+		case <-timer.C:
+			f.t.Fatalf("no %q event within %s", want, wait)
+		}
+	}
+}
+
+// waitRan waits for the task with payload p to be handled; it returns the
+// events seen meanwhile.
+func (f *fixture) waitRan(p string) []string {
+	f.t.Helper()
+	var seen []string
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case e := <-f.events:
+			seen = append(seen, e)
+		case got := <-f.ran:
+			if got == p {
+				return seen
+			}
+		case <-timer.C:
+			f.t.Fatalf("task %q not handled within %s (events %v)", p, wait, seen)
+		}
+	}
+}
+
+func (f *fixture) notRan() {
+	f.t.Helper()
+	select {
+	case p := <-f.ran:
+		f.t.Fatalf("task %q handled before its wake-up", p)
+	default:
+	}
+}
+
+// TestWakeUpTakesTaskAtOnce: a server parked in the gate (its queue empty,
+// the idle check an hour away) takes a task as soon as it is announced; the
+// task sat unseen in Redis until then.
+func TestWakeUpTakesTaskAtOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil, time.Hour, nil)
+	f.waitEvent("blocked " + f.queue)
+	info, err := f.aq.EnqueueContext(t.Context(), asynq.NewTask("t", []byte("a")), asynq.Queue(f.queue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server is still parked in the gate: the task is unseen.
+	f.notRan()
+	if err := NewPublisher(f.rdb).Announce(t.Context(), info); err != nil {
+		t.Fatal(err)
+	}
+	seen := f.waitRan("a")
+	if !contains(seen, "wake "+f.queue) {
+		t.Errorf("task handled without a wake-up (events %v)", seen)
+	}
+}
+
+// TestLostWakeUpFoundAtIdleCheck: a task enqueued without a wake-up is
+// found by the gate's idle check.
+func TestLostWakeUpFoundAtIdleCheck(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil, 300*time.Millisecond, nil)
+	f.waitEvent("blocked " + f.queue)
+	if _, err := f.aq.EnqueueContext(t.Context(), asynq.NewTask("t", []byte("b")), asynq.Queue(f.queue)); err != nil {
+		t.Fatal(err)
+	}
+	seen := f.waitRan("b")
+	if !contains(seen, "probe "+f.queue) || contains(seen, "wake "+f.queue) {
+		t.Errorf("want the task found by an idle check, without a wake-up; events %v", seen)
+	}
+}
+
+// TestScheduledTaskForwardedWhenDue: the gate learns that the scheduled
+// set is empty, then a task scheduled a second ahead and announced is
+// forwarded when due, with the idle check an hour away.
+func TestScheduledTaskForwardedWhenDue(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil, time.Hour, nil)
+	key := queuePrefix(f.queue) + "scheduled"
+	f.waitEvent("learned " + key)
+	info, err := NewEnqueuer(f.rdb, true).EnqueueContext(t.Context(), asynq.NewTask("t", []byte("c")), asynq.Queue(f.queue), asynq.ProcessIn(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStateScheduled {
+		t.Fatalf("state %v, want scheduled", info.State)
+	}
+	f.waitRan("c")
+}
+
+// TestRetryForwardedWhenDue: a task that fails is retried after its retry
+// delay although no wake-up announces the retry (the gate saw the task
+// go to the retry set).
+func TestRetryForwardedWhenDue(t *testing.T) {
+	t.Parallel()
+	var failed atomic.Bool
+	f := setup(t, nil, time.Hour, func(*asynq.Task) error {
+		if !failed.Swap(true) {
+			return errors.New("first attempt fails")
+		}
+		return nil
+	})
+	f.waitEvent("learned " + queuePrefix(f.queue) + "retry")
+	if _, err := NewEnqueuer(f.rdb, true).EnqueueContext(t.Context(), asynq.NewTask("t", []byte("d")), asynq.Queue(f.queue), asynq.MaxRetry(1)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitRan("d")
+	f.waitRan("d") // the retry
+}
+
+// TestResubscribesAfterRedisRestart: after Redis restarts, the gate
+// subscribes again by itself and hears wake-ups.
+func TestResubscribesAfterRedisRestart(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client(t, 0)
+	f := setup(t, rdb, time.Hour, nil)
+	f.waitEvent("blocked " + f.queue)
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	f.waitEvent("subscribed")
+	// The queue was forgotten on resubscribing; let it close again.
+	f.waitEvent("blocked " + f.queue)
+	info, err := f.aq.EnqueueContext(t.Context(), asynq.NewTask("t", []byte("e")), asynq.Queue(f.queue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.notRan()
+	if err := NewPublisher(rdb).Announce(t.Context(), info); err != nil {
+		t.Fatal(err)
+	}
+	f.waitRan("e")
+}
+
+func TestParseMessage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in    string
+		kind  string
+		queue string
+		due   int64
+		ok    bool
+	}{
+		{"p video_poll", "p", "video_poll", 0, true},
+		{"s video_poll 1700000000", "s", "video_poll", 1700000000, true},
+		{"s video_poll x", "", "", 0, false},
+		{"p", "", "", 0, false},
+		{"x q", "", "", 0, false},
+		{"", "", "", 0, false},
+	} {
+		kind, q, due, ok := parseMessage(tc.in)
+		if kind != tc.kind || q != tc.queue || due != tc.due || ok != tc.ok {
+			t.Errorf("parseMessage(%q) = %q %q %d %v, want %q %q %d %v", tc.in, kind, q, due, ok, tc.kind, tc.queue, tc.due, tc.ok)
+		}
+	}
+}
+
+func contains(events []string, e string) bool {
+	for _, x := range events {
+		if x == e || strings.HasPrefix(x, e+" ") {
+			return true
+		}
+	}
+	return false
+}
