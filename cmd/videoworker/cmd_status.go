@@ -16,10 +16,9 @@ import (
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON (one object per job)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		return usageError{"status: give one or more job ids"}
