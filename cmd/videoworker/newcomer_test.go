@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,7 +17,10 @@ import (
 	"time"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/internal/redistest"
+	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/standin"
+	"github.com/videoworker/videoworker/storage"
 )
 
 // freeAddr returns a loopback address nothing listens on.
@@ -293,5 +298,74 @@ func TestServeHTTPClosesUnusedConnections(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("unused connection: read %v, want EOF", err)
+	}
+}
+
+// TestStatusListsEveryOutput: a job with two outputs shows both files with
+// their sizes and hashes (it showed the total size beside the first file
+// only).
+func TestStatusListsEveryOutput(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{})
+	dir := t.TempDir()
+	t.Setenv("REDIS_URL", rs.URL(rs.NewDB(t)))
+	t.Setenv("STORAGE_URL", "file://"+dir)
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := openRedis(t.Context(), cfg.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	store, err := openStore(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := jobs.NewStore(rdb, cfg.KeyPrefix)
+	rec := &jobs.Record{ID: "two-outputs", Request: apiclient.CreateRequest{Model: "m", Prompt: "p", SampleCount: 2}}
+	if _, _, err := js.Create(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	var infos []storage.ObjectInfo
+	for i, body := range []string{"first output", "the second output"} {
+		key, err := storage.RenderKey(cfg.KeyTemplate, storage.KeyVars{JobID: rec.ID, VideoID: "vid_2", Index: i, Date: rec.SubmittedAt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := store.Put(t.Context(), key, strings.NewReader(body), storage.PutOptions{Size: int64(len(body))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos = append(infos, info)
+	}
+	if _, err := js.Apply(t.Context(), rec.ID, jobs.Change{To: jobs.StateStored, Set: map[string]any{
+		jobs.FieldVideoID: "vid_2", jobs.FieldOutputs: 2, jobs.FieldStorageKey: infos[0].Key, jobs.FieldLocation: infos[0].Location,
+		jobs.FieldBytes: infos[0].Size + infos[1].Size, jobs.FieldSHA256: infos[0].SHA256,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if err := run(t.Context(), []string{"status", rec.ID}, &out, &errOut); err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{
+		"stored 2 outputs, 29 bytes in all:",
+		fmt.Sprintf("0: %s (12 bytes, sha256 %s)", infos[0].Location, infos[0].SHA256),
+		fmt.Sprintf("1: %s (17 bytes, sha256 %s)", infos[1].Location, infos[1].SHA256),
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"status", "-json", rec.ID}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		Files []outputFile `json:"files"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &line); err != nil || len(line.Files) != 2 || line.Files[1].Location != infos[1].Location {
+		t.Errorf("status -json files = %+v (%v)", line.Files, err)
 	}
 }
