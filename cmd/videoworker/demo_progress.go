@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/tasks"
@@ -117,7 +118,9 @@ func (p *progressWatch) show(counts progressCounts, final bool) {
 	line := renderProgress(counts, now.Sub(p.start))
 	switch {
 	case p.live:
-		fmt.Fprintf(p.out, "\r%s\x1b[K", line) // the clock moves: redraw every time
+		// Cut to the terminal's width: a wrapped line cannot be redrawn
+		// in place. The clock moves: redraw every time.
+		fmt.Fprintf(p.out, "\r%s\x1b[K", fitWidth(line, termWidth(p.out)))
 		p.onLine = true
 		if final {
 			fmt.Fprintln(p.out)
@@ -187,4 +190,14 @@ func (p *progressWatch) endLine() {
 		fmt.Fprintln(p.out)
 		p.onLine = false
 	}
+}
+
+// fitWidth cuts s to fit in width columns (one left free for the cursor);
+// width 0 means unknown: s is kept whole.
+func fitWidth(s string, width int) string {
+	if width <= 1 || utf8.RuneCountInString(s) < width {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:width-2]) + "…"
 }

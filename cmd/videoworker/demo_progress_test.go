@@ -78,3 +78,13 @@ func TestProgressPlainLines(t *testing.T) {
 		t.Errorf("live output: %q", out.String())
 	}
 }
+
+func TestFitWidth(t *testing.T) {
+	line := renderProgress(progressCounts{Total: 30, Stored: 3}, time.Second)
+	if got := fitWidth(line, 80); utf8.RuneCountInString(got) != 79 || !strings.HasSuffix(got, "…") {
+		t.Errorf("fitWidth(…, 80) = %q (%d runes)", got, utf8.RuneCountInString(got))
+	}
+	if fitWidth(line, 0) != line || fitWidth(line, 500) != line {
+		t.Error("fitWidth cut a line that fits or of unknown width")
+	}
+}
