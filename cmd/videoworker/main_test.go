@@ -273,6 +273,12 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
+// ReadFrom copies through Write, under the lock: the embedded Buffer's
+// ReadFrom, which os/exec uses for a command's output, would bypass it.
+func (b *syncBuffer) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{b}, r)
+}
+
 func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -369,3 +369,36 @@ func TestStatusListsEveryOutput(t *testing.T) {
 		t.Errorf("status -json files = %+v (%v)", line.Files, err)
 	}
 }
+
+// TestWorkerWarnsWhenAPIUnreachable: a worker whose API does not answer
+// says so at start, with the readable log values, and keeps running (it
+// was found only when jobs failed).
+func TestWorkerWarnsWhenAPIUnreachable(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{})
+	t.Setenv("REDIS_URL", rs.URL(rs.NewDB(t)))
+	t.Setenv("STORAGE_URL", "file://"+t.TempDir())
+	t.Setenv("AISTATS_BASE_URL", "http://"+freeAddr(t)+"/v1")
+	t.Setenv("AISTATS_API_KEY", "sk-never-logged-0123")
+	t.Setenv("LOG_FORMAT", "json")
+	var logs syncBuffer
+	stop := runInBackground(t, []string{"worker"}, io.Discard, &logs)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "API check failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about the API within 20 s:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("worker: %v", err)
+	}
+	s := logs.String()
+	for _, want := range []string{`"level":"WARN","msg":"API check failed`, "does not answer", `"create":"unlimited"`, `"read":"unlimited"`, `"queues":"video_create=`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("logs lack %s:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "sk-never-logged-0123") {
+		t.Error("the API key is in the logs")
+	}
+}
