@@ -86,9 +86,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 
 	// Ctrl-C (ctx ending) is how a user stops the demo: not a failure.
-	interrupted := ctx
 	defer func() {
-		if err != nil && interrupted.Err() != nil && errors.Is(err, context.Canceled) {
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			err = nil
 		}
 	}()
@@ -278,8 +277,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	fmt.Fprintf(stdout, "done in %s (%.1f jobs/s); 'videoworker status JOB_ID' shows a job's history\n", elapsed.Round(time.Millisecond), float64(len(ids))/elapsed.Seconds())
 	fmt.Fprintf(stdout, "%d stored, %d failed\n", stored, failed)
 	if !*exitWhenDone {
+		// Failures are the stand-in's on purpose (-fail-rate) or the
+		// API's, listed above; stopping with Ctrl-C is a success.
 		fmt.Fprintf(stdout, "the worker and the dashboard (%s/) keep running; press Ctrl-C to stop\n", pages.base)
 		<-ctx.Done()
+		return stopWorker()
 	}
 	if err := stopWorker(); err != nil {
 		return err
