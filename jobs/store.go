@@ -457,6 +457,10 @@ type WebhookDelivery struct {
 	Attempt   int
 	// VideoID is the video the event names (its data.id).
 	VideoID string
+	// KeepKeysFor, when positive, is how long RecordWebhook keeps the
+	// job's set of applied keys after this delivery (it expires as a
+	// whole); zero keeps it as long as the job.
+	KeepKeysFor time.Duration
 }
 
 // A delivery is a duplicate when its key was applied before, or when it is
@@ -465,7 +469,9 @@ type WebhookDelivery struct {
 var webhookScript = redis.NewScript(scriptLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local early = ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'early_webhook_key') == ARGV[1] and redis.call('HGET', KEYS[1], 'early_webhook_video') == ARGV[6]
-if redis.call('SADD', KEYS[3], ARGV[1]) == 0 or early then
+local added = redis.call('SADD', KEYS[3], ARGV[1])
+if tonumber(ARGV[7]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
+if added == 0 or early then
   redis.call('HINCRBY', KEYS[1], 'webhook_duplicates', 1)
   return 0
 end
@@ -489,12 +495,15 @@ func (s *Store) SeenWebhook(ctx context.Context, jobID, key string) (bool, error
 // RecordWebhook applies a verified delivery to the job's record once: the
 // first time its key is seen it counts a delivery, keeps the event type,
 // time and attempt, and writes a history line, and reports true; a repeat
-// counts a duplicate and reports false. A missing job wraps ErrNotFound.
+// counts a duplicate and reports false. With d.KeepKeysFor set, the job's
+// applied keys expire that long after its latest delivery, so that the set
+// stays small (keys of deliveries whose signature window has long passed
+// cannot be replayed anyway). A missing job wraps ErrNotFound.
 func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelivery) (bool, error) {
 	now := s.now()
 	ev, _ := json.Marshal(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
 	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID)},
-		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID).Int()
+		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID, d.KeepKeysFor.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("job %s webhook: %w", jobID, err)
 	}

@@ -6,8 +6,11 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Role is what an operator may do on the pages.
@@ -38,6 +41,18 @@ func (r Role) String() string {
 type Auth struct {
 	tokens [][32]byte
 	users  map[string]operator
+
+	// Set by bound (server.New).
+	throttle *LoginThrottle
+	log      *slog.Logger
+}
+
+// bound returns a copy of a that throttles failed logins with t and logs
+// them to log.
+func (a *Auth) bound(t *LoginThrottle, log *slog.Logger) *Auth {
+	b := *a
+	b.throttle, b.log = t, log
+	return &b
 }
 
 type operator struct {
@@ -125,10 +140,31 @@ func (a *Auth) identify(r *http.Request) (name string, role Role, viaToken bool)
 
 // require wraps next so that only callers with at least role get through.
 // API callers (bearer) get 401 JSON; browsers get a Basic challenge.
+// Failed logins are logged with the client's address and the user name
+// (never the secret) and throttled (LoginThrottle): a locked-out address
+// or user gets 429 with Retry-After, whatever it presents.
 func (a *Auth) require(role Role, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := reqInfoOf(r)
+		method, user := presented(r)
+		if method != "" {
+			ri.user = user
+		}
+		k := keysOf(ri.client, user, method == "basic")
+		if a.throttle != nil && method != "" {
+			if wait := a.throttle.Locked(k); wait > 0 {
+				w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
+				writeError(w, http.StatusTooManyRequests, "too_many_attempts", "too many failed logins; retry later", nil)
+				return
+			}
+		}
 		name, got, viaToken := a.identify(r)
 		if got == RoleNone {
+			if method != "" && a.throttle != nil {
+				failures, lock := a.throttle.Fail(k)
+				a.logger().WarnContext(r.Context(), "login failed", "client", ri.client.String(), "user", user, "auth", method,
+					"path", r.URL.Path, "failures", failures, "locked_for", lock)
+			}
 			if !viaToken {
 				w.Header().Set("WWW-Authenticate", `Basic realm="videoworker", charset="UTF-8"`)
 			} else {
@@ -137,12 +173,42 @@ func (a *Auth) require(role Role, next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unauthorized", "valid credentials required", nil)
 			return
 		}
+		ri.user = name
+		if a.throttle != nil {
+			a.throttle.Succeed(k)
+		}
 		if got < role {
 			writeError(w, http.StatusForbidden, "forbidden", "this account is read-only", nil)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(withUser(withRole(r.Context(), got), name)))
 	})
+}
+
+// presented returns how r tries to log in ("bearer", "basic" or "" for
+// not at all) and, for Basic, the user name (at most 64 bytes of it).
+func presented(r *http.Request) (method, user string) {
+	h := r.Header.Get("Authorization")
+	if _, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return "bearer", ""
+	}
+	if u, _, ok := r.BasicAuth(); ok {
+		if len(u) > 64 {
+			u = u[:64]
+		}
+		return "basic", u
+	}
+	if h != "" {
+		return "other", ""
+	}
+	return "", ""
+}
+
+func (a *Auth) logger() *slog.Logger {
+	if a.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.log
 }
 
 // requireRead lets viewers through for safe methods and demands an

@@ -69,6 +69,7 @@ type pages struct {
 	monitoring bool
 	log        *slog.Logger
 	snaps      snapshotCache
+	hooks      hookHistory
 }
 
 func (p *pages) routes(mux *http.ServeMux, a *Auth, csrf func(http.Handler) http.Handler) {
@@ -192,6 +193,12 @@ type snapshot struct {
 	Webhooks     webhookPanel
 	Polls        pollPanel
 	StorageRoot  string
+	Charts       chartPanel
+}
+
+// chartPanel holds the dashboard's charts, drawn once per snapshot.
+type chartPanel struct {
+	Finished, Webhooks, Completion, Submit template.HTML
 }
 
 type dashboardData struct {
@@ -304,11 +311,27 @@ func (p *pages) snapshot(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	s.Webhooks.Outcomes, s.Webhooks.LastRejection, s.Webhooks.LastRejectionAt = webhookOutcomes(stats)
+	p.charts(s, window)
 	if p.store != nil {
 		s.StorageRoot = strings.TrimSuffix(p.store.Location("x"), "x")
 	}
 	s.Took = time.Since(start)
 	return s, nil
+}
+
+// charts draws the dashboard's charts from the records of the window and
+// the webhook counters already read: they cost no Redis command.
+func (p *pages) charts(s *snapshot, window []*jobs.Record) {
+	p.hooks.observe(s.Taken, s.Webhooks.Outcomes)
+	completion, submit := storedLatencies(window)
+	s.Charts = chartPanel{
+		Finished: finishedChart(window, int64(len(window)) < s.Total, s.Taken).render(),
+		Webhooks: p.hooks.chart(s.Taken).render(),
+		Completion: latencyChart("chart-completion", "API completion → stored", "No stored job among the newest records yet.",
+			completion).render(),
+		Submit: latencyChart("chart-submit", "Submission (or retry) → stored", "No stored job among the newest records yet.",
+			submit).render(),
+	}
 }
 
 // read loads the records of ids, readParallel at a time, in order; ids

@@ -121,7 +121,8 @@ func (f *pagesFixture) seed() map[string]jobs.State {
 	f.submit("x1", reqOf("openai/sora-2", `<script>alert("x1")</script>`))
 	f.move("g1", jobs.StateGenerating, map[string]any{jobs.FieldVideoID: "vid_g1", jobs.FieldAPIStatus: "processing", jobs.FieldProgress: 40, jobs.FieldPollSeq: 3, jobs.FieldPolls: 3})
 	f.move("s1", jobs.StateStored, map[string]any{jobs.FieldVideoID: "vid_s1", jobs.FieldAPIStatus: "completed", jobs.FieldPolls: 7,
-		jobs.FieldLocation: "file:///srv/videos/s1.mp4", jobs.FieldBytes: 1234})
+		jobs.FieldLocation: "file:///srv/videos/s1.mp4", jobs.FieldBytes: 1234,
+		jobs.FieldCompletedAt: time.Now().Add(-150 * time.Millisecond), jobs.FieldStoredAt: time.Now()})
 	f.move("f1", jobs.StateFailed, map[string]any{jobs.FieldVideoID: "vid_f1", jobs.FieldErrorCode: "generation_failed", jobs.FieldError: failMsg,
 		jobs.FieldFailedStep: "generation", jobs.FieldPolls: 2})
 	f.move("t1", jobs.StateTimedOut, map[string]any{jobs.FieldErrorCode: "deadline_exceeded", jobs.FieldError: "deadline passed", jobs.FieldFailedStep: "poll"})
@@ -215,13 +216,55 @@ func TestDashboardShowsJobsStatesFailuresAndWebhooks(t *testing.T) {
 	if !regexp.MustCompile(`data-job-id="s1"[\s\S]*?<td>2 <span class="muted">\+1 dup</span>`).MatchString(body) {
 		t.Error("dashboard does not show s1's deliveries and duplicates")
 	}
-	if _, paused := f.do("GET", "/?refresh=off", basic(viewer, viewPass)); strings.Contains(paused, `http-equiv="refresh"`) {
+	// The charts: jobs finished in the last hour by state, the stored
+	// job's times, the in-flight job's progress; webhook deliveries once
+	// a second read of the counters gives a difference.
+	for chart, want := range map[string][]string{
+		"chart-finished": {`data-series="stored" data-n="1"`, `data-series="failed" data-n="1"`, `data-series="timed_out" data-n="1"`,
+			`data-series="cancelled" data-n="1"`, "4 jobs ended in the last hour: 1 stored, 1 failed, 1 timed_out, 1 cancelled."},
+		"chart-completion": {`<title>100ms–200ms: 1 jobs</title>`, "1 job: p50 1"},
+		"chart-submit":     {`data-n="1"`},
+	} {
+		fig := figure(body, chart)
+		for _, s := range append(want, `aria-labelledby="`+chart+`-t `+chart+`-d"`) {
+			if !strings.Contains(fig, s) {
+				t.Errorf("chart %s lacks %q:\n%s", chart, s, fig)
+			}
+		}
+	}
+	if fig := figure(body, "chart-webhooks"); !strings.Contains(fig, "Collecting") {
+		t.Errorf("the webhook chart is not collecting on its first read:\n%s", fig)
+	}
+	if !regexp.MustCompile(`data-job-id="g1"[\s\S]*?<progress max="100" value="40"`).MatchString(body) {
+		t.Error("the in-flight job g1 has no progress bar at 40%")
+	}
+	for _, o := range []string{"accepted", "accepted", "accepted", "bad_timestamp"} {
+		if err := f.store.CountWebhookOutcome(t.Context(), o, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, paused := f.do("GET", "/?refresh=off", basic(viewer, viewPass))
+	if strings.Contains(paused, `http-equiv="refresh"`) {
 		t.Error("refresh=off still reloads")
+	}
+	if fig := figure(paused, "chart-webhooks"); !strings.Contains(fig, `data-series="accepted" data-n="3"`) ||
+		!strings.Contains(fig, `data-series="bad_timestamp" data-n="1"`) || !strings.Contains(fig, "4 deliveries in the minutes observed: 3 accepted, 1 bad_timestamp.") {
+		t.Errorf("the webhook chart does not show the deliveries between two reads:\n%s", fig)
 	}
 	// The stylesheet is served; nothing else lives under /assets.
 	if resp, _ := f.do("GET", "/assets/pages.css", none); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") {
 		t.Errorf("stylesheet: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+}
+
+// figure returns the chart with the given id from a page.
+func figure(page, id string) string {
+	_, fig, ok := strings.Cut(page, `<figure class="chart" id="`+id+`">`)
+	if !ok {
+		return ""
+	}
+	fig, _, _ = strings.Cut(fig, "</figure>")
+	return fig
 }
 
 func TestJobPage(t *testing.T) {
@@ -489,21 +532,39 @@ func TestPagesShowNoSecret(t *testing.T) {
 }
 
 // BenchmarkDashboard renders the dashboard over a full window of jobs
-// (2,000, a quarter of them unfinished) on a real Redis.
+// (2,000, a quarter of them unfinished, a tenth of the rest failed, the
+// others stored with completion and storage times spread over the last
+// hour) on a real Redis.
 func BenchmarkDashboard(b *testing.B) {
 	rdb := redisSrv.Client(b, redisSrv.NewDB(b))
 	auth, _ := server.NewAuth("", viewer+":"+viewPass+":viewer")
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{})
 	store := jobs.NewStore(rdb, "")
+	now := time.Now()
 	for i := range 2000 {
 		id := fmt.Sprintf("bench-%04d", i)
 		if _, err := producer.Submit(b.Context(), tasks.Request{JobID: tasks.JobID(id), Video: reqOf("m", id)}); err != nil {
 			b.Fatal(err)
 		}
-		if i%4 != 0 {
-			if _, err := store.Apply(b.Context(), id, jobs.Change{To: jobs.StateStored, Set: map[string]any{jobs.FieldLocation: "file:///v/" + id, jobs.FieldPolls: 3}}); err != nil {
-				b.Fatal(err)
-			}
+		end := now.Add(-time.Duration(i%3600) * time.Second)
+		var c jobs.Change
+		switch {
+		case i%4 == 0:
+			c = jobs.Change{To: jobs.StateGenerating, Set: map[string]any{jobs.FieldVideoID: "v" + id, jobs.FieldProgress: i % 100, jobs.FieldPolls: 2}}
+		case i%10 == 1:
+			c = jobs.Change{To: jobs.StateFailed, Set: map[string]any{jobs.FieldErrorCode: "generation_failed", jobs.FieldFinishedAt: end}}
+		default:
+			c = jobs.Change{To: jobs.StateStored, Set: map[string]any{jobs.FieldLocation: "file:///v/" + id, jobs.FieldPolls: 3,
+				jobs.FieldSubmittedAt: end.Add(-time.Duration(30+i%90) * time.Second), jobs.FieldCompletedAt: end.Add(-time.Duration(20+i%500) * time.Millisecond),
+				jobs.FieldStoredAt: end, jobs.FieldFinishedAt: end}}
+		}
+		if _, err := store.Apply(b.Context(), id, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		if err := store.CountWebhookOutcome(b.Context(), []string{"accepted", "duplicate", "bad_signature"}[i%3], ""); err != nil {
+			b.Fatal(err)
 		}
 	}
 	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Producer: producer, Jobs: store, Auth: auth}))

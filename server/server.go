@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,6 +48,17 @@ type Deps struct {
 	// and opens no connection of its own.
 	Monitoring bool
 	Logger     *slog.Logger
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (for the access log and login throttling); from any
+	// other peer the header is ignored.
+	TrustedProxies []netip.Prefix
+	// Throttle limits failed logins; nil means one with the default
+	// ThrottlePolicy, in this process's memory.
+	Throttle *LoginThrottle
+	// Clock is the server's clock (tests); nil means time.Now. It decides
+	// how long /readyz answers from its last probe (ReadyCacheFor) and
+	// drives the default Throttle.
+	Clock func() time.Time
 }
 
 // New returns the server's handler.
@@ -61,6 +73,10 @@ func New(d Deps) http.Handler {
 	if d.Auth == nil {
 		d.Auth = &Auth{}
 	}
+	if d.Throttle == nil {
+		d.Throttle = NewLoginThrottle(ThrottlePolicy{}, d.Clock)
+	}
+	d.Auth = d.Auth.bound(d.Throttle, d.Logger)
 	// Browsers send a logged-in operator's Basic credentials with any
 	// request to this host, also one a foreign page makes them send:
 	// cross-origin writes are refused everywhere but at the webhooks.
@@ -82,18 +98,24 @@ func New(d Deps) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	now := d.Clock
+	if now == nil {
+		now = time.Now
+	}
+	probe := &readiness{d: d, now: now}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		checks, ok := ready(r.Context(), d)
+		checks, ok := probe.get(r.Context())
 		status := http.StatusOK
 		if !ok {
 			status = http.StatusServiceUnavailable
 		}
 		writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
 	})
-	return accessLog(d.Logger, recoverer(d.Logger, mux))
+	return accessLog(d.Logger, d.TrustedProxies, recoverer(d.Logger, mux))
 }
 
-// ready checks that Redis answers and storage takes a write.
+// ready checks that Redis answers and storage takes a write. /readyz
+// calls it through readiness, at most once per ReadyCacheFor.
 func ready(ctx context.Context, d Deps) (map[string]string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -156,18 +178,24 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // accessLog writes one line per request: method, path (no query), status,
-// bytes and duration.
-func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+// bytes, duration, the client's address (X-Forwarded-For only from a
+// trusted proxy) and the user (the name logged in, or tried). Health
+// checks and refused webhook requests are logged at debug level only.
+func accessLog(log *slog.Logger, trusted []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		level := slog.LevelDebug
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
-			level = slog.LevelInfo
+		ri := &reqInfo{client: clientAddr(r, trusted)}
+		next.ServeHTTP(rec, r.WithContext(withReqInfo(r.Context(), ri)))
+		level := slog.LevelInfo
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+			level = slog.LevelDebug
+		case r.URL.Path == webhook.Path && rec.status >= 400 && rec.status < 500:
+			level = slog.LevelDebug // the receiver logs its rejections, sampled
 		}
 		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond))
+			"bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond), "client", ri.client.String(), "user", ri.user)
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -47,6 +48,8 @@ type Handler struct {
 	enqueue  Enqueuer
 	log      *slog.Logger
 	met      *metrics.Metrics
+	now      func() time.Time
+	rej      rejections
 
 	// beforeEarly, when set (tests), runs between reading a job without a
 	// video id and recording an early delivery on it.
@@ -59,12 +62,14 @@ func (h *Handler) WithMetrics(m *metrics.Metrics) *Handler {
 	return h
 }
 
-// NewHandler returns the receiver. log may be nil.
+// NewHandler returns the receiver. log may be nil. Rejected requests are
+// counted in memory: run Run (or call Flush) for them to reach the
+// fleet-wide counters.
 func NewHandler(v *Verifier, store *jobs.Store, enq Enqueuer, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{verifier: v, jobs: store, enqueue: enq, log: log}
+	return &Handler{verifier: v, jobs: store, enqueue: enq, log: log, now: time.Now, rej: rejections{pending: make(chan struct{}, 1)}}
 }
 
 // reply is the JSON answer of every request.
@@ -129,12 +134,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	eventType := firstNonEmpty(ev.Type, hd.EventType)
-	key := firstNonEmpty(hd.DeliveryKey, ev.ID, hd.EventID)
-	if key == "" {
-		h.reject(ctx, w, http.StatusBadRequest, OutcomeBadRequest, "no delivery key and no event id")
-		return
-	}
-	key = safeKey.ReplaceAllString(key, "_")
+	key, attempt := signedDelivery(ev, body, hd.Attempt)
+	hd.Attempt = attempt
 
 	jobID, status, reason := h.findJob(ctx, r, ev.Data.ID)
 	if status != 0 {
@@ -210,19 +211,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (RecordWebhook counts it as a duplicate).
 	seen = seen || (key == rec.EarlyWebhookKey && ev.Data.ID == rec.EarlyWebhookVideo)
 	if !seen && wantsCheck(eventType) && !rec.State.Terminal() {
-		// Reconcile, do not trust: check the job's status now. The task id
-		// makes concurrent copies of this delivery enqueue one check.
-		t, err := tasks.NewCheckTask(jobID, key, "webhook "+eventType)
-		if err == nil {
-			_, err = h.enqueue.EnqueueContext(ctx, t)
-		}
-		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		// Reconcile, do not trust: check the job's status now, at most
+		// once per CheckInterval (enqueueCheck).
+		if err := h.enqueueCheck(ctx, jobID, "webhook "+eventType); err != nil {
 			h.log.ErrorContext(ctx, "webhook: enqueue status check", "job_id", jobID, "err", err.Error())
 			h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "could not schedule the status check; retry")
 			return
 		}
 	}
-	first, err := h.jobs.RecordWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt, VideoID: ev.Data.ID})
+	first, err := h.jobs.RecordWebhook(ctx, jobID, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: hd.Attempt, VideoID: ev.Data.ID, KeepKeysFor: h.seenKeysTTL()})
 	if err != nil {
 		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
 		return
@@ -273,9 +270,14 @@ func wantsCheck(eventType string) bool {
 	return !strings.HasSuffix(eventType, ".progress")
 }
 
+// reject answers a refused request. The rejection is counted in memory
+// (Flush, Run) and its log line sampled (LogEvery): a flood of forged
+// requests costs no Redis command and few log lines.
 func (h *Handler) reject(ctx context.Context, w http.ResponseWriter, status int, outcome, reason string) {
-	h.count(ctx, outcome, reason)
-	h.log.WarnContext(ctx, "webhook rejected", "status", status, "outcome", outcome, "reason", reason)
+	h.met.Webhook(outcome)
+	if logIt, suppressed := h.rej.add(h.now(), outcome, reason); logIt {
+		h.log.WarnContext(ctx, "webhook rejected", "status", status, "outcome", outcome, "reason", reason, "suppressed", suppressed)
+	}
 	writeJSON(w, status, reply{Status: "rejected", Reason: reason})
 }
 

@@ -6,12 +6,14 @@
 // a timestamp inside the tolerance. Headers may carry either prefix the API
 // has used, x-ai-stats- or x-phaseo-.
 //
-// A verified delivery is deduplicated on its delivery key before any side
-// effect, recorded on the job, and answered 2xx only after that is durable
-// in Redis. It does not move the job itself: it triggers an immediate
-// status check of the job (reconcile, do not trust), which starts the
-// download at once when the API confirms completion. The job's poll chain
-// stays alive as the fallback for lost deliveries.
+// A verified delivery is deduplicated on its signed delivery key (the
+// payload's delivery.key, else its id; never a header, which the signature
+// does not cover) before any side effect, recorded on the job, and
+// answered 2xx only after that is durable in Redis. It does not move the
+// job itself: it triggers a status check of the job (reconcile, do not
+// trust), at most one per job and CheckInterval whatever arrives, which
+// starts the download at once when the API confirms completion. The job's
+// poll chain stays alive as the fallback for lost deliveries.
 package webhook
 
 import (

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,6 +76,7 @@ type fixture struct {
 	srv   *httptest.Server
 	insp  *asynq.Inspector
 	h     *webhook.Handler
+	clock *clock
 	jobID string
 	video string
 }
@@ -90,9 +92,14 @@ func setup(t *testing.T, secrets ...string) *fixture {
 	}
 	aq := asynq.NewClientFromRedisClient(rdb)
 	h := webhook.NewHandler(v, store, aq, nil)
+	c := &clock{}
+	// The start of a check interval, ahead of the real time so that a
+	// check scheduled for the next interval is in the future.
+	c.Set(time.Now().Add(time.Hour).Truncate(webhook.CheckInterval))
+	h.SetClock(c.Now)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	f := &fixture{t: t, rdb: rdb, jobs: store, srv: srv, insp: asynq.NewInspectorFromRedisClient(rdb), h: h, jobID: "job-1", video: "G-video1"}
+	f := &fixture{t: t, rdb: rdb, jobs: store, srv: srv, insp: asynq.NewInspectorFromRedisClient(rdb), h: h, clock: c, jobID: "job-1", video: "G-video1"}
 	f.makeJob(f.jobID, f.video)
 	return f
 }
@@ -114,6 +121,14 @@ func (f *fixture) makeJob(id, video string) {
 	}
 }
 
+// clock is the receiver's settable clock (status check intervals); the
+// signatures' timestamps use the real time.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
 func payload(video, event, key string) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"id": "evt_video_" + video + "_" + strings.ReplaceAll(key, ".", "_"), "type": event, "created_at": time.Now().Unix(),
@@ -129,6 +144,8 @@ type delivery struct {
 	body                                       []byte
 	key                                        string
 	noSig                                      bool
+	// header overrides or adds headers (unsigned, as anyone can).
+	header map[string]string
 }
 
 func (f *fixture) send(d delivery) (int, string) {
@@ -170,6 +187,9 @@ func (f *fixture) send(d delivery) (int, string) {
 	req.Header.Set(d.prefix+"delivery-key", d.key)
 	req.Header.Set(d.prefix+"event-type", "video.completed")
 	req.Header.Set(d.prefix+"attempt", "1")
+	for k, v := range d.header {
+		req.Header.Set(k, v)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
@@ -217,7 +237,7 @@ func TestAcceptedDeliveryChecksTheJobOnce(t *testing.T) {
 			if checks != 1 || r.WebhookDeliveries != 1 || r.LastWebhookEvent != "video.completed" || r.LastWebhookAttempt != 1 || r.LastWebhookAt.IsZero() {
 				t.Errorf("after one delivery: checks %d, record %+v", checks, r)
 			}
-			ti, err := f.insp.GetTaskInfo(tasks.QueuePoll, tasks.CheckTaskID(f.jobID, "video.completed"))
+			ti, err := f.insp.GetTaskInfo(tasks.QueuePoll, webhook.CheckTaskID(f.jobID, f.clock.Now()))
 			if err != nil {
 				t.Fatalf("status check task: %v", err)
 			}
@@ -282,6 +302,9 @@ func TestRejectedDeliveriesChangeNothing(t *testing.T) {
 			after, afterChecks := f.snapshot(f.jobID)
 			if d := cmp.Diff(before, after); d != "" || afterChecks != beforeChecks {
 				t.Errorf("rejected delivery changed the job (checks %d→%d):\n%s", beforeChecks, afterChecks, d)
+			}
+			if err := f.h.Flush(context.Background()); err != nil {
+				t.Fatal(err)
 			}
 			stats, err := f.jobs.WebhookStats(context.Background())
 			if err != nil || stats["last_rejection"] == "" {
@@ -429,7 +452,7 @@ func TestEarlyDeliveryRacesTheSave(t *testing.T) {
 	if checks != 1 || r.WebhookDeliveries != 1 || !r.EarlyWebhookAt.IsZero() {
 		t.Errorf("after the race: checks %d, deliveries %d, early at %v; want 1, 1, zero", checks, r.WebhookDeliveries, r.EarlyWebhookAt)
 	}
-	if _, err := f.insp.GetTaskInfo(tasks.QueuePoll, tasks.CheckTaskID("job-race", "video.completed")); err != nil {
+	if _, err := f.insp.GetTaskInfo(tasks.QueuePoll, webhook.CheckTaskID("job-race", f.clock.Now())); err != nil {
 		t.Errorf("status check task: %v", err)
 	}
 

@@ -19,6 +19,7 @@ import (
 	"github.com/videoworker/videoworker/standin"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/webhook"
 	"github.com/videoworker/videoworker/worker"
 )
 
@@ -52,6 +53,7 @@ type env struct {
 	jobs     *jobs.Store
 	producer *tasks.Client
 	log      *slog.Logger
+	receiver *webhook.Handler // set by withWebhooks
 }
 
 // fastStandin is a stand-in whose jobs finish in well under a second.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,10 +96,16 @@ func TestBrowserDashboard(t *testing.T) {
 		}
 		return fin > 0 && fin <= nJobs/3
 	})
-	if dom := look("dashboard-in-flight.png", "/"); !strings.Contains(dom, `id="in-flight"`) {
+	// This first look is also the webhook chart's first read of the
+	// counters; the next look shows the deliveries in between.
+	inFlight := true
+	if dom := look("dashboard-in-flight.png", "/", tall); !strings.Contains(dom, `id="in-flight"`) {
 		// Not an error: the last jobs may have finished while the browser
 		// started (seconds on a loaded machine).
 		t.Log("every job finished before the in-flight screenshot")
+		inFlight = false
+	} else if !regexp.MustCompile(`id="in-flight"[\s\S]*?<progress max="100" value="\d+"`).MatchString(dom) {
+		t.Error("the rendered in-flight panel has no progress bar")
 	}
 
 	recs := waitJobs(t, base, pass, done, "every job finished", func(recs []jobs.Record) bool {
@@ -109,7 +116,7 @@ func TestBrowserDashboard(t *testing.T) {
 		}
 		return len(recs) == nJobs
 	})
-	dom := look("dashboard.png", "/")
+	dom := look("dashboard.png", "/", tall)
 	var failed *jobs.Record
 	for i, r := range recs {
 		if !strings.Contains(dom, fmt.Sprintf(`data-job-id="%s" data-state="%s"`, r.ID, r.State)) {
@@ -129,6 +136,7 @@ func TestBrowserDashboard(t *testing.T) {
 	if m := acceptedHooks.FindStringSubmatch(dom); m == nil || m[1] == "0" {
 		t.Errorf("the rendered dashboard counts no accepted webhook delivery (%v)", m)
 	}
+	checkCharts(t, dom, recs, inFlight)
 
 	if failed != nil {
 		page := "/jobs/" + failed.ID
@@ -146,6 +154,63 @@ func TestBrowserDashboard(t *testing.T) {
 		}
 	}
 }
+
+// tall is a browser window that shows the whole dashboard.
+const tall = "--window-size=1400,2300"
+
+// checkCharts checks the charts of the rendered dashboard once every job
+// has finished: each is an SVG image with a title; the finished-jobs
+// chart has every job under its final state and the histograms every
+// stored job; the webhook chart shows the deliveries since the first look
+// if jobs were still running then.
+func checkCharts(t *testing.T, dom string, recs []jobs.Record, sawInFlight bool) {
+	t.Helper()
+	charts := map[string]string{}
+	for _, m := range chartFig.FindAllStringSubmatch(dom, -1) {
+		charts[m[1]] = m[2]
+	}
+	sum := func(fig, series string) int {
+		n := 0
+		for _, m := range chartBar.FindAllStringSubmatch(fig, -1) {
+			if series == "" || m[1] == series {
+				k, _ := strconv.Atoi(m[2])
+				n += k
+			}
+		}
+		return n
+	}
+	stored := count(recs, jobs.StateStored)
+	for id, want := range map[string]map[string]int{
+		"chart-finished":   {"stored": stored, "failed": count(recs, jobs.StateFailed), "": len(recs)},
+		"chart-completion": {"": stored},
+		"chart-submit":     {"": stored},
+	} {
+		fig, ok := charts[id]
+		if !ok || !strings.Contains(fig, `<svg viewBox=`) || !strings.Contains(fig, `<title id="`+id+`-t">`) {
+			t.Errorf("the rendered dashboard has no chart %s (an SVG with a title)", id)
+			continue
+		}
+		for series, n := range want {
+			if got := sum(fig, series); got != n {
+				t.Errorf("chart %s shows %d %q, want %d", id, got, series, n)
+			}
+		}
+	}
+	hooks, ok := charts["chart-webhooks"]
+	switch {
+	case !ok:
+		t.Error("the rendered dashboard has no webhook chart")
+	case sawInFlight && sum(hooks, "") == 0:
+		t.Errorf("the webhook chart shows no delivery although jobs ended between two looks:\n%s", hooks)
+	default:
+		t.Logf("webhook chart: %d deliveries placed", sum(hooks, ""))
+	}
+}
+
+var (
+	chartFig = regexp.MustCompile(`(?s)<figure class="chart" id="([^"]+)">(.*?)</figure>`)
+	chartBar = regexp.MustCompile(`<rect class="[^"]+" data-series="([^"]*)" data-n="(\d+)"`)
+)
 
 // findChromium returns the browser to run, or fails the test.
 func findChromium(t *testing.T) string {
@@ -165,7 +230,8 @@ func findChromium(t *testing.T) string {
 
 // chromium runs one headless browser session and returns its stdout. Host
 // names other than 127.0.0.1 do not resolve, so asynqmon's web fonts fail
-// fast and the page uses local ones, as it would offline.
+// fast and the page uses local ones, as it would offline. A --window-size
+// in args overrides the default (the last one counts).
 func chromium(t *testing.T, bin string, args ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

@@ -143,12 +143,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		fmt.Fprintf(stdout, "embedded Redis at %s (set REDIS_URL to use your own)\n", mr.Addr())
 	}
 	defer rdb.Close()
-	// The dashboard stops before Redis closes (registered after it).
+	// The dashboard, then the webhook receiver's counter writer, stop
+	// before Redis closes (registered after it).
 	var srvDone <-chan struct{}
+	var stopHooks context.CancelFunc
+	var hooksDone chan struct{}
 	defer func() {
 		stopPages()
 		if srvDone != nil {
 			<-srvDone
+		}
+		if stopHooks != nil {
+			stopHooks()
+			<-hooksDone
 		}
 	}()
 
@@ -216,7 +223,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		if os.Getenv("LOG_LEVEL") == "" {
 			hookLog = newLogger(stderr, cfg.LogFormat, "error")
 		}
-		deps.Webhooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), hookLog.With("component", "webhook"))
+		recv := webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), hookLog.With("component", "webhook"))
+		deps.Webhooks = recv
+		// The receiver's rejection counts reach Redis every few seconds,
+		// and once more after the dashboard has stopped.
+		hooksCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		hooksDone = make(chan struct{})
+		stopHooks = cancel
+		go func() { defer close(hooksDone); recv.Run(hooksCtx) }()
 	}
 	srvDone = pages.serve(pagesCtx, deps, log)
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -55,9 +56,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	h, err := newServerHandler(cfg, sc, rdb, store, log)
+	h, hooks, err := newServerHandler(cfg, sc, rdb, store, log)
 	if err != nil {
 		return err
+	}
+	if hooks != nil {
+		// The receiver's rejection counts reach Redis every few seconds,
+		// and once more after the HTTP server has stopped.
+		hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		var wg sync.WaitGroup
+		wg.Go(func() { hooks.Run(hctx) })
+		defer wg.Wait()
+		defer stop()
 	}
 	ln, err := net.Listen("tcp", sc.Addr)
 	if err != nil {
@@ -71,11 +81,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return serveHTTP(ctx, ln, server.NewHTTPServer(h, log))
 }
 
-// newServerHandler builds the server's routes from the configuration.
-func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, store storage.Store, log *slog.Logger) (http.Handler, error) {
+// newServerHandler builds the server's routes from the configuration. The
+// webhook receiver, when webhooks are on, is returned too: its caller runs
+// it (webhook.Handler.Run).
+func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, store storage.Store, log *slog.Logger) (http.Handler, *webhook.Handler, error) {
 	auth, err := server.NewAuth(sc.APITokens, sc.Operators)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if sc.APITokens == "" && sc.Operators == "" {
 		log.Warn("API_TOKENS and OPERATORS not set: the job API and operator pages refuse every request")
@@ -83,16 +95,22 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	m := metrics.New()
 	m.AddQueues(asynq.NewInspectorFromRedisClient(rdb))
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
-	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true,
+	proxies, err := server.ParseTrustedProxies(sc.TrustedProxies)
+	if err != nil {
+		return nil, nil, err
+	}
+	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies,
 		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log})}
+	var hooks *webhook.Handler
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		deps.Webhooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook")).WithMetrics(m)
+		hooks = webhook.NewHandler(v, js, asynq.NewClientFromRedisClient(rdb), log.With("component", "webhook")).WithMetrics(m)
+		deps.Webhooks = hooks
 	} else {
 		log.Warn("WEBHOOK_SECRETS not set: the webhook receiver is off, jobs finish by polling alone")
 	}
-	return server.New(deps), nil
+	return server.New(deps), hooks, nil
 }

@@ -20,23 +20,25 @@ import (
 // read from the environment like Config. Workers read the webhook part too:
 // they subscribe each new job's webhook when it is complete.
 type ServeConfig struct {
-	Addr        string        `envconfig:"SERVE_ADDR" default:":8080" desc:"listen address of videoworker serve"`
-	PublicURL   string        `envconfig:"WEBHOOK_PUBLIC_URL" desc:"URL the API delivers webhooks to (https, or http://localhost for development); with WEBHOOK_SECRETS it turns webhooks on"`
-	Secrets     []string      `envconfig:"WEBHOOK_SECRETS" desc:"webhook signing secrets, comma separated; the first signs new jobs, all verify (rotation). Secret"`
-	Tolerance   time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
-	Progress    bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
-	APITokens   string        `envconfig:"API_TOKENS" desc:"bearer tokens of the job API, comma separated (at least 16 characters each). Secret"`
-	CreateRate  string        `envconfig:"API_CREATE_RATE" desc:"fleet-wide budget of create calls: N/s, N/m or N/h, optionally +burst (e.g. 10/m+2); empty = unlimited"`
-	ReadRate    string        `envconfig:"API_READ_RATE" desc:"fleet-wide budget of status, list and content calls, same form; empty = unlimited"`
-	MetricsAddr string        `envconfig:"METRICS_ADDR" desc:"worker only: address of the worker's own /metrics (unauthenticated; bind it to a private interface); empty = off"`
-	Operators   string        `envconfig:"OPERATORS" desc:"dashboard and monitoring logins: user:password:role,… with role viewer (read-only) or operator. Secret"`
+	Addr           string        `envconfig:"SERVE_ADDR" default:":8080" desc:"listen address of videoworker serve"`
+	PublicURL      string        `envconfig:"WEBHOOK_PUBLIC_URL" desc:"URL the API delivers webhooks to (https, or http://localhost for development); with WEBHOOK_SECRETS it turns webhooks on"`
+	Secrets        []string      `envconfig:"WEBHOOK_SECRETS" desc:"webhook signing secrets, comma separated; the first signs new jobs, all verify (rotation). Secret"`
+	Tolerance      time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
+	Progress       bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
+	APITokens      string        `envconfig:"API_TOKENS" desc:"bearer tokens of the job API, comma separated (at least 16 characters each). Secret"`
+	CreateRate     string        `envconfig:"API_CREATE_RATE" desc:"fleet-wide budget of create calls: N/s, N/m or N/h, optionally +burst (e.g. 10/m+2); empty = unlimited"`
+	ReadRate       string        `envconfig:"API_READ_RATE" desc:"fleet-wide budget of status, list and content calls, same form; empty = unlimited"`
+	MetricsAddr    string        `envconfig:"METRICS_ADDR" desc:"worker only: address of the worker's own /metrics (unauthenticated; bind it to a private interface); empty = off"`
+	Operators      string        `envconfig:"OPERATORS" desc:"dashboard and monitoring logins: user:password:role,… with role viewer (read-only) or operator. Secret"`
+	TrustedProxies string        `envconfig:"TRUSTED_PROXIES" desc:"reverse proxies whose X-Forwarded-For names the client (access log, login throttling): CIDRs or addresses, comma separated; empty = none, the header is ignored"`
 }
 
 // LogValue keeps the secrets out of logs.
 func (c ServeConfig) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("addr", c.Addr), slog.String("webhook_public_url", c.PublicURL),
 		slog.Int("webhook_secrets", len(c.Secrets)), slog.Duration("webhook_tolerance", c.Tolerance),
-		slog.Bool("api_tokens_set", c.APITokens != ""), slog.Bool("operators_set", c.Operators != ""))
+		slog.Bool("api_tokens_set", c.APITokens != ""), slog.Bool("operators_set", c.Operators != ""),
+		slog.String("trusted_proxies", c.TrustedProxies))
 }
 
 // loadServeConfig reads the environment and validates the result, naming
@@ -85,6 +87,9 @@ func (c ServeConfig) Validate() error {
 	}
 	if _, err := ratelimit.ParseLimit(c.ReadRate); err != nil {
 		errs = append(errs, fmt.Errorf("API_READ_RATE: %v", err))
+	}
+	if _, err := server.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := server.NewAuth(c.APITokens, c.Operators); err != nil {
 		errs = append(errs, err)

@@ -82,6 +82,15 @@ func TestServePagesShowNoSecret(t *testing.T) {
 	call("POST", webhook.Path+"?job_id=secret-test", `{"type":"video.completed","data":{"id":"vid"}}`, "Content-Type", "application/json",
 		"x-ai-stats-timestamp", fmt.Sprint(time.Now().Unix()), "x-ai-stats-signature", "sha256="+strings.Repeat("cd", 32))
 
+	// The receiver writes its rejection counts to Redis in the background:
+	// wait (bounded) for the dashboard to show this one.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, page := call("GET", "/", "", "Authorization", "Bearer tok_serve_secret_abcdef0123")
+		if strings.Contains(page, "bad_signature: webhook signature does not verify") || time.Now().After(deadline) {
+			break
+		}
+	}
+
 	var answers bytes.Buffer
 	for _, login := range [][2]string{{"olga", "olga-secret-pass"}, {"vic", "vic-secret-pass"}} {
 		for _, path := range []string{"/", "/jobs/secret-test", "/jobs/missing", "/monitoring/", "/monitoring/api/queues",
