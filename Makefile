@@ -15,24 +15,29 @@ build: ## build bin/videoworker
 	$(GO) build -o bin/videoworker ./cmd/videoworker
 
 .PHONY: run
-run: ## run the self-contained demo (embedded Redis, stand-in API, storage in ./data)
-	$(GO) run ./cmd/videoworker demo
+run: ## the self-contained demo: embedded Redis, stand-in API, a worker, the dashboard, five jobs into ./data (DEMO_FLAGS=-h lists flags)
+	$(GO) build -o bin/videoworker ./cmd/videoworker
+	bin/videoworker demo $(DEMO_FLAGS)
 
 .PHONY: test
-test: fmt-check vet staticcheck ## gofmt check, go vet, staticcheck, then go test -race (needs redis-server on PATH)
+test: test-deps fmt-check vet staticcheck ## test-deps, gofmt check, go vet, staticcheck, then go test -race
 	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+.PHONY: test-deps
+test-deps: ## install what the tests need, only if missing: redis-server, chromium (apt-get), versitygw (go install, ~2 min once)
+	@scripts/ensure-test-deps.sh
 
 .PHONY: soak
 soak: ## soak: 2,000 jobs, worker processes SIGKILLed, Redis restarted, API faults (~6-9 min on 2 cores; SOAK_FLAGS=-h lists flags)
 	$(GO) run ./cmd/soak $(SOAK_FLAGS)
 
 .PHONY: bench
-bench: ## performance figures vs targets (issue 7): table on stdout, JSON in bench/results/ (about 10 min on 2 cores; BENCH_FLAGS=-h lists flags)
+bench: ## performance figures vs targets: table on stdout, JSON in bench/results/ (about 7.5 min on 2 cores; BENCH_FLAGS=-h lists flags)
 	$(GO) build -o bin/bench ./cmd/bench
 	bin/bench $(BENCH_FLAGS)
 
 .PHONY: bench-quick
-bench-quick: ## every bench figure with small workloads, one run (under 3 min)
+bench-quick: ## every bench figure with small workloads, one run (about 1.5 min)
 	$(GO) build -o bin/bench ./cmd/bench
 	bin/bench -quick $(BENCH_FLAGS)
 

@@ -3,7 +3,7 @@
 // reached from these machines.
 //
 // A [Server] is an [http.Handler] that serves the routes in
-// shared/reference/ai-stats-video-api.md (sections 3, 4, 5, 6, 8 and 9) under
+// docs/ai-stats-video-api.md (sections 3, 4, 5, 6, 8 and 9) under
 // /v1: create, list, models, status, content, signed download links, cancel
 // and delete. It uses the documented request validation, video object, list
 // envelope, signed-link format and flat error body. Job status comes from the

@@ -324,7 +324,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return fmt.Errorf("start worker: %w", err)
 		}
 		servers = append(servers, srv)
-		w.log.InfoContext(ctx, "worker started", "concurrency", cfg.Concurrency, "queues", fmt.Sprint(cfg.Queues))
+		w.log.InfoContext(ctx, "worker started", "concurrency", cfg.Concurrency, "queues", cfg.Queues)
 	}
 	checks := make(chan struct{})
 	go func() {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,17 +41,32 @@ var demoPrompts = []string{
 	"a cup of coffee steaming on a wooden table, morning light",
 }
 
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// demoWebhookFaults are the stand-in's deliberate webhook faults in the
+// demo, for the dashboard to count: a few deliveries sent twice and a few
+// signed with a wrong secret (rejected, then retried).
+var demoWebhookFaults = standin.WebhookFaults{DuplicateRate: 0.1, WrongSecretRate: 0.05}
+
+// demoStandinConfig is the stand-in of the demo: each job waits 1 s in the
+// API's queue, generates for 4 s and downloads for about 1 s, so that a
+// run of a few dozen jobs shows jobs in every stage for long enough to
+// look at the dashboard.
+func demoStandinConfig(failRate float64) standin.Config {
+	return standin.Config{APIKey: "demo-key", QueuedFor: time.Second, ProcessingFor: 4 * time.Second,
+		PollAfterSeconds: 1, ContentSize: 256 << 10, FailRate: failRate, Seed: time.Now().UnixNano(),
+		Faults:           standin.Faults{Latency: time.Second, Endpoints: []string{standin.EndpointContent}},
+		WebhookTimeScale: 0.005, WebhookFaults: demoWebhookFaults}
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	n := fs.Int("jobs", 5, "number of sample jobs to submit")
 	exitWhenDone := fs.Bool("exit-when-done", false, "exit once every job is finished (status 1 if any failed)")
-	quiet := fs.Bool("quiet", false, "no live progress lines")
+	quiet := fs.Bool("quiet", false, "no live progress line")
 	addr := fs.String("addr", envOr("DEMO_ADDR", "127.0.0.1:0"), "listen address of the dashboard, the job API and the asynq UI (DEMO_ADDR)")
 	failRate := fs.Float64("fail-rate", 0, "fraction of the stand-in API's generations that fail, 0 to 1")
-	interval := fs.Duration("interval", 0, "wait between two submissions (e.g. 500ms, to see jobs in every state)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	interval := fs.Duration("interval", 0, "wait between two submissions (e.g. 300ms, to see jobs in every state)")
+	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
+		return err
 	}
 	if *n < 0 {
 		return usageError{"demo: -jobs must not be negative"}
@@ -70,16 +84,32 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg.LogLevel = "warn" // the demo prints its own progress
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+
+	// Ctrl-C (ctx ending) is how a user stops the demo: not a failure.
+	defer func() {
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	}()
+
+	// What stops, in this order, when the demo ends (deferred calls run
+	// last first): the worker and the progress watch; the stand-in's
+	// webhook delivery, whose connections go to the dashboard; the
+	// stand-in API, once the worker has closed its connections; the
+	// dashboard; then Redis.
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel()
-	// The stand-in API stops after the worker, its client, has stopped and
-	// closed its idle connections: the server's graceful shutdown waits up
-	// to 5 s on a connection that was opened but never carried a request.
-	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopAPI()
+
+	// The pages (and, with the stand-in, the webhook receiver) listen
+	// first: the address and the login are the first thing printed.
+	pages, err := listenDemoPages(*addr)
+	if err != nil {
+		return err
+	}
+	defer pages.ln.Close() // in case serve is never reached
+	pages.printLogin(stdout)
+	pagesCtx, stopPages := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPages()
 
 	// Redis: embedded unless REDIS_URL is set.
 	var rdb redis.UniversalClient
@@ -93,6 +123,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("embedded redis: %w", err)
 		}
 		defer mr.Close()
+		tickCtx, stopTick := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopTick()
 		wg.Add(1)
 		go func() { // miniredis expires keys only when told time passed
 			defer wg.Done()
@@ -100,7 +132,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			defer tick.Stop()
 			for {
 				select {
-				case <-ctx.Done():
+				case <-tickCtx.Done():
 					return
 				case <-tick.C:
 					mr.FastForward(250 * time.Millisecond)
@@ -111,40 +143,52 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "embedded Redis at %s (set REDIS_URL to use your own)\n", mr.Addr())
 	}
 	defer rdb.Close()
-
-	// The pages (and, with the stand-in, the webhook receiver): listen
-	// first, so that the worker can subscribe the receiver's address.
-	pages, err := listenDemoPages(*addr)
-	if err != nil {
-		return err
-	}
-	defer pages.ln.Close() // in case serve is never reached
+	// The dashboard, then the webhook receiver's counter writer, stop
+	// before Redis closes (registered after it).
+	var srvDone <-chan struct{}
+	var stopHooks context.CancelFunc
+	var hooksDone chan struct{}
+	defer func() {
+		stopPages()
+		if srvDone != nil {
+			<-srvDone
+		}
+		if stopHooks != nil {
+			stopHooks()
+			<-hooksDone
+		}
+	}()
 
 	// The API: the stand-in unless AISTATS_API_KEY is set. It delivers
 	// signed webhooks to the demo's receiver, with a few duplicates and
 	// wrongly signed attempts (retried) for the dashboard to count.
+	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAPI()
 	var hooks *apiclient.WebhookSubscription
 	if !keySet {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
-		cfg.APIKey = "demo-key"
-		srv := standin.New(standin.Config{APIKey: cfg.APIKey, QueuedFor: 500 * time.Millisecond, ProcessingFor: 2 * time.Second,
-			PollAfterSeconds: 1, ContentSize: 256 << 10, FailRate: *failRate, Seed: time.Now().UnixNano(),
-			WebhookTimeScale: 0.005, WebhookFaults: standin.WebhookFaults{DuplicateRate: 0.1, WrongSecretRate: 0.05}}, log.With("component", "standin"))
-		srv.Start()
-		defer srv.Close()
+		sc := demoStandinConfig(*failRate)
+		cfg.APIKey = sc.APIKey
+		srv := standin.New(sc, log.With("component", "standin"))
 		hooks = pages.subscription()
 		cfg.APIBaseURL = "http://" + ln.Addr().String() + "/v1"
-		wg.Add(1)
+		apiDone := make(chan struct{})
 		go func() {
-			defer wg.Done()
+			defer close(apiDone)
 			if err := serveHTTP(apiCtx, ln, standinHTTPServer(srv, log)); err != nil {
 				log.Error("stand-in API stopped", "err", err.Error())
 			}
 		}()
+		defer func() { stopAPI(); <-apiDone }()
+		srv.Start()
+		defer srv.Close() // before the dashboard and the API stop
 		fmt.Fprintf(stdout, "stand-in AI Stats API at %s (set AISTATS_API_KEY and AISTATS_BASE_URL to use the real one)\n", cfg.APIBaseURL)
+		fmt.Fprintf(stdout, "  its videos are random bytes, not playable; on purpose it signs about %.0f%% of webhook deliveries\n"+
+			"  with a wrong secret (the dashboard counts them as bad signatures; the retry succeeds) and sends %.0f%% twice\n",
+			demoWebhookFaults.WrongSecretRate*100, demoWebhookFaults.DuplicateRate*100)
 	}
 	var hookSecrets []string
 	if hooks != nil {
@@ -168,40 +212,54 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer w.Close()
-	werr := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer stopAPI()
-		werr <- w.Run(ctx)
-		api.CloseIdleConnections()
-	}()
-
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})
 	defer producer.Close()
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
 	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
-	// The receiver's rejection counts reach Redis every few seconds, and
-	// once more after the server has stopped.
-	hooksCtx, stopHooks := context.WithCancel(context.WithoutCancel(ctx))
-	hooksDone := make(chan struct{})
 	if hooks != nil {
 		v, err := webhook.NewVerifier([]string{hooks.Secret}, 5*time.Minute, nil)
 		if err != nil {
-			stopHooks()
 			return err
 		}
-		recv := webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), log.With("component", "webhook"))
+		// The stand-in's wrongly signed deliveries are on purpose (said
+		// above, counted on the dashboard): not worth a warning each.
+		hookLog := log
+		if os.Getenv("LOG_LEVEL") == "" {
+			hookLog = newLogger(stderr, cfg.LogFormat, "error")
+		}
+		recv := webhook.NewHandler(v, js, wake.NewEnqueuer(rdb, cfg.Wake), hookLog.With("component", "webhook"))
 		deps.Webhooks = recv
+		// The receiver's rejection counts reach Redis every few seconds,
+		// and once more after the dashboard has stopped.
+		hooksCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		hooksDone = make(chan struct{})
+		stopHooks = cancel
 		go func() { defer close(hooksDone); recv.Run(hooksCtx) }()
-	} else {
-		close(hooksDone)
 	}
-	srvDone := pages.serve(ctx, deps, stdout, log)
-	defer func() { cancel(); <-srvDone; stopHooks(); <-hooksDone }() // before Redis closes
+	srvDone = pages.serve(pagesCtx, deps, log)
+
+	// The worker runs until the demo ends; it stops first.
+	workCtx, stopWork := context.WithCancel(ctx)
+	werr := make(chan error, 1)
+	go func() {
+		werr <- w.Run(workCtx)
+		api.CloseIdleConnections()
+	}()
+	workerStopped := false
+	stopWorker := func() error {
+		if workerStopped {
+			return nil
+		}
+		workerStopped = true
+		stopWork()
+		return <-werr
+	}
+	defer func() { _ = stopWorker() }() // on the normal path its error is returned below
+
 	start := time.Now()
 	ids := make([]tasks.JobID, 0, *n)
 	run := start.UTC().Format("150405")
+	watch := newProgressWatch(producer, stdout, *n, isTerminal(stdout), *quiet, start, log)
 	for i := 0; i < *n; i++ {
 		id, err := producer.Submit(ctx, tasks.Request{
 			JobID: tasks.JobID(fmt.Sprintf("demo-%s-%03d", run, i+1)),
@@ -211,17 +269,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		ids = append(ids, id)
+		if i == 0 {
+			fmt.Fprintf(stdout, "submitting %d jobs; videos go to %s\n", *n, cfg.StorageURL)
+		}
 		if *interval > 0 && i < *n-1 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(*interval):
+			if err := watch.waitAndShow(ctx, ids, *interval); err != nil {
+				return err
 			}
 		}
 	}
-	fmt.Fprintf(stdout, "submitted %d jobs; storing videos under %s\n", len(ids), cfg.StorageURL)
-
-	recs, err := watchJobs(ctx, producer, ids, stdout, *quiet, log)
+	recs, err := watch.untilDone(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -229,23 +286,22 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, r := range recs {
 		if r.State == jobs.StateStored {
 			stored++
-			if !*quiet {
-				fmt.Fprintf(stdout, "  %s → %s\n", r.ID, r.Location)
-			}
 		} else {
 			failed++
 			fmt.Fprintf(stdout, "  %s %s: %s %s\n", r.ID, r.State, r.ErrorCode, r.Error)
 		}
 	}
 	elapsed := time.Since(start)
-	fmt.Fprintf(stdout, "done in %s (%.1f jobs/s)\n", elapsed.Round(time.Millisecond), float64(len(ids))/elapsed.Seconds())
+	fmt.Fprintf(stdout, "done in %s (%.1f jobs/s); 'videoworker status JOB_ID' shows a job's history\n", elapsed.Round(time.Millisecond), float64(len(ids))/elapsed.Seconds())
 	fmt.Fprintf(stdout, "%d stored, %d failed\n", stored, failed)
 	if !*exitWhenDone {
-		fmt.Fprintln(stdout, "the worker keeps running; press Ctrl-C to stop")
+		// Failures are the stand-in's on purpose (-fail-rate) or the
+		// API's, listed above; stopping with Ctrl-C is a success.
+		fmt.Fprintf(stdout, "the worker and the dashboard (%s/) keep running; press Ctrl-C to stop\n", pages.base)
 		<-ctx.Done()
+		return stopWorker()
 	}
-	cancel()
-	if err := <-werr; err != nil {
+	if err := stopWorker(); err != nil {
 		return err
 	}
 	if failed > 0 {
@@ -264,14 +320,26 @@ type demoPages struct {
 	hookSecret string
 }
 
+// randomPassword makes up a password of 16 URL-safe characters.
+func randomPassword() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
 // listenDemoPages listens on addr and makes up the login and the webhook
 // signing secret.
 func listenDemoPages(addr string) (*demoPages, error) {
-	var b [36]byte
+	var b [24]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	pass := base64.RawURLEncoding.EncodeToString(b[:12])
+	pass, err := randomPassword()
+	if err != nil {
+		return nil, err
+	}
 	auth, err := server.NewAuth("", "demo:"+pass+":operator")
 	if err != nil {
 		return nil, err
@@ -285,7 +353,7 @@ func listenDemoPages(addr string) (*demoPages, error) {
 		host = "127.0.0.1"
 	}
 	return &demoPages{ln: ln, base: "http://" + net.JoinHostPort(host, port),
-		pass: pass, auth: auth, hookSecret: "whsec_" + hex.EncodeToString(b[12:])}, nil
+		pass: pass, auth: auth, hookSecret: "whsec_" + hex.EncodeToString(b[:])}, nil
 }
 
 // subscription is the webhook the worker subscribes on each create: the
@@ -295,9 +363,15 @@ func (p *demoPages) subscription() *apiclient.WebhookSubscription {
 		Events: []string{"video.completed", "video.failed", "video.cancelled", "video.expired"}}
 }
 
-// serve serves deps until ctx ends and prints the address and login. The
-// returned channel closes when the server has stopped.
-func (p *demoPages) serve(ctx context.Context, deps server.Deps, stdout io.Writer, log *slog.Logger) <-chan struct{} {
+// printLogin prints the dashboard's address and login.
+func (p *demoPages) printLogin(stdout io.Writer) {
+	fmt.Fprintf(stdout, "dashboard at %s/ (asynq UI at %s%s/, job API at %s/v1/jobs)\n", p.base, p.base, server.MonitoringPath, p.base)
+	fmt.Fprintf(stdout, "  log in as demo / %s (operator; generated for this run)\n", p.pass)
+}
+
+// serve serves deps until ctx ends. The returned channel closes when the
+// server has stopped.
+func (p *demoPages) serve(ctx context.Context, deps server.Deps, log *slog.Logger) <-chan struct{} {
 	deps.Auth = p.auth
 	done := make(chan struct{})
 	go func() {
@@ -306,48 +380,7 @@ func (p *demoPages) serve(ctx context.Context, deps server.Deps, stdout io.Write
 			log.Error("demo dashboard stopped", "err", err.Error())
 		}
 	}()
-	fmt.Fprintf(stdout, "dashboard at %s/ (asynq UI at %s%s/, job API at %s/v1/jobs)\n", p.base, p.base, server.MonitoringPath, p.base)
-	fmt.Fprintf(stdout, "  log in as demo / %s (operator; generated for this run)\n", p.pass)
 	return done
-}
-
-// watchJobs prints a line whenever a job changes state or progress, until
-// every job is terminal or ctx ends.
-func watchJobs(ctx context.Context, c *tasks.Client, ids []tasks.JobID, out io.Writer, quiet bool, log *slog.Logger) ([]*jobs.Record, error) {
-	last := map[tasks.JobID]string{}
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		recs := make([]*jobs.Record, 0, len(ids))
-		done := 0
-		for _, id := range ids {
-			r, err := c.Status(ctx, id)
-			if err != nil {
-				if errors.Is(ctx.Err(), context.Canceled) {
-					return nil, ctx.Err()
-				}
-				log.Warn("status", "job_id", string(id), "err", err.Error())
-				continue
-			}
-			recs = append(recs, r)
-			if r.State.Terminal() {
-				done++
-			}
-			line := fmt.Sprintf("%-22s %-12s %-10s %3d%%", r.ID, r.State, r.APIStatus, r.Progress)
-			if !quiet && last[id] != line {
-				last[id] = line
-				fmt.Fprintln(out, strings.TrimRight(line, " "))
-			}
-		}
-		if done == len(ids) {
-			return recs, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-tick.C:
-		}
-	}
 }
 
 // redactURL hides a password in a URL for logs.

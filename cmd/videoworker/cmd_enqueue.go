@@ -26,7 +26,6 @@ func (l labelFlags) Set(s string) error {
 
 func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	model := fs.String("model", "google/veo-3.1-lite", "model id")
 	prompt := fs.String("prompt", "", "prompt (required); with -count N each job gets ' #i' appended")
 	count := fs.Int("count", 1, "number of jobs to submit")
@@ -39,8 +38,8 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	timeout := fs.Duration("timeout", 0, "overall deadline of each job (default: the worker's JOB_TIMEOUT)")
 	labels := labelFlags{}
 	fs.Var(labels, "label", "key=value label kept with the job (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
+		return err
 	}
 	if *prompt == "" || *count < 1 {
 		return usageError{"enqueue: -prompt is required and -count must be at least 1"}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/hibiken/asynq"
@@ -24,21 +25,27 @@ import (
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	addr := fs.String("addr", "", "override SERVE_ADDR")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	cfg, err := loadConfig()
-	if err != nil {
+	genLogin := fs.Bool("generate-login", false, "when OPERATORS is empty, make up an operator login for this run and print it (docker compose's demo set-up)")
+	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
 		return err
 	}
-	sc, err := loadServeConfig()
-	if err != nil {
-		return err
-	}
+	cfg, errs := readConfig()
+	sc, serveErrs := readServeConfig()
 	if *addr != "" {
 		sc.Addr = *addr
+	}
+	if err := configProblems(append(append(errs, serveErrs...), cfg.Validate(), sc.Validate())...); err != nil {
+		return err
+	}
+	var login string
+	if *genLogin && strings.TrimSpace(sc.Operators) == "" {
+		pass, err := randomPassword()
+		if err != nil {
+			return err
+		}
+		sc.Operators = "admin:" + pass + ":operator"
+		login = "log in as admin / " + pass + " (operator; generated at start: set OPERATORS to choose the logins)"
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	rdb, err := openRedis(ctx, cfg.RedisURL)
@@ -68,6 +75,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("serve: %w", err)
 	}
 	fmt.Fprintf(stdout, "videoworker serving on http://%s (dashboard at /, asynq UI at %s/, webhooks at %s)\n", ln.Addr(), server.MonitoringPath, webhook.Path)
+	if login != "" {
+		fmt.Fprintln(stdout, "  "+login)
+	}
 	log.Info("videoworker serve", "config", sc, "webhooks", sc.PublicURL != "" || len(sc.Secrets) > 0)
 	return serveHTTP(ctx, ln, server.NewHTTPServer(h, log))
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/videoworker/videoworker/server"
@@ -33,16 +34,21 @@ func standinFlags(fs *flag.FlagSet) *standin.Config {
 	fs.DurationVar(&c.Faults.Latency, "latency", 0, "latency added to every call")
 	fs.Float64Var(&c.Faults.DropRate, "drop-rate", 0, "fraction of calls whose connection is dropped after handling")
 	fs.Float64Var(&c.Faults.TruncateRate, "truncate-rate", 0, "fraction of content downloads cut short")
+	fs.Float64Var(&c.WebhookFaults.DuplicateRate, "webhook-duplicate-rate", 0, "fraction of webhook attempts sent twice")
+	fs.Float64Var(&c.WebhookFaults.WrongSecretRate, "webhook-wrong-secret-rate", 0, "fraction of webhook attempts signed with a wrong secret (retried)")
+	fs.Float64Var(&c.WebhookFaults.DropRate, "webhook-drop-rate", 0, "fraction of webhook attempts silently lost (never retried)")
+	fs.Float64Var(&c.WebhookFaults.OutOfOrderRate, "webhook-out-of-order-rate", 0, "fraction of webhook events held back until the job's next event")
+	fs.DurationVar(&c.WebhookFaults.Latency, "webhook-latency", 0, "wait before each webhook attempt")
+	fs.Float64Var(&c.WebhookTimeScale, "webhook-time-scale", 1, "multiplies the webhook retry delays (1, 5, 15 min) and the 30 s delivery timeout")
 	return c
 }
 
 func runStandin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("standin", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
 	cfg := standinFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
+		return err
 	}
 	log := newLogger(stderr, envOr("LOG_FORMAT", "auto"), envOr("LOG_LEVEL", "info"))
 	ln, err := net.Listen("tcp", *addr)
@@ -50,12 +56,23 @@ func runStandin(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("standin: %w", err)
 	}
 	srv := standin.New(*cfg, log)
-	fmt.Fprintf(stdout, "stand-in AI Stats API at http://%s/v1\n", ln.Addr())
+	// Webhook delivery runs beside the API and stops first, so that its
+	// idle connections to receivers are closed before the process ends.
+	srv.Start()
+	defer srv.Close()
+	fmt.Fprintf(stdout, "stand-in AI Stats API at http://%s/v1 (delivers the webhooks jobs subscribe)\n", ln.Addr())
 	return serveHTTP(ctx, ln, standinHTTPServer(srv, log))
 }
 
-// serveHTTP serves hs on ln until ctx ends, then shuts down gracefully.
+// serveHTTP serves hs on ln until ctx ends, then shuts down gracefully:
+// requests in flight finish (within 5 s), idle connections close at once,
+// and so do connections that were opened but never carried a request.
+// http.Server.Shutdown alone waits up to 5 s for those, and clients open
+// them ahead of need (an HTTP transport dialing beside a connection that
+// frees up; browsers preconnecting), so a shutdown stalled and ended in an
+// error now and then.
 func serveHTTP(ctx context.Context, ln net.Listener, hs *http.Server) error {
+	fresh := trackFreshConns(hs)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -65,11 +82,59 @@ func serveHTTP(ctx context.Context, ln net.Listener, hs *http.Server) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := hs.Shutdown(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(sctx) }()
+	// Shutdown has closed the listener once Serve returns; no new
+	// connection arrives after that.
+	serr := <-errc
+	fresh.closeAll()
+	err := <-shut
+	if serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return serr
 	}
 	return err
+}
+
+// freshConns are a server's connections that have not yet carried a
+// request (http.StateNew).
+type freshConns struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// trackFreshConns makes hs record its fresh connections, keeping any
+// ConnState hook it already has.
+func trackFreshConns(hs *http.Server) *freshConns {
+	f := &freshConns{conns: map[net.Conn]struct{}{}}
+	prev := hs.ConnState
+	hs.ConnState = func(c net.Conn, st http.ConnState) {
+		f.mu.Lock()
+		switch {
+		case st == http.StateNew && f.closed:
+			c.Close() // accepted as the listener closed
+		case st == http.StateNew:
+			f.conns[c] = struct{}{}
+		default:
+			delete(f.conns, c)
+		}
+		f.mu.Unlock()
+		if prev != nil {
+			prev(c, st)
+		}
+	}
+	return f
+}
+
+// closeAll closes the fresh connections, and any that becomes known later.
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for c := range f.conns {
+		c.Close()
+		delete(f.conns, c)
+	}
 }
 
 func envOr(k, def string) string {

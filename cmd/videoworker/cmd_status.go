@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,15 +12,15 @@ import (
 	"time"
 
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON (one object per job)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		return usageError{"status: give one or more job ids"}
@@ -36,6 +37,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
 	defer c.Close()
 	var missing []string
+	var store storage.Store // opened for the first job with several outputs
+	var storeErr error
 	for _, id := range fs.Args() {
 		rec, err := c.Status(ctx, tasks.JobID(id))
 		if errors.Is(err, jobs.ErrNotFound) {
@@ -50,12 +53,25 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
+		var files []outputFile
+		if rec.Outputs > 1 && rec.State == jobs.StateStored {
+			if store == nil {
+				if store, storeErr = openStore(ctx, cfg); storeErr != nil {
+					storeErr = fmt.Errorf("STORAGE_URL: %w", storeErr)
+				}
+			}
+			files = outputFiles(ctx, cfg, store, storeErr, rec)
+		}
 		if *asJSON {
-			b, _ := json.Marshal(map[string]any{"job": rec, "history": hist})
+			line := map[string]any{"job": rec, "history": hist}
+			if files != nil {
+				line["files"] = files
+			}
+			b, _ := json.Marshal(line)
 			fmt.Fprintln(stdout, string(b))
 			continue
 		}
-		printRecord(stdout, rec, hist)
+		printRecord(stdout, rec, hist, files)
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%d job(s) not found: %s", len(missing), strings.Join(missing, ", "))
@@ -63,8 +79,52 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// printRecord writes a job and its history for a human.
-func printRecord(w io.Writer, r *jobs.Record, hist []jobs.Event) {
+// outputFile is one stored output of a job with several.
+type outputFile struct {
+	Index    int    `json:"index"`
+	Key      string `json:"key"`
+	Location string `json:"location,omitempty"`
+	Bytes    int64  `json:"bytes,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
+	Problem  string `json:"problem,omitempty"` // why it could not be read
+}
+
+// outputFiles finds each output of a stored job with several: the record
+// keeps the first output's location and sha256 and the total size, and the
+// worker names output i by STORAGE_KEY_TEMPLATE with {index} = i.
+func outputFiles(ctx context.Context, cfg Config, store storage.Store, storeErr error, r *jobs.Record) []outputFile {
+	files := make([]outputFile, 0, r.Outputs)
+	for i := range r.Outputs {
+		f := outputFile{Index: i}
+		key, err := storage.RenderKey(cfg.KeyTemplate, storage.KeyVars{JobID: r.ID, VideoID: r.VideoID, Index: i, Date: r.SubmittedAt})
+		switch {
+		case i == 0 && r.StorageKey != "":
+			f.Key, f.Location, f.SHA256 = r.StorageKey, r.Location, r.SHA256
+		case err != nil:
+			f.Problem = "STORAGE_KEY_TEMPLATE: " + err.Error()
+		default:
+			f.Key = key
+		}
+		switch {
+		case f.Key == "" || (i == 0 && storeErr != nil):
+		case storeErr != nil:
+			f.Problem = storeErr.Error()
+		default:
+			info, err := store.Stat(ctx, f.Key)
+			if err != nil {
+				f.Problem = err.Error()
+				break
+			}
+			f.Location, f.Bytes, f.SHA256 = info.Location, info.Size, info.SHA256
+		}
+		files = append(files, f)
+	}
+	return files
+}
+
+// printRecord writes a job and its history for a human; files lists the
+// outputs of a job with several.
+func printRecord(w io.Writer, r *jobs.Record, hist []jobs.Event, files []outputFile) {
 	fmt.Fprintf(w, "job %s  state %s", r.ID, r.State)
 	if r.VideoID != "" {
 		fmt.Fprintf(w, "  video %s", r.VideoID)
@@ -86,7 +146,20 @@ func printRecord(w io.Writer, r *jobs.Record, hist []jobs.Event) {
 	}
 	fmt.Fprintf(w, "  %s\n", strings.Join(parts, ", "))
 	fmt.Fprintf(w, "  create attempts %d, polls %d, download attempts %d\n", r.CreateAttempts, r.Polls, r.DownloadAttempts)
-	if r.Location != "" {
+	switch {
+	case len(files) > 0:
+		fmt.Fprintf(w, "  stored %d outputs, %d bytes in all:\n", len(files), r.Bytes)
+		for _, f := range files {
+			switch {
+			case f.Problem != "":
+				fmt.Fprintf(w, "    %d: %s (%s)\n", f.Index, cmp.Or(f.Location, f.Key), f.Problem)
+			case f.Bytes > 0:
+				fmt.Fprintf(w, "    %d: %s (%d bytes, sha256 %s)\n", f.Index, f.Location, f.Bytes, f.SHA256)
+			default:
+				fmt.Fprintf(w, "    %d: %s (sha256 %s)\n", f.Index, f.Location, f.SHA256)
+			}
+		}
+	case r.Location != "":
 		fmt.Fprintf(w, "  stored at %s (%d bytes, sha256 %s)\n", r.Location, r.Bytes, r.SHA256)
 	}
 	if r.Error != "" {

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/kelseyhightower/envconfig"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/storage"
@@ -22,8 +22,11 @@ type Config struct {
 	RedisURL  string `envconfig:"REDIS_URL" default:"redis://127.0.0.1:6379/0" desc:"Redis holding the queues and job records"`
 	KeyPrefix string `envconfig:"KEY_PREFIX" default:"videoworker:" desc:"prefix of the job record keys (producers and workers must agree)"`
 
-	APIBaseURL string        `envconfig:"AISTATS_BASE_URL" default:"https://api.phaseo.app/v1" desc:"AI Stats API root, including /v1"`
-	APIKey     string        `envconfig:"AISTATS_API_KEY" desc:"AI Stats API key (secret; never logged)"`
+	APIBaseURL string `envconfig:"AISTATS_BASE_URL" default:"https://api.phaseo.app/v1" desc:"AI Stats API root, including /v1"`
+	APIKey     string `envconfig:"AISTATS_API_KEY" desc:"AI Stats API key (secret; never logged)"`
+	// StandinURL lets docker compose start on the stand-in and switch to
+	// the real API when the key is set, with no other change.
+	StandinURL string        `envconfig:"AISTATS_STANDIN_URL" desc:"worker only: a stand-in API to use while AISTATS_API_KEY is empty (docker compose sets it); empty = AISTATS_API_KEY is required"`
 	APITimeout time.Duration `envconfig:"AISTATS_TIMEOUT" default:"30s" desc:"timeout of each API call (content: until the headers arrive)"`
 	// APIAllowInsecure: "true", or the hosts (comma separated) that
 	// AISTATS_BASE_URL may reach over plain http although not loopback.
@@ -69,11 +72,138 @@ type Config struct {
 // loadConfig reads the environment and validates the result, naming every
 // problem at once.
 func loadConfig() (Config, error) {
+	c, errs := readConfig()
+	return c, configProblems(append(errs, c.Validate())...)
+}
+
+// readConfig reads the environment; the errors are the values that do not
+// parse (those fields keep their defaults).
+func readConfig() (Config, []error) {
 	var c Config
-	if err := envconfig.Process("", &c); err != nil {
-		return c, fmt.Errorf("configuration: %w", err)
+	return c, readEnv(&c)
+}
+
+// configError lists every problem of the configuration.
+type configError struct{ problems []error }
+
+func (e *configError) Error() string {
+	if len(e.problems) == 1 {
+		return "configuration: " + e.problems[0].Error()
 	}
-	return c, c.Validate()
+	var b strings.Builder
+	fmt.Fprintf(&b, "configuration has %d problems:", len(e.problems))
+	for _, p := range e.problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the problems.
+func (e *configError) Unwrap() []error { return e.problems }
+
+// configProblems gathers errs (nil ones skipped, joined ones flattened)
+// into one configError, or nil when there are none.
+func configProblems(errs ...error) error {
+	var all []error
+	var flatten func(error)
+	flatten = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *configError:
+			all = append(all, e.problems...)
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				flatten(inner)
+			}
+		default:
+			all = append(all, err)
+		}
+	}
+	for _, err := range errs {
+		flatten(err)
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return &configError{all}
+}
+
+// readEnv fills the tagged fields of the struct dst points to from the
+// environment: each field's variable (its envconfig tag), or its default
+// tag when the variable is unset (or empty, for a field other than a
+// string). A value that does not parse is named in plain words and the
+// field keeps its default, so that validation reports only the other
+// problems. Every bad value is reported, not just the first.
+func readEnv(dst any) []error {
+	v := reflect.ValueOf(dst).Elem()
+	var errs []error
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		name := f.Tag.Get("envconfig")
+		if name == "" {
+			continue
+		}
+		def := f.Tag.Get("default")
+		raw, ok := os.LookupEnv(name)
+		if !ok || (raw == "" && f.Type.Kind() != reflect.String) {
+			raw = def
+		}
+		field := v.Field(i)
+		if err := setEnvField(field, raw); err != nil {
+			errs = append(errs, fmt.Errorf("%s: want %s, got %q", name, err.Error(), clip(raw, 40)))
+			field.SetZero()
+			_ = setEnvField(field, def)
+		}
+	}
+	return errs
+}
+
+// durationType is the type of time.Duration fields.
+var durationType = reflect.TypeFor[time.Duration]()
+
+// setEnvField parses raw into field; an error says what was wanted.
+func setEnvField(field reflect.Value, raw string) error {
+	if raw == "" && field.Kind() != reflect.String && field.Kind() != reflect.Slice {
+		return nil // no value and no default: the zero value
+	}
+	switch {
+	case field.Type() == durationType:
+		d, err := time.ParseDuration(strings.TrimSpace(raw))
+		if err != nil {
+			return errors.New("a duration such as 500ms, 30s, 5m or 1h30m")
+		}
+		field.SetInt(int64(d))
+	case field.Kind() == reflect.String:
+		field.SetString(raw)
+	case field.Kind() == reflect.Int || field.Kind() == reflect.Int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(raw), 10, 64)
+		if err != nil {
+			return errors.New("a whole number")
+		}
+		field.SetInt(n)
+	case field.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(raw))
+		if err != nil {
+			return errors.New("true or false")
+		}
+		field.SetBool(b)
+	case field.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(strings.TrimSpace(raw), 64)
+		if err != nil {
+			return errors.New("a number")
+		}
+		field.SetFloat(f)
+	case field.Kind() == reflect.Slice && field.Type().Elem().Kind() == reflect.String:
+		if raw == "" {
+			field.SetZero()
+			return nil
+		}
+		field.Set(reflect.ValueOf(strings.Split(raw, ",")))
+	default:
+		panic(fmt.Sprintf("config: no parser for %s fields", field.Type())) // a programming error
+	}
+	return nil
 }
 
 // Validate returns every problem of c, joined.
@@ -87,6 +217,9 @@ func (c Config) Validate() error {
 		add("AISTATS_BASE_URL: want an absolute http(s) URL")
 	} else if apiclient.PlainHTTPToRemote(u) && !c.insecureAPIAllowed() {
 		add("AISTATS_BASE_URL: plain http to %s would send the API key in clear; use https, or set AISTATS_ALLOW_INSECURE=true (or =%s) on a trusted network", u.Hostname(), u.Hostname())
+	}
+	if u, err := url.Parse(c.StandinURL); c.StandinURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		add("AISTATS_STANDIN_URL: want an absolute http(s) URL")
 	}
 	if c.APITimeout <= 0 {
 		add("AISTATS_TIMEOUT: must be positive")
@@ -198,10 +331,24 @@ func (c Config) storageOptions() storage.OpenOptions {
 
 // requireAPIKey is checked by the commands that call the API.
 func (c Config) requireAPIKey() error {
-	if strings.TrimSpace(c.APIKey) == "" {
+	if strings.TrimSpace(c.APIKey) == "" && c.StandinURL == "" {
 		return errors.New("AISTATS_API_KEY: required to call the API")
 	}
 	return nil
+}
+
+// standinKey is the bearer sent to AISTATS_STANDIN_URL; a stand-in
+// started without -api-key accepts any.
+const standinKey = "standin"
+
+// useStandin points c at AISTATS_STANDIN_URL when AISTATS_API_KEY is
+// empty and reports whether it did.
+func (c *Config) useStandin() bool {
+	if strings.TrimSpace(c.APIKey) != "" || c.StandinURL == "" {
+		return false
+	}
+	c.APIBaseURL, c.APIKey = c.StandinURL, standinKey
+	return true
 }
 
 // parseQueues reads "name:priority,…"; empty means the defaults.

@@ -11,6 +11,7 @@
 //	videoworker serve               job API, dashboard, asynq UI, webhooks, health checks
 //	videoworker standin [flags]     serve the stand-in AI Stats API
 //	videoworker demo [flags]        everything in one process, no set-up
+//	videoworker healthcheck [URL]   exit 0 when URL answers 2xx (for containers)
 //
 // Configuration comes from the environment; see the README.
 package main
@@ -18,14 +19,21 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
+	// go-redis logs connection-pool trouble itself, a line per failed dial,
+	// before the error it returns reaches us and is reported in one line
+	// with what it means. The setting is process-wide, hence here.
+	redis.SetLogger(silentRedisLog{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -40,6 +48,12 @@ func main() {
 	}
 }
 
+// silentRedisLog drops go-redis's internal log lines; every failure also
+// comes back as an error, which the program reports.
+type silentRedisLog struct{}
+
+func (silentRedisLog) Printf(context.Context, string, ...any) {}
+
 // usageError is a mistake in the command line.
 type usageError struct{ msg string }
 
@@ -53,9 +67,11 @@ commands:
   status    show jobs and their history: status JOB_ID...
   serve     serve the job API, the dashboard (/), the asynq UI (/monitoring/),
             the webhook receiver and health checks (SERVE_ADDR)
-  standin   serve the stand-in AI Stats API (for tests and demos)
+  standin   serve the stand-in AI Stats API and deliver its webhooks (tests, demos)
   demo      run Redis, the stand-in API, a worker and the dashboard in one process and
             submit sample jobs
+  healthcheck exit 0 when a URL answers 2xx (default the server's /healthz); the
+            image has no shell, so its container health checks run this
 
 Configuration is read from the environment (see README.md). Run
 'videoworker COMMAND -h' for a command's flags.`
@@ -80,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, rest, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -87,3 +105,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stderr, usage)
 	return usageError{fmt.Sprintf("unknown command %q", cmd)}
 }
+
+// parseFlags parses a command's flags. -h (or -help) prints the command's
+// flags on stdout and reports done, a success; a mistake prints them on
+// stderr and returns a usageError.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (done bool, err error) {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: videoworker %s [flags]%s\n\nflags:\n", fs.Name(), commandArgs[fs.Name()])
+		fs.PrintDefaults()
+	}
+	fs.SetOutput(io.Discard)
+	err = fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return true, nil
+	case err != nil:
+		fs.SetOutput(stderr)
+		fs.Usage()
+		return false, usageError{fs.Name() + ": " + err.Error()}
+	}
+	return false, nil
+}
+
+// commandArgs are the arguments a command takes after its flags.
+var commandArgs = map[string]string{"status": " JOB_ID..."}

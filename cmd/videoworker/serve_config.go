@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
@@ -42,11 +41,18 @@ func (c ServeConfig) LogValue() slog.Value {
 		slog.String("trusted_proxies", c.TrustedProxies))
 }
 
+// loadServeConfig reads the environment and validates the result, naming
+// every problem at once.
 func loadServeConfig() (ServeConfig, error) {
+	c, errs := readServeConfig()
+	return c, configProblems(append(errs, c.Validate())...)
+}
+
+// readServeConfig reads the environment; the errors are the values that do
+// not parse (those fields keep their defaults).
+func readServeConfig() (ServeConfig, []error) {
 	var c ServeConfig
-	if err := envconfig.Process("", &c); err != nil {
-		return c, fmt.Errorf("configuration: %w", err)
-	}
+	errs := readEnv(&c)
 	var secrets []string
 	for _, s := range c.Secrets {
 		if s = strings.TrimSpace(s); s != "" {
@@ -54,7 +60,7 @@ func loadServeConfig() (ServeConfig, error) {
 		}
 	}
 	c.Secrets = secrets
-	return c, c.Validate()
+	return c, errs
 }
 
 // Validate names every problem.

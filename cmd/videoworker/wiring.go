@@ -28,7 +28,7 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis (%s): %w", t.addr(), err)
+		return nil, fmt.Errorf("cannot reach Redis at %s (REDIS_URL): %w", t.addr(), err)
 	}
 	return rdb, nil
 }
