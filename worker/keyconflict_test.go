@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -108,21 +106,5 @@ func TestKeyHeldByAnotherJob(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// TestInvalidKeyIsPermanent: a key the store refuses (here a directory of
-// the key is a symbolic link, which Disk never follows) fails the job at
-// once with invalid_storage_key instead of retrying it 25 times.
-func TestInvalidKeyIsPermanent(t *testing.T) {
-	t.Parallel()
-	e := setup(t, fastStandin())
-	if err := os.Symlink(t.TempDir(), filepath.Join(e.store.Root(), "videos")); err != nil {
-		t.Fatal(err)
-	}
-	e.startWorker(fastConfig(), nil)
-	r := e.waitTerminal(e.submit(1, "google/veo-3.1-lite"), 30*time.Second)[0]
-	if r.State != jobs.StateFailed || r.ErrorCode != "invalid_storage_key" || r.DownloadAttempts != 1 {
-		t.Errorf("job: state %s, error code %q (%s), download attempts %d; want failed, invalid_storage_key, 1", r.State, r.ErrorCode, r.Error, r.DownloadAttempts)
 	}
 }

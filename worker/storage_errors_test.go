@@ -3,6 +3,8 @@ package worker_test
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,9 +100,12 @@ func (e *env) downloadTask(id tasks.JobID) *asynq.TaskInfo {
 func TestInvalidStorageKeyFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	e := setup(t, fastStandin())
-	cfg := fastConfig()
-	cfg.KeyTemplate = "videos/.tmp-{job_id}.mp4" // valid, but Disk keeps .tmp- for its temporary files
-	e.startWorker(cfg, nil)
+	// A directory of the key is a symbolic link, which Disk never follows.
+	// (A template that renders a reserved name is refused at start.)
+	if err := os.Symlink(t.TempDir(), filepath.Join(e.store.Root(), "videos")); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(fastConfig(), nil)
 	id := e.submit(1, "google/veo-3.1-lite")[0]
 	rec := e.waitTerminal([]tasks.JobID{id}, 30*time.Second)[0]
 	if rec.State != jobs.StateFailed || rec.ErrorCode != "invalid_storage_key" || rec.DownloadAttempts != 1 {
