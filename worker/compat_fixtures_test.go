@@ -29,7 +29,7 @@ type compatFixtures struct {
 	WrittenBy string `json:"written_by"`
 	// WrittenAtMS is when (Unix ms); loading shifts every stored time by
 	// the time since, so deadlines and reconcile windows keep their meaning.
-	WrittenAtMS int64        `json:"written_at_ms"`
+	WrittenAtMS int64       `json:"written_at_ms"`
 	Jobs        []compatJob `json:"jobs"`
 }
 
