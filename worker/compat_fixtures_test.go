@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
@@ -316,5 +318,126 @@ func TestWriteCompatFixtures(t *testing.T) {
 	}
 	if err := os.WriteFile(compatFixturesFile, append(b, '\n'), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCompatFixtures loads the records and queued tasks an older release
+// left in Redis (compatFixturesFile) into a fresh database and checks that
+// this code carries every job to its end.
+func TestCompatFixtures(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	ctx := context.Background()
+	b, err := os.ReadFile(compatFixturesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx compatFixtures
+	if err := json.Unmarshal(b, &fx); err != nil {
+		t.Fatal(err)
+	}
+	delta := time.Now().UnixMilli() - fx.WrittenAtMS
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	aq := asynq.NewClientFromRedisClient(e.rdb)
+	for _, j := range fx.Jobs {
+		// The job's video, made at this test's stand-in.
+		subst := strings.NewReplacer()
+		if j.Video != "" {
+			v, err := e.client.Create(ctx, apiclient.CreateRequest{Model: "google/veo-3.1-lite", Prompt: "compat video " + j.Name}, apiclient.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			subst = strings.NewReplacer(j.Video, v.ID)
+		}
+		rec := map[string]any{}
+		for k, v := range j.Record {
+			if (strings.HasSuffix(k, "_at") || k == jobs.FieldDeadline) && v != "" {
+				ms, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					t.Fatalf("%s: %s = %q", j.Name, k, v)
+				}
+				v = strconv.FormatInt(ms+delta, 10)
+			}
+			rec[k] = subst.Replace(v)
+		}
+		key := "videoworker:job:{" + j.ID + "}"
+		pipe := e.rdb.TxPipeline()
+		pipe.HSet(ctx, key, rec)
+		for _, ev := range j.Events {
+			pipe.RPush(ctx, key+":events", subst.Replace(ev))
+		}
+		for _, w := range j.Webhooks {
+			pipe.SAdd(ctx, key+":webhooks", w)
+		}
+		if j.Active {
+			pipe.SAdd(ctx, "videoworker:active", j.ID)
+		}
+		pipe.ZAdd(ctx, "videoworker:jobs", redis.Z{Score: float64(j.IndexedMS + delta), Member: j.ID})
+		for v, owner := range j.Claims {
+			pipe.HSet(ctx, "videoworker:claims", subst.Replace(v), owner)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range j.Tasks {
+			payload := subst.Replace(task.Payload)
+			var p map[string]any
+			if err := json.Unmarshal([]byte(payload), &p); err != nil {
+				t.Fatal(err)
+			}
+			if nb, ok := p["not_before"].(float64); ok {
+				p["not_before"] = int64(nb) + delta
+				nb, _ := json.Marshal(p)
+				payload = string(nb)
+			}
+			opts := []asynq.Option{asynq.TaskID(task.ID), asynq.Queue(task.Queue), asynq.MaxRetry(task.MaxRetry)}
+			if task.State == "scheduled" {
+				opts = append(opts, asynq.ProcessIn(200*time.Millisecond))
+			}
+			if _, err := aq.Enqueue(asynq.NewTask(task.Type, []byte(payload)), opts...); err != nil {
+				t.Fatalf("%s: enqueue %s: %v", j.Name, task.ID, err)
+			}
+			if task.State == "archived" {
+				if err := insp.ArchiveTask(task.Queue, task.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		switch j.Then {
+		case "retry":
+			if _, err := e.producer.Retry(ctx, tasks.JobID(j.ID)); err != nil {
+				t.Fatalf("%s: retry: %v", j.Name, err)
+			}
+		case "run_archived":
+			for _, task := range j.Tasks {
+				if task.State == "archived" {
+					if err := insp.RunTask(task.Queue, task.ID); err != nil {
+						t.Fatalf("%s: run the dead letter: %v", j.Name, err)
+					}
+				}
+			}
+		}
+	}
+	e.startWorker(fastConfig(), nil)
+	for _, j := range fx.Jobs {
+		t.Run(j.Name, func(t *testing.T) {
+			r := e.waitState(tasks.JobID(j.ID), jobs.State(j.Want), 30*time.Second)
+			switch {
+			case r.State == jobs.StateStored && j.Record[jobs.FieldState] != string(jobs.StateStored):
+				if _, err := e.store.Stat(ctx, r.StorageKey); err != nil || r.SHA256 == "" {
+					t.Errorf("stored object %q: %v (sha256 %q)", r.StorageKey, err, r.SHA256)
+				}
+			case r.State == jobs.StateCancelled:
+				for deadline := time.Now().Add(10 * time.Second); r.CancelOutcome == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					r, _ = e.jobs.Get(ctx, j.ID)
+				}
+				if r.CancelOutcome == "" {
+					t.Errorf("no cancel outcome recorded")
+				}
+			}
+			if active, _ := e.rdb.SIsMember(ctx, "videoworker:active", j.ID).Result(); active {
+				t.Errorf("finished job still in the unfinished set")
+			}
+		})
 	}
 }
