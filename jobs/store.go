@@ -19,8 +19,10 @@ const DefaultPrefix = "videoworker:"
 const historyLen = 200
 
 // Store reads and writes job records in Redis. It is safe for concurrent
-// use. Keys of one job share a hash tag, so the store works on Redis
-// Cluster too.
+// use. Every change of a record writes the record, its history line and
+// its membership of the fleet-wide sets (the job index, the unfinished
+// jobs, the video claims) in one script, so the store needs one Redis
+// primary, not a Cluster (keys of one job still share a hash tag).
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -50,10 +52,15 @@ func (s *Store) createLockKey(model string) string {
 	return s.prefix + "create_lock:" + strings.ToLower(model)
 }
 
+// createScript writes a new record, its first history line, its place in
+// the job index and its membership of the unfinished set in one step.
+// KEYS: job, events, index, active. ARGV: event, score, id, fields...
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
 return 1
 `)
 
@@ -87,20 +94,14 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
 	}
 	ev, _ := json.Marshal(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
-	args := append([]any{string(ev)}, fields...)
-	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID)}, args...).Int()
+	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID}, fields...)
+	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey()}, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
 	}
 	if n == 0 {
 		existing, err := s.Get(ctx, rec.ID)
 		return false, existing, err
-	}
-	pipe := s.rdb.Pipeline()
-	pipe.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID})
-	pipe.SAdd(ctx, s.activeKey(), rec.ID)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return true, rec, fmt.Errorf("index job %s: %w", rec.ID, err)
 	}
 	return true, rec, nil
 }
@@ -147,6 +148,9 @@ type Change struct {
 	// between its update and the read (e.g. an early webhook recorded just
 	// before the video id was saved).
 	Return bool
+
+	// setIfEmpty holds fields written only where no value is stored yet.
+	setIfEmpty map[string]any
 }
 
 // Outcome says whether a Change applied.
@@ -173,60 +177,119 @@ var scriptLib = func() string {
 	}
 	return "local function terminal(st) return " + strings.Join(terms, " or ") + " end\n" +
 		"local function addEvent(ev, st)\n" +
-		"  redis.call('RPUSH', KEYS[2], (string.gsub(ev, '\"state\":\"\"', '\"state\":\"' .. st .. '\"', 1)))\n" +
-		"  redis.call('LTRIM', KEYS[2], -" + strconv.Itoa(historyLen) + ", -1)\n" +
+		"  if redis.call('RPUSH', KEYS[2], (string.gsub(ev, '\"state\":\"\"', '\"state\":\"' .. st .. '\"', 1))) > " + strconv.Itoa(historyLen) + " then\n" +
+		"    redis.call('LTRIM', KEYS[2], -" + strconv.Itoa(historyLen) + ", -1)\n" +
+		"  end\n" +
 		"end\n"
 }()
 
+// applyScript is the one atomic update of a record: it reads the record
+// once (HGETALL when the caller wants it back, else HMGET of the state and
+// the fields its conditions and increments need), checks the conditions,
+// writes every field with one HSET, appends the history line, and keeps
+// the record's membership of the unfinished set in step when the state
+// enters or leaves a terminal one. A claim of a video (before the
+// conditions: a video the API made for this job is the job's whatever its
+// state) and the release of the model's create lock go in the same step.
+//
+// KEYS: job, events, active, claims, create lock.
+// ARGV: from, to, now, event, return, claim video, release owner, then
+// the counted lists: conditions (field, value, unset matches), sets
+// (field, value), increments (field, delta), read (field).
 var applyScript = redis.NewScript(scriptLib + `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
-local function done(code, st)
-  if ARGV[5] == '1' then return {code, st, redis.call('HGETALL', KEYS[1])} end
-  return {code, st}
+local i = 8
+local nif = tonumber(ARGV[i]); i = i + 1
+local conds = {}
+for _ = 1, nif do conds[#conds+1] = {ARGV[i], ARGV[i+1], ARGV[i+2]}; i = i + 3 end
+local nset = tonumber(ARGV[i]); i = i + 1
+local sets = {}
+for _ = 1, nset do
+  local f, once = ARGV[i], false
+  if string.sub(f, 1, 1) == '?' then f, once = string.sub(f, 2), true end
+  sets[#sets+1] = {f, ARGV[i+1], once}; i = i + 2
 end
-local cur = redis.call('HGET', KEYS[1], 'state') or ''
+local ninc = tonumber(ARGV[i]); i = i + 1
+local incs = {}
+for _ = 1, ninc do incs[#incs+1] = {ARGV[i], tonumber(ARGV[i+1])}; i = i + 2 end
+local cur = {}
+if ARGV[5] == '1' then
+  local flat = redis.call('HGETALL', KEYS[1])
+  for j = 1, #flat, 2 do cur[flat[j]] = flat[j+1] end
+else
+  local names = {'state', 'id'}
+  for _, c in ipairs(conds) do names[#names+1] = c[1] end
+  for _, c in ipairs(incs) do names[#names+1] = c[1] end
+  for _, c in ipairs(sets) do if c[3] then names[#names+1] = c[1] end end
+  local vals = redis.call('HMGET', KEYS[1], unpack(names))
+  for j, n in ipairs(names) do if vals[j] then cur[n] = vals[j] end end
+end
+local st = cur['state']
+if not st then return {-1, '', ''} end
+local function reply(code, extra)
+  if ARGV[5] ~= '1' then return {code, st, extra or ''} end
+  local flat = {}
+  for k, v in pairs(cur) do flat[#flat+1] = k; flat[#flat+1] = v end
+  return {code, st, extra or '', flat}
+end
+if ARGV[7] ~= '' and redis.call('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
+if ARGV[6] ~= '' and redis.call('HSETNX', KEYS[4], ARGV[6], cur['id'] or '') == 0 then
+  local owner = redis.call('HGET', KEYS[4], ARGV[6])
+  if owner ~= cur['id'] then return reply(-2, owner) end
+end
 local from = ARGV[1]
 if from == '' then
-  if terminal(cur) then return done(0, cur) end
-else
+  if terminal(st) then return reply(0) end
+elseif from ~= '*' then
   local ok = false
-  for st in string.gmatch(from, '[^,]+') do if st == cur then ok = true end end
-  if not ok then return done(0, cur) end
+  for s in string.gmatch(from, '[^,]+') do if s == st then ok = true end end
+  if not ok then return reply(0) end
 end
-local i = 6
-local nif = tonumber(ARGV[i]); i = i + 1
-for _ = 1, nif do
-  local v = redis.call('HGET', KEYS[1], ARGV[i]) or ''
-  if v ~= ARGV[i+1] and not (v == '' and ARGV[i+2] == '1') then return done(0, cur) end
-  i = i + 3
+for _, c in ipairs(conds) do
+  local v = cur[c[1]] or ''
+  if v ~= c[2] and not (v == '' and c[3] == '1') then return reply(0) end
 end
--- One HSET for every field written.
+local upd = {}
+for _, c in ipairs(sets) do
+  if not (c[3] and (cur[c[1]] or '') ~= '') then upd[c[1]] = c[2] end
+end
+for _, c in ipairs(incs) do
+  upd[c[1]] = tostring((tonumber(upd[c[1]] or cur[c[1]] or '0') or 0) + c[2])
+end
+local was = st
+if ARGV[2] ~= '' then upd['state'] = ARGV[2]; st = ARGV[2] end
+upd['updated_at'] = ARGV[3]
 local fv = {}
-local nset = tonumber(ARGV[i]); i = i + 1
-for _ = 1, nset do
-  fv[#fv+1] = ARGV[i]; fv[#fv+1] = ARGV[i+1]
-  i = i + 2
-end
-if ARGV[2] ~= '' then
-  fv[#fv+1] = 'state'; fv[#fv+1] = ARGV[2]
-  cur = ARGV[2]
-end
-fv[#fv+1] = 'updated_at'; fv[#fv+1] = ARGV[3]
+for k, v in pairs(upd) do fv[#fv+1] = k; fv[#fv+1] = v; cur[k] = v end
 redis.call('HSET', KEYS[1], unpack(fv))
--- Increments after the sets: Set and Incr of one field add up.
-local ninc = tonumber(ARGV[i]); i = i + 1
-for _ = 1, ninc do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i+1])
-  i = i + 2
+if terminal(st) and not terminal(was) then
+  redis.call('SREM', KEYS[3], cur['id'] or '')
+elseif terminal(was) and not terminal(st) then
+  redis.call('SADD', KEYS[3], cur['id'] or '')
 end
-if ARGV[4] ~= '' then addEvent(ARGV[4], cur) end
-return done(1, cur)
+if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
+return reply(1)
 `)
 
 // Apply applies c to the record of id atomically. A record that does not
 // exist gives an error wrapping ErrNotFound; unmet conditions give an
 // Outcome with Applied false and no error.
+//
+// Apply is the raw conditional update underneath the transitions; the
+// job's life changes only through Store.Do with one of the operations of
+// the transition table. Apply stays for tests and repair tools that must
+// set a record up field by field.
 func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error) {
+	return s.apply(ctx, id, c, applyExtra{})
+}
+
+// applyExtra are the parts of an update that only transitions use.
+type applyExtra struct {
+	claimVideo  string // claim this video for the job first
+	lockModel   string // release this model's create lock if the job holds it
+	releaseLock bool
+}
+
+func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (Outcome, error) {
 	now := s.now()
 	from := make([]string, len(c.From))
 	for i, st := range c.From {
@@ -247,60 +310,73 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 		b, _ := json.Marshal(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
 		ev = string(b)
 	}
-	args := make([]any, 0, 9+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
-	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev, encodeValue(c.Return))
+	lockKey, release := s.jobKey(id), ""
+	if x.releaseLock {
+		lockKey, release = s.createLockKey(x.lockModel), id
+	}
+	args := make([]any, 0, 11+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
+	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev, encodeValue(c.Return), x.claimVideo, release)
 	args = append(args, len(c.IfEqual))
 	for k, v := range c.IfEqual {
 		args = append(args, k, encodeValue(v), unsetMatches(v))
 	}
-	args = append(args, len(set))
+	args = append(args, len(set)+len(c.setIfEmpty))
 	for k, v := range set {
 		args = append(args, k, encodeValue(v))
+	}
+	for k, v := range c.setIfEmpty {
+		args = append(args, "?"+k, encodeValue(v))
 	}
 	args = append(args, len(c.Incr))
 	for k, v := range c.Incr {
 		args = append(args, k, v)
 	}
-	res, err := applyScript.Run(ctx, s.rdb, []string{s.jobKey(id), s.eventsKey(id)}, args...).Slice()
+	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey}
+	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
 	}
 	code, _ := res[0].(int64)
 	state, _ := res[1].(string)
-	if code < 0 {
+	extra, _ := res[2].(string)
+	switch code {
+	case -1:
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ErrNotFound)
+	case -2:
+		return Outcome{State: State(state)}, &ClaimError{VideoID: x.claimVideo, JobID: id, Owner: extra}
 	}
 	var rec *Record
 	if c.Return {
-		if rec, err = decodeReply(res); err != nil {
+		if len(res) < 4 {
+			return Outcome{}, fmt.Errorf("update job %s: no record in the reply", id)
+		}
+		if rec, err = decodeFlat(res[3]); err != nil {
 			return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
-		}
-	}
-	if code == 1 && (c.To.Terminal() || (c.To != "" && fromTerminal(c.From))) {
-		// The set of unfinished jobs, for the stranded-job reconciler. It
-		// lives outside the job's hash slot, so it is kept here rather than
-		// in the script; the reconciler repairs any drift. Only entering or
-		// leaving a terminal state touches it, so two racing non-terminal
-		// changes cannot re-add a job that has just finished.
-		if c.To.Terminal() {
-			err = s.rdb.SRem(ctx, s.activeKey(), id).Err()
-		} else {
-			err = s.rdb.SAdd(ctx, s.activeKey(), id).Err()
-		}
-		if err != nil {
-			return Outcome{Applied: true, State: State(state), Record: rec}, fmt.Errorf("update job %s: active set: %w", id, err)
 		}
 	}
 	return Outcome{Applied: code == 1, State: State(state), Record: rec}, nil
 }
 
-// decodeReply decodes the HGETALL that a script returns as its third
-// element.
-func decodeReply(res []any) (*Record, error) {
-	if len(res) < 3 {
-		return nil, errors.New("no record in the reply")
-	}
-	flat, _ := res[2].([]any)
+// ClaimError says that a video the job tried to claim belongs to another
+// job. errors.Is(err, ErrClaimed) is true for it.
+type ClaimError struct {
+	VideoID, JobID, Owner string
+}
+
+func (e *ClaimError) Error() string {
+	return fmt.Sprintf("video %s is already owned by job %s (not %s)", e.VideoID, e.Owner, e.JobID)
+}
+
+// Is makes errors.Is(err, ErrClaimed) true.
+func (e *ClaimError) Is(target error) bool { return target == ErrClaimed }
+
+// ErrClaimed marks a video owned by another job.
+var ErrClaimed = errors.New("video owned by another job")
+
+// decodeFlat decodes a flat field/value list (as HGETALL in a script
+// returns it).
+func decodeFlat(v any) (*Record, error) {
+	flat, _ := v.([]any)
 	m := make(map[string]string, len(flat)/2)
 	for i := 0; i+1 < len(flat); i += 2 {
 		k, _ := flat[i].(string)
@@ -730,13 +806,4 @@ func (s *Store) Lease(ctx context.Context, name, owner string, ttl time.Duration
 		return false, fmt.Errorf("lease %s: %w", name, err)
 	}
 	return n == 1, nil
-}
-
-func fromTerminal(from []State) bool {
-	for _, st := range from {
-		if st.Terminal() {
-			return true
-		}
-	}
-	return false
 }
