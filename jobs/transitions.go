@@ -156,8 +156,9 @@ type Result struct {
 	// State is the job's state after the call.
 	State State
 	// Record is the record right after the call, read in the same atomic
-	// step, for the operations that return it (Submitting, Adopted,
-	// DownloadStarted); else nil.
+	// step, for the operations that return it (Adopted,
+	// AdoptedAfterCancel, PollTakenOver, DownloadStarted, Retried); else
+	// nil. A refused transition of those returns the record as it stands.
 	Record *Record
 }
 
@@ -191,7 +192,7 @@ func (s *Store) Do(ctx context.Context, id string, op Op) (Result, error) {
 // Submitting starts a create call: the job is in doubt from now until the
 // call's outcome is recorded. It applies only while the job has no video
 // id and no create in doubt (a concurrent copy of the task cannot start a
-// second call), and returns the record.
+// second call).
 type Submitting struct{}
 
 // Transition implements Op.
@@ -202,7 +203,7 @@ func (Submitting) change(now time.Time) (Change, applyExtra) {
 		Set:     map[string]any{FieldCreateInDoubt: true, FieldCreateStartedAt: now, FieldCreateEndedAt: ""},
 		Incr:    map[string]int64{FieldCreateAttempts: 1},
 		IfEqual: map[string]any{FieldVideoID: "", FieldCreateInDoubt: false},
-		Return:  true,
+		Event:   "create_started",
 	}, applyExtra{}
 }
 
@@ -264,6 +265,9 @@ type Adopted struct {
 	Model string
 	// How says how the job was found ("created in 12ms", "reconciled").
 	How string
+	// Reconcile, when set, is the reconciliation's note (how it knew the
+	// job for its own).
+	Reconcile string
 }
 
 // Transition implements Op.
@@ -274,9 +278,13 @@ func (o Adopted) change(now time.Time) (Change, applyExtra) {
 	if created.IsZero() {
 		created = now
 	}
+	set := map[string]any{FieldVideoID: o.VideoID, FieldCreatedAt: created, FieldAPIStatus: o.APIStatus,
+		FieldCreateInDoubt: false, FieldCreateEndedAt: now, FieldPollSeq: 1, FieldErrorCode: "", FieldError: ""}
+	if o.Reconcile != "" {
+		set[FieldReconcile] = o.Reconcile
+	}
 	return Change{To: StateGenerating,
-			Set: map[string]any{FieldVideoID: o.VideoID, FieldCreatedAt: created, FieldAPIStatus: o.APIStatus,
-				FieldCreateInDoubt: false, FieldCreateEndedAt: now, FieldPollSeq: 1, FieldErrorCode: "", FieldError: ""},
+			Set:     set,
 			IfEqual: map[string]any{FieldVideoID: ""},
 			Event:   string(TAdopted), Detail: "video " + o.VideoID + " (" + o.How + ")",
 			Return: true,
@@ -299,8 +307,8 @@ func (AdoptedAfterCancel) Transition() Transition { return TAdoptedAfterCancel }
 
 func (o AdoptedAfterCancel) change(now time.Time) (Change, applyExtra) {
 	return Change{Set: map[string]any{FieldVideoID: o.VideoID, FieldCreateInDoubt: false, FieldCreatedAt: now, FieldCancelOutcome: ""},
-		IfEqual: map[string]any{FieldVideoID: ""},
-		Event:   string(TAdoptedAfterCancel), Detail: "video " + o.VideoID,
+		IfEqual: map[string]any{FieldVideoID: ""}, Return: true,
+		Event: string(TAdoptedAfterCancel), Detail: "video " + o.VideoID,
 	}, applyExtra{claimVideo: o.VideoID, releaseLock: o.Model != "", lockModel: o.Model}
 }
 
@@ -341,7 +349,6 @@ func (o Observed) change(time.Time) (Change, applyExtra) {
 	}
 	if o.Code != "" {
 		c.Set[FieldErrorCode], c.Set[FieldError] = o.Code, clip(o.Err)
-		c.Incr = nil
 		return c, applyExtra{}
 	}
 	c.Set[FieldAPIStatus], c.Set[FieldProgress] = o.APIStatus, o.Progress

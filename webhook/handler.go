@@ -212,9 +212,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !seen && wantsCheck(eventType) && !rec.State.Terminal() {
 		// Reconcile, do not trust: check the job's status now. The task id
 		// makes concurrent copies of this delivery enqueue one check.
-		t, err := tasks.NewCheckTask(jobID, key, "webhook "+eventType)
-		if err == nil {
-			_, err = h.enqueue.EnqueueContext(ctx, t)
+		check, err := tasks.StatusCheck(rec, key, "webhook "+eventType)
+		if err == nil && check != nil {
+			_, err = h.enqueue.EnqueueContext(ctx, check.Task)
 		}
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			h.log.ErrorContext(ctx, "webhook: enqueue status check", "job_id", jobID, "err", err.Error())

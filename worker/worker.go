@@ -1,9 +1,11 @@
 // Package worker runs the asynq handlers that carry a video job from
 // "create" through delayed "poll" checks to "download" into storage.
 //
-// Every handler reads the job's record first and changes it only through
-// conditional updates (jobs.Change), so a retried, duplicated or stale task
-// is a no-op rather than a second API call:
+// Every handler reads as: load the job's record, decide, apply one
+// transition of the job's life (jobs.Table, through jobs.Store.Do), and
+// enqueue the task the record then waits on (tasks.NextTask). Transitions
+// are conditional, so a retried, duplicated or stale task is a no-op
+// rather than a second API call:
 //
 //   - create saves the API's video id before anything else. A create whose
 //     outcome is in doubt (request sent, no answer) is reconciled against
@@ -183,12 +185,9 @@ type Worker struct {
 	jobs  *jobs.Store
 	log   *slog.Logger
 	aq    *asynq.Client
+	insp  *asynq.Inspector
 	met   *metrics.Metrics
-	// producer retries jobs whose dead letter is run again.
-	producer *tasks.Client
-	// createSlots holds a token per running create handler.
-	createSlots chan struct{}
-	now         func() time.Time
+	now   func() time.Time
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -220,9 +219,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		d.Now = time.Now
 	}
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
-		aq: asynq.NewClientFromRedisClient(d.Redis), met: d.Metrics,
-		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger}),
-		createSlots: make(chan struct{}, cfg.CreateConcurrency), now: func() time.Time { return d.Now().UTC() }}, nil
+		aq: asynq.NewClientFromRedisClient(d.Redis), insp: asynq.NewInspectorFromRedisClient(d.Redis), met: d.Metrics,
+		now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
@@ -340,15 +338,6 @@ type retryLater struct {
 func (e *retryLater) Error() string { return fmt.Sprintf("retry in %s: %v", e.after, e.err) }
 func (e *retryLater) Unwrap() error { return e.err }
 
-// retryAfter is a failed attempt that must not run again sooner than after.
-type retryAfter struct {
-	after time.Duration
-	err   error
-}
-
-func (e *retryAfter) Error() string { return e.err.Error() }
-func (e *retryAfter) Unwrap() error { return e.err }
-
 func isFailure(err error) bool {
 	var rl *retryLater
 	return !errors.As(err, &rl) && !redisUnavailable(err)
@@ -379,10 +368,6 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 		return max(rl.after, 100*time.Millisecond)
 	}
 	d := jitter(min(w.cfg.RetryBaseDelay<<min(n, 20), w.cfg.MaxRetryDelay), 0.25)
-	var ra *retryAfter
-	if errors.As(err, &ra) && ra.after > d {
-		d = ra.after
-	}
 	if r := apiclient.RetryAfter(err); r > d {
 		d = r
 	}
@@ -438,29 +423,21 @@ func errorCode(err error) string {
 }
 
 // failJob ends the job as failed (or another terminal state) with err's
-// code and message, unless it is already terminal.
+// code and message, unless it has ended already.
 func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error) {
-	msg := err.Error()
-	if len(msg) > 2000 {
-		msg = msg[:2000] + "…"
-	}
 	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
 	switch code {
 	case "generation_failed", "expired", "cancelled":
 		step = "generation"
 	}
-	out, uerr := w.jobs.Apply(ctx, rec.ID, jobs.Change{
-		To:    to,
-		Set:   map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg, jobs.FieldFailedStep: step},
-		Event: "failed", Detail: code + ": " + msg,
-	})
-	if uerr != nil {
+	res, uerr := w.jobs.Do(ctx, rec.ID, jobs.Failed{To: to, Code: code, Err: err.Error(), Step: step})
+	if uerr != nil && !errors.Is(uerr, jobs.ErrIllegalTransition) {
 		w.log.ErrorContext(ctx, "could not record job failure", "job_id", rec.ID, "err", uerr.Error())
 		return
 	}
-	if out.Applied {
+	if res.Applied {
 		w.met.JobFinished(string(to))
-		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", msg)
+		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", err.Error())
 	}
 }
 
@@ -481,7 +458,7 @@ func (w *Worker) onTaskError(ctx context.Context, rec *jobs.Record, err error) e
 	// The task goes to the archive (asynq's dead letters): remember which,
 	// so that retrying it from there retries the job.
 	if dead := deadTaskRef(ctx); dead != "" {
-		_, _ = w.jobs.Apply(context.WithoutCancel(ctx), rec.ID, jobs.Change{From: jobs.AllStates, Set: map[string]any{jobs.FieldDeadTask: dead}})
+		_, _ = w.jobs.Do(context.WithoutCancel(ctx), rec.ID, jobs.DeadLettered{Task: dead})
 	}
 	return err
 }
@@ -498,13 +475,14 @@ func deadTaskRef(ctx context.Context) string {
 
 // revived reports whether the running task is the job's archived dead
 // letter being run again (asynqmon's "retry"). If so it retries the job
-// the safe way (tasks.Client.Retry: no second generation of a video that
-// was made) and the caller ends the task.
+// the way the job API does (tasks.RetryJob: jobs.PlanRetry, so no second
+// generation of a video that was made, then the task the job waits on)
+// and the caller ends the task.
 func (w *Worker) revived(ctx context.Context, rec *jobs.Record) (bool, error) {
 	if (rec.State != jobs.StateFailed && rec.State != jobs.StateTimedOut) || rec.DeadTask == "" || rec.DeadTask != deadTaskRef(ctx) {
 		return false, nil
 	}
-	if _, err := w.producer.Retry(ctx, tasks.JobID(rec.ID)); err != nil {
+	if _, _, err := tasks.RetryJob(ctx, w.jobs, w.aq, w.insp, rec.ID); err != nil {
 		return true, err
 	}
 	w.log.InfoContext(ctx, "job retried from the dead-letter archive", "job_id", rec.ID, "video_id", rec.VideoID, "task", rec.DeadTask)
@@ -522,11 +500,24 @@ func (w *Worker) deadline(rec *jobs.Record) time.Time {
 	return rec.SubmittedAt.Add(w.cfg.JobTimeout)
 }
 
-// enqueue enqueues t; an existing task with the same id counts as success.
-func (w *Worker) enqueue(ctx context.Context, t *asynq.Task) error {
-	_, err := w.aq.EnqueueContext(ctx, t)
-	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueue %s: %w", t.Type(), err)
+// enqueueNext enqueues the task rec waits on (tasks.NextTask), a poll
+// link after delay; an existing task with the same id counts as success.
+func (w *Worker) enqueueNext(ctx context.Context, rec *jobs.Record, delay time.Duration) error {
+	next, err := tasks.NextTask(rec, delay)
+	if err != nil {
+		return err
+	}
+	return w.enqueue(ctx, next)
+}
+
+// enqueue enqueues n (nil: nothing); an existing task with the same id
+// counts as success.
+func (w *Worker) enqueue(ctx context.Context, n *tasks.Next) error {
+	if n == nil {
+		return nil
+	}
+	if _, err := w.aq.EnqueueContext(ctx, n.Task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue %s %s: %w", n.Type, n.ID, err)
 	}
 	return nil
 }
