@@ -55,7 +55,9 @@ var AllStates = []State{StateQueued, StateSubmitting, StateGenerating, StateDown
 // ErrNotFound is returned for a job id without a record.
 var ErrNotFound = errors.New("job not found")
 
-// Record is one job. Times are UTC; a zero time means "not yet".
+// Record is one job. Times are UTC; a zero time means "not yet". Request
+// and Labels (the job's spec) are kept under a key of their own beside the
+// record's hash; Store.Get reads them, Store.Load does not.
 type Record struct {
 	ID      string                  `json:"id"`
 	State   State                   `json:"state"`
@@ -188,8 +190,10 @@ const (
 	FieldDeadTask           = "dead_task"
 )
 
-// recordVersion is the stored format version.
-const recordVersion = "1"
+// recordVersion is the stored format version: 2 keeps the request and
+// labels under the job's spec key rather than in the record (records of
+// version 1 are read as before).
+const recordVersion = "2"
 
 // encodeValue turns a field value into its stored string.
 func encodeValue(v any) string {

@@ -43,6 +43,7 @@ func (s *Store) Prefix() string { return s.prefix }
 
 func (s *Store) jobKey(id string) string      { return s.prefix + "job:{" + id + "}" }
 func (s *Store) eventsKey(id string) string   { return s.prefix + "job:{" + id + "}:events" }
+func (s *Store) specKey(id string) string     { return s.prefix + "job:{" + id + "}:spec" }
 func (s *Store) indexKey() string             { return s.prefix + "jobs" }
 func (s *Store) webhooksKey(id string) string { return s.prefix + "job:{" + id + "}:webhooks" }
 func (s *Store) webhookStatsKey() string      { return s.prefix + "webhook_stats" }
@@ -52,12 +53,14 @@ func (s *Store) createLockKey(model string) string {
 	return s.prefix + "create_lock:" + strings.ToLower(model)
 }
 
-// createScript writes a new record, its first history line, its place in
-// the job index and its membership of the unfinished set in one step.
-// KEYS: job, events, index, active. ARGV: event, score, id, fields...
+// createScript writes a new record, its spec, its first history line, its
+// place in the job index and its membership of the unfinished set in one
+// step. KEYS: job, events, index, active, spec. ARGV: event, score, id,
+// spec, fields...
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('SET', KEYS[5], ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -82,20 +85,19 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 		FieldVersion, recordVersion,
 		FieldID, rec.ID,
 		FieldState, string(rec.State),
-		FieldRequest, encodeValue(rec.Request),
 		FieldSubmittedAt, encodeValue(rec.SubmittedAt),
 		FieldUpdatedAt, encodeValue(rec.UpdatedAt),
-		FieldCreateInDoubt, encodeValue(false),
-	}
-	if len(rec.Labels) > 0 {
-		fields = append(fields, FieldLabels, encodeValue(rec.Labels))
 	}
 	if !rec.Deadline.IsZero() {
 		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
 	}
 	ev, _ := json.Marshal(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
-	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID}, fields...)
-	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey()}, args...).Int()
+	sp, err := json.Marshal(spec{Request: rec.Request, Labels: rec.Labels})
+	if err != nil {
+		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
+	}
+	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID, string(sp)}, fields...)
+	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey(), s.specKey(rec.ID)}, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
 	}
@@ -106,12 +108,58 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 	return true, rec, nil
 }
 
-// Get returns the record of id, or an error wrapping ErrNotFound.
+// spec is what was asked of a job, kept beside its record under its own
+// key: the request (a prompt can be long) would otherwise turn the whole
+// record into Redis's large hash encoding, about three times the memory of
+// the compact one. It never changes after Create.
+type spec struct {
+	Request any               `json:"request,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// Get returns the record of id with its request and labels, or an error
+// wrapping ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
+	pipe := s.rdb.Pipeline()
+	h := pipe.HGetAll(ctx, s.jobKey(id))
+	sp := pipe.Get(ctx, s.specKey(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	r, err := s.decode(id, h.Val())
+	if err != nil {
+		return nil, err
+	}
+	if v := sp.Val(); v != "" {
+		var x struct {
+			Request *json.RawMessage  `json:"request"`
+			Labels  map[string]string `json:"labels"`
+		}
+		if err := json.Unmarshal([]byte(v), &x); err != nil {
+			return nil, fmt.Errorf("job %s: spec: %w", id, err)
+		}
+		if x.Request != nil {
+			if err := json.Unmarshal(*x.Request, &r.Request); err != nil {
+				return nil, fmt.Errorf("job %s: spec: %w", id, err)
+			}
+		}
+		r.Labels = x.Labels
+	}
+	return r, nil
+}
+
+// Load returns the record of id without its request and labels (Request
+// is zero, unless an older release kept it in the record): what the
+// steps after the create need, in one read.
+func (s *Store) Load(ctx context.Context, id string) (*Record, error) {
 	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
+	return s.decode(id, m)
+}
+
+func (s *Store) decode(id string, m map[string]string) (*Record, error) {
 	if len(m) == 0 {
 		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}

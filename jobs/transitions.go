@@ -159,6 +159,7 @@ type Result struct {
 	// step, for the operations that return it (Adopted,
 	// AdoptedAfterCancel, PollTakenOver, DownloadStarted, Retried); else
 	// nil. A refused transition of those returns the record as it stands.
+	// It is the record without its spec, as Store.Load reads it.
 	Record *Record
 }
 

@@ -367,9 +367,11 @@ func RetryJob(ctx context.Context, store *jobs.Store, aq *asynq.Client, insp *as
 	if !res.Applied {
 		return nil, nil, fmt.Errorf("retry %s: the job changed meanwhile (state %s)", id, res.State)
 	}
-	next, err := NextTask(res.Record, 0)
+	after := res.Record
+	after.Request, after.Labels = rec.Request, rec.Labels // the spec never changes
+	next, err := NextTask(after, 0)
 	if err != nil || next == nil {
-		return res.Record, nil, err
+		return after, nil, err
 	}
 	// An archived task with the same id (from an older release or a
 	// manual enqueue) would block the new one. A failure here shows in
@@ -378,7 +380,7 @@ func RetryJob(ctx context.Context, store *jobs.Store, aq *asynq.Client, insp *as
 	if err := enqueue(ctx, aq, next); err != nil {
 		return nil, nil, fmt.Errorf("retry %s: %w", id, err)
 	}
-	return res.Record, next, nil
+	return after, next, nil
 }
 
 // enqueue enqueues n; a task with the same id already there counts as

@@ -24,7 +24,7 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 		w.log.ErrorContext(ctx, "bad create payload", "err", err.Error())
 		return permanent(err)
 	}
-	rec, err := w.loadJob(ctx, p.JobID)
+	rec, err := w.loadJobSpec(ctx, p.JobID)
 	if err != nil {
 		return err
 	}

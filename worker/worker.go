@@ -522,8 +522,19 @@ func (w *Worker) enqueue(ctx context.Context, n *tasks.Next) error {
 	return nil
 }
 
-// loadJob reads the job of a task; a missing record is permanent.
+// loadJob reads the job of a task (without its request and labels, which
+// only the create step needs: see loadJobSpec); a missing record is
+// permanent.
 func (w *Worker) loadJob(ctx context.Context, id string) (*jobs.Record, error) {
+	rec, err := w.jobs.Load(ctx, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, permanent(err)
+	}
+	return rec, err
+}
+
+// loadJobSpec reads the job of a task with its request and labels.
+func (w *Worker) loadJobSpec(ctx context.Context, id string) (*jobs.Record, error) {
 	rec, err := w.jobs.Get(ctx, id)
 	if errors.Is(err, jobs.ErrNotFound) {
 		return nil, permanent(err)
