@@ -526,15 +526,6 @@ func (s *Store) Owners(ctx context.Context, videoIDs []string) (map[string]strin
 	return out, nil
 }
 
-var acquireScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, ARGV[1], tonumber(ARGV[2])}
-end
-return {0, cur, redis.call('PTTL', KEYS[1])}
-`)
-
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -542,18 +533,37 @@ return 0
 
 // AcquireCreateLock takes (or extends, when jobID holds it already) the
 // fleet-wide lock that serialises create calls of one model, for lease. It
-// reports whether jobID holds the lock now; if not, it returns the holder
-// and the time left on its lease.
+// reports whether jobID holds the lock now, and the lock's holder. The
+// time left on the lease is returned when jobID holds it (the lease); for
+// another holder it is not read (0): a waiter polls. Taking a free lock,
+// or finding it taken, is one command.
 func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, lease time.Duration) (bool, string, time.Duration, error) {
-	res, err := acquireScript.Run(ctx, s.rdb, []string{s.createLockKey(model)}, jobID, lease.Milliseconds()).Slice()
+	key := s.createLockKey(model)
+	prev, err := s.rdb.SetArgs(ctx, key, jobID, redis.SetArgs{Mode: "NX", TTL: lease, Get: true}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return true, jobID, lease, nil
+	case err != nil:
+		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, err)
+	case prev != jobID:
+		return false, prev, 0, nil
+	}
+	// Ours already (an in-doubt create's retry): extend the lease while it
+	// is still ours; if it expired meanwhile, try once more.
+	n, err := extendScript.Run(ctx, s.rdb, []string{key}, jobID, lease.Milliseconds()).Int()
 	if err != nil {
 		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, err)
 	}
-	ok, _ := res[0].(int64)
-	owner, _ := res[1].(string)
-	ttl, _ := res[2].(int64)
-	return ok == 1, owner, time.Duration(max(ttl, 0)) * time.Millisecond, nil
+	if n == 0 {
+		return s.AcquireCreateLock(ctx, model, jobID, lease)
+	}
+	return true, jobID, lease, nil
 }
+
+var extendScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
 
 // ReleaseCreateLock releases the model's create lock if jobID holds it.
 func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) error {

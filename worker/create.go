@@ -128,15 +128,17 @@ func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error)
 	deadline := time.Now().Add(lockWait)
 	sleep := 2 * time.Millisecond
 	for {
-		ok, holder, ttl, err := w.jobs.AcquireCreateLock(ctx, rec.Request.Model, rec.ID, lease)
+		ok, holder, _, err := w.jobs.AcquireCreateLock(ctx, rec.Request.Model, rec.ID, lease)
 		if err != nil || ok {
 			return ok, err
 		}
 		if time.Now().After(deadline) {
-			return false, &retryLater{after: jitter(min(max(ttl, 50*time.Millisecond), time.Second), 0.3),
+			// The holder's lease is not read (one command per try); a lock
+			// is held for a create call, seconds: look again in about 1 s.
+			return false, &retryLater{after: jitter(time.Second, 0.3),
 				err: fmt.Errorf("waiting for the create lock of model %s (held by job %s)", rec.Request.Model, holder)}
 		}
-		t := time.NewTimer(min(sleep, ttl+time.Millisecond))
+		t := time.NewTimer(sleep)
 		select {
 		case <-ctx.Done():
 			t.Stop()
