@@ -60,7 +60,7 @@ func (s *Store) createLockKey(model string) string {
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('SET', KEYS[5], ARGV[4])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[5], ARGV[4]) end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -91,12 +91,21 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 	if !rec.Deadline.IsZero() {
 		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
 	}
-	ev, _ := json.Marshal(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
-	sp, err := json.Marshal(spec{Request: rec.Request, Labels: rec.Labels})
-	if err != nil {
-		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
+	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
+	// A short request without labels stays in the record; anything longer
+	// goes under the spec key (see spec).
+	req := encodeValue(rec.Request)
+	sp := ""
+	if len(req) <= compactValueMax && len(rec.Labels) == 0 {
+		fields = append(fields, FieldRequest, req)
+	} else {
+		b, err := json.Marshal(spec{Request: rec.Request, Labels: rec.Labels})
+		if err != nil {
+			return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
+		}
+		sp = string(b)
 	}
-	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID, string(sp)}, fields...)
+	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID, sp}, fields...)
 	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey(), s.specKey(rec.ID)}, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
@@ -108,49 +117,57 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 	return true, rec, nil
 }
 
-// spec is what was asked of a job, kept beside its record under its own
-// key: the request (a prompt can be long) would otherwise turn the whole
-// record into Redis's large hash encoding, about three times the memory of
-// the compact one. It never changes after Create.
+// spec is what was asked of a job when it does not fit in the record
+// compactly (a request longer than compactValueMax, or labels): kept
+// beside the record under its own key, since one long value turns the
+// whole record into Redis's large hash encoding, about three times the
+// memory of the compact one. It never changes after Create.
 type spec struct {
 	Request any               `json:"request,omitempty"`
 	Labels  map[string]string `json:"labels,omitempty"`
 }
 
+// compactValueMax is the longest value Redis keeps in a hash's compact
+// encoding (its default hash-max-listpack-value).
+const compactValueMax = 64
+
 // Get returns the record of id with its request and labels, or an error
 // wrapping ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
-	pipe := s.rdb.Pipeline()
-	h := pipe.HGetAll(ctx, s.jobKey(id))
-	sp := pipe.Get(ctx, s.specKey(id))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
+	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
-	r, err := s.decode(id, h.Val())
-	if err != nil {
-		return nil, err
+	r, err := s.decode(id, m)
+	if err != nil || m[FieldRequest] != "" {
+		return r, err // a short request is in the record
 	}
-	if v := sp.Val(); v != "" {
-		var x struct {
-			Request *json.RawMessage  `json:"request"`
-			Labels  map[string]string `json:"labels"`
-		}
-		if err := json.Unmarshal([]byte(v), &x); err != nil {
+	v, err := s.rdb.Get(ctx, s.specKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return r, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	var x struct {
+		Request *json.RawMessage  `json:"request"`
+		Labels  map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(v), &x); err != nil {
+		return nil, fmt.Errorf("job %s: spec: %w", id, err)
+	}
+	if x.Request != nil {
+		if err := json.Unmarshal(*x.Request, &r.Request); err != nil {
 			return nil, fmt.Errorf("job %s: spec: %w", id, err)
 		}
-		if x.Request != nil {
-			if err := json.Unmarshal(*x.Request, &r.Request); err != nil {
-				return nil, fmt.Errorf("job %s: spec: %w", id, err)
-			}
-		}
-		r.Labels = x.Labels
 	}
+	r.Labels = x.Labels
 	return r, nil
 }
 
-// Load returns the record of id without its request and labels (Request
-// is zero, unless an older release kept it in the record): what the
-// steps after the create need, in one read.
+// Load returns the record of id without a request and labels kept under
+// the spec key (a short request is in the record itself): what the steps
+// after the create need, in one read.
 func (s *Store) Load(ctx context.Context, id string) (*Record, error) {
 	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
 	if err != nil {
@@ -225,7 +242,7 @@ var scriptLib = func() string {
 	}
 	return "local function terminal(st) return " + strings.Join(terms, " or ") + " end\n" +
 		"local function addEvent(ev, st)\n" +
-		"  if redis.call('RPUSH', KEYS[2], (string.gsub(ev, '\"state\":\"\"', '\"state\":\"' .. st .. '\"', 1))) > " + strconv.Itoa(historyLen) + " then\n" +
+		"  if redis.call('RPUSH', KEYS[2], (string.gsub(ev, '\"s\":\"\"', '\"s\":\"' .. st .. '\"', 1))) > " + strconv.Itoa(historyLen) + " then\n" +
 		"    redis.call('LTRIM', KEYS[2], -" + strconv.Itoa(historyLen) + ", -1)\n" +
 		"  end\n" +
 		"end\n"
@@ -355,8 +372,7 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	}
 	ev := ""
 	if c.Event != "" {
-		b, _ := json.Marshal(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
-		ev = string(b)
+		ev = encodeEvent(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
 	}
 	lockKey, release := s.jobKey(id), ""
 	if x.releaseLock {
@@ -467,8 +483,7 @@ func (s *Store) Events(ctx context.Context, id string, n int) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(raw))
 	for _, r := range raw {
-		var e Event
-		if json.Unmarshal([]byte(r), &e) == nil {
+		if e, ok := decodeEvent(r); ok {
 			out = append(out, e)
 		}
 	}
@@ -626,7 +641,7 @@ func (s *Store) SeenWebhook(ctx context.Context, jobID, key string) (bool, error
 // counts a duplicate and reports false. A missing job wraps ErrNotFound.
 func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelivery) (bool, error) {
 	now := s.now()
-	ev, _ := json.Marshal(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
+	ev := encodeEvent(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
 	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID)},
 		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID).Int()
 	if err != nil {
@@ -698,7 +713,7 @@ return {1, st, ''}
 // with the same key (keys are per event type) look like a duplicate.
 func (s *Store) RecordEarlyWebhook(ctx context.Context, jobID string, d WebhookDelivery) (EarlyOutcome, error) {
 	now := s.now()
-	ev, _ := json.Marshal(Event{At: now, Event: "webhook_early", Detail: fmt.Sprintf("%s for video %s before the video id was saved: status check when it is (delivery attempt %d)", d.EventType, d.VideoID, d.Attempt)})
+	ev := encodeEvent(Event{At: now, Event: "webhook_early", Detail: fmt.Sprintf("%s for video %s before the video id was saved: status check when it is (delivery attempt %d)", d.EventType, d.VideoID, d.Attempt)})
 	res, err := earlyWebhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID)},
 		d.Key, d.EventType, encodeValue(now), d.Attempt, d.VideoID, string(ev)).Slice()
 	if err != nil {

@@ -67,7 +67,8 @@ func TestCreateIsIdempotent(t *testing.T) {
 	if diff := cmp.Diff([]string{"j1"}, ids); diff != "" {
 		t.Errorf("IDs (-want +got):\n%s", diff)
 	}
-	want := []jobs.Event{{At: t0, State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"}}
+	// History times keep milliseconds, like the record's.
+	want := []jobs.Event{{At: t0.Truncate(time.Millisecond), State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"}}
 	if diff := cmp.Diff(want, b.events(t, "j1")); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
 	}
@@ -527,18 +528,19 @@ func TestApplyHistory(t *testing.T) {
 	b.apply(t, "j", jobs.Change{Set: map[string]any{jobs.FieldError: "no event"}})
 	at3 := b.clock.Advance(time.Second)
 	// No To: the line carries the record's current state.
-	b.apply(t, "j", jobs.Change{Set: map[string]any{jobs.FieldError: "x"}, Event: "create_in_doubt", Detail: `timeout "state":"" {}`})
+	b.apply(t, "j", jobs.Change{Set: map[string]any{jobs.FieldError: "x"}, Event: "create_in_doubt", Detail: `timeout "s":"" "state":"" {}`})
 	b.clock.Advance(time.Second)
 	// Unmet conditions write no line.
 	b.apply(t, "j", jobs.Change{From: []jobs.State{jobs.StateQueued}, To: jobs.StateFailed, Event: "refused"})
 	at5 := b.clock.Advance(time.Second)
 	b.apply(t, "j", jobs.Change{From: []jobs.State{jobs.StateSubmitting}, To: jobs.StateGenerating, Event: "created", Detail: "video v1"})
 
+	ms := func(t time.Time) time.Time { return t.Truncate(time.Millisecond) }
 	want := []jobs.Event{
-		{At: t0, State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"},
-		{At: at1, State: jobs.StateSubmitting, Event: "create_started"},
-		{At: at3, State: jobs.StateSubmitting, Event: "create_in_doubt", Detail: `timeout "state":"" {}`},
-		{At: at5, State: jobs.StateGenerating, Event: "created", Detail: "video v1"},
+		{At: ms(t0), State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"},
+		{At: ms(at1), State: jobs.StateSubmitting, Event: "create_started"},
+		{At: ms(at3), State: jobs.StateSubmitting, Event: "create_in_doubt", Detail: `timeout "s":"" "state":"" {}`},
+		{At: ms(at5), State: jobs.StateGenerating, Event: "created", Detail: "video v1"},
 	}
 	if diff := cmp.Diff(want, b.events(t, "j")); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)

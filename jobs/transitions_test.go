@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,5 +256,47 @@ func TestNextWait(t *testing.T) {
 				t.Errorf("NextWait = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestHistoryOfAnOlderRelease: history lines in the older release's JSON
+// are read as before, beside this release's compact lines.
+func TestHistoryOfAnOlderRelease(t *testing.T) {
+	b := setup(t)
+	b.create(t, "j", "m")
+	old := `{"at":"2026-12-03T09:34:18.123Z","state":"generating","event":"created","detail":"video v (created in 12ms)"}`
+	if err := b.rdb.RPush(b.ctx, "videoworker:job:{j}:events", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	evs := b.events(t, "j")
+	want := jobs.Event{At: time.Date(2026, 12, 3, 9, 34, 18, 123_000_000, time.UTC), State: jobs.StateGenerating, Event: "created", Detail: "video v (created in 12ms)"}
+	if len(evs) != 2 || evs[0].Event != "submitted" || !evs[1].At.Equal(want.At) || evs[1].State != want.State || evs[1].Event != want.Event || evs[1].Detail != want.Detail {
+		t.Errorf("history %+v; want submitted, then %+v", evs, want)
+	}
+}
+
+// TestLongRequestKeepsTheRecordCompact: a long request goes under the
+// spec key, so the record stays in Redis's compact hash encoding, and Get
+// still returns it (Load does not).
+func TestLongRequestKeepsTheRecordCompact(t *testing.T) {
+	b := setup(t)
+	long := &jobs.Record{ID: "long", Labels: map[string]string{"team": "a"}}
+	long.Request.Model, long.Request.Prompt = "m", strings.Repeat("a long prompt ", 40)
+	short := &jobs.Record{ID: "short"}
+	short.Request.Model, short.Request.Prompt = "m", "short"
+	for _, rec := range []*jobs.Record{long, short} {
+		if _, _, err := b.store.Create(b.ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		if enc := b.rdb.ObjectEncoding(b.ctx, "videoworker:job:{"+rec.ID+"}").Val(); enc != "listpack" {
+			t.Errorf("%s: record encoding %s, want listpack", rec.ID, enc)
+		}
+		got := b.get(t, rec.ID)
+		if got.Request.Prompt != rec.Request.Prompt || len(got.Labels) != len(rec.Labels) {
+			t.Errorf("%s: Get = %+v %v; want the request and labels back", rec.ID, got.Request, got.Labels)
+		}
+	}
+	if r, err := b.store.Load(b.ctx, "long"); err != nil || r.Request.Prompt != "" {
+		t.Errorf("Load(long) = %+v, %v; want the record without its spec", r, err)
 	}
 }
