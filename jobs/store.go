@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,12 +22,20 @@ const historyLen = 200
 // Store reads and writes job records in Redis. It is safe for concurrent
 // use. Every change of a record writes the record, its history line and
 // its membership of the fleet-wide sets (the job index, the unfinished
-// jobs, the video claims) in one script, so the store needs one Redis
-// primary, not a Cluster (keys of one job still share a hash tag).
+// jobs, the video claims) in one script. On a Redis Cluster, where one
+// script reaches only one job's keys (they share a hash tag), the
+// fleet-wide sets are written around the script instead, in the order
+// that leaves nothing invisible when a step fails: a job joins the index
+// and the unfinished set before its record says so, and leaves the
+// unfinished set after (the stranded-job reconciler drops ids without an
+// unfinished record).
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
-	now    func() time.Time
+	// cluster is set on a Redis Cluster, where a script may only touch the
+	// keys of one job (one hash slot): see apply.
+	cluster bool
+	now     func() time.Time
 }
 
 // NewStore returns a Store using rdb with keys under prefix (DefaultPrefix
@@ -35,7 +44,8 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Store{rdb: rdb, prefix: prefix, now: func() time.Time { return time.Now().UTC() }}
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Store{rdb: rdb, prefix: prefix, cluster: cluster, now: func() time.Time { return time.Now().UTC() }}
 }
 
 // Prefix returns the key prefix.
@@ -61,6 +71,7 @@ var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 if ARGV[4] ~= '' then redis.call('SET', KEYS[5], ARGV[4]) end
+if KEYS[3] == KEYS[1] then return 1 end -- a Cluster: the caller keeps the sets
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[3])
@@ -106,7 +117,17 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 		sp = string(b)
 	}
 	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID, sp}, fields...)
-	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey(), s.specKey(rec.ID)}, args...).Int()
+	keys := []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey(), s.specKey(rec.ID)}
+	if s.cluster {
+		pipe := s.rdb.Pipeline()
+		pipe.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID})
+		pipe.SAdd(ctx, s.activeKey(), rec.ID)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, nil, fmt.Errorf("index job %s: %w", rec.ID, err)
+		}
+		keys[2], keys[3] = keys[0], keys[0]
+	}
+	n, err := createScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
 	}
@@ -326,7 +347,9 @@ upd['updated_at'] = ARGV[3]
 local fv = {}
 for k, v in pairs(upd) do fv[#fv+1] = k; fv[#fv+1] = v; cur[k] = v end
 redis.call('HSET', KEYS[1], unpack(fv))
-if terminal(st) and not terminal(was) then
+if KEYS[3] == KEYS[1] then
+  -- a Cluster: the caller keeps the unfinished set
+elseif terminal(st) and not terminal(was) then
   redis.call('SREM', KEYS[3], cur['id'] or '')
 elseif terminal(was) and not terminal(st) then
   redis.call('SADD', KEYS[3], cur['id'] or '')
@@ -396,10 +419,61 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 		args = append(args, k, v)
 	}
 	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey}
+	if s.cluster {
+		return s.applyCluster(ctx, id, c, x, keys, args)
+	}
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
 	}
+	return s.outcome(id, c, x, res)
+}
+
+// applyCluster is apply on a Redis Cluster: the claim, and joining the
+// unfinished set, before the script; leaving the set, and releasing the
+// create lock, after it.
+func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyExtra, keys []string, args []any) (Outcome, error) {
+	if x.claimVideo != "" {
+		owner, err := s.Claim(ctx, x.claimVideo, id)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if owner != id {
+			if x.releaseLock {
+				_ = s.ReleaseCreateLock(ctx, x.lockModel, id) // as the script does
+			}
+			return Outcome{}, &ClaimError{VideoID: x.claimVideo, JobID: id, Owner: owner}
+		}
+		args[5] = ""
+	}
+	if c.To != "" && !c.To.Terminal() && slices.ContainsFunc(c.From, State.Terminal) {
+		if err := s.rdb.SAdd(ctx, s.activeKey(), id).Err(); err != nil {
+			return Outcome{}, fmt.Errorf("update job %s: unfinished set: %w", id, err)
+		}
+	}
+	args[6] = ""
+	keys[2], keys[3], keys[4] = keys[0], keys[0], keys[0]
+	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
+	}
+	out, err := s.outcome(id, c, x, res)
+	if err == nil && out.Applied && c.To.Terminal() {
+		if err := s.rdb.SRem(ctx, s.activeKey(), id).Err(); err != nil {
+			return out, fmt.Errorf("update job %s: unfinished set: %w", id, err)
+		}
+	}
+	if x.releaseLock {
+		if err := s.ReleaseCreateLock(ctx, x.lockModel, id); err != nil {
+			return out, err
+		}
+	}
+	return out, err
+}
+
+// outcome decodes the apply script's reply.
+func (s *Store) outcome(id string, c Change, x applyExtra, res []any) (Outcome, error) {
+	var err error
 	code, _ := res[0].(int64)
 	state, _ := res[1].(string)
 	extra, _ := res[2].(string)
