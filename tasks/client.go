@@ -202,7 +202,7 @@ func validate(req Request) error {
 		ve.add("duration", "video.duration must be between 0 and 120 seconds")
 	}
 	if req.Video.SampleCount < 0 || req.Video.SampleCount > 4 {
-		ve.add("sample_count", "video.sample_count must be between 1 and 4")
+		ve.add("sample_count", "video.sample_count must be between 1 and 4 (0 or absent: the API's default)")
 	}
 	if req.Timeout < 0 {
 		ve.add("timeout", "timeout must not be negative")
