@@ -564,20 +564,6 @@ func (s *Store) Events(ctx context.Context, id string, n int) ([]Event, error) {
 	return out, nil
 }
 
-// IDs returns up to limit job ids, newest first, submitted before the
-// given time (zero: now).
-func (s *Store) IDs(ctx context.Context, before time.Time, limit int64) ([]string, error) {
-	max := "+inf"
-	if !before.IsZero() {
-		max = "(" + strconv.FormatInt(before.UnixMilli(), 10)
-	}
-	ids, err := s.rdb.ZRevRangeByScore(ctx, s.indexKey(), &redis.ZRangeBy{Max: max, Min: "-inf", Count: limit}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	return ids, nil
-}
-
 // Claim records that videoID belongs to jobID. It returns the owner: jobID
 // when the claim succeeded or the video was already this job's, another id
 // when a different job owns it. Claims let reconciliation skip videos that
@@ -660,15 +646,6 @@ func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) erro
 		return fmt.Errorf("release create lock for model %s: %w", model, err)
 	}
 	return nil
-}
-
-// CreateLockHolder returns the job holding the model's create lock, or "".
-func (s *Store) CreateLockHolder(ctx context.Context, model string) (string, error) {
-	v, err := s.rdb.Get(ctx, s.createLockKey(model)).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	return v, err
 }
 
 // WebhookDelivery describes a verified webhook delivery for RecordWebhook

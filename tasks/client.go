@@ -79,8 +79,9 @@ type Client struct {
 	log   *slog.Logger
 }
 
-// NewClient returns a Client that uses rdb. Close releases the asynq
-// client; rdb stays open and remains the caller's.
+// NewClient returns a Client that uses rdb. The client holds nothing but
+// rdb (asynq's client and inspector on it), which stays the caller's to
+// close: there is no Close.
 func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	log := opts.Logger
 	if log == nil {
@@ -88,12 +89,6 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	}
 	return &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log}
 }
-
-// Close releases the client's resources (not the Redis client). The
-// asynq client shares rdb and holds nothing else, so there is nothing to
-// release: asynq's own Close would only report that the connection is
-// shared.
-func (c *Client) Close() error { return nil }
 
 // Submit records the job and enqueues its create task. It returns once
 // both are durable in Redis. It is idempotent on Request.JobID: a retry

@@ -323,11 +323,6 @@ func (w *Worker) serverConfigs() []asynq.Config {
 	return []asynq.Config{others, creates}
 }
 
-// Close releases the worker's resources. The Redis client stays open and
-// remains the caller's. (asynq refuses to close a client built on a shared
-// Redis connection, so there is nothing to close here today.)
-func (w *Worker) Close() error { return nil }
-
 // retryLater asks for the task to run again after a wait without counting
 // a failed attempt: the API is rate limiting, or the thing is not ready.
 type retryLater struct {

@@ -34,7 +34,6 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer rdb.Close()
 	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
-	defer c.Close()
 	var missing []string
 	for _, id := range fs.Args() {
 		rec, err := c.Status(ctx, tasks.JobID(id))

@@ -65,7 +65,6 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer w.Close()
 	if sc.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", sc.MetricsAddr)
 		if err != nil {
