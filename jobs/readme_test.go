@@ -1,7 +1,9 @@
 package jobs_test
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -125,5 +127,33 @@ func compare(t *testing.T, what string, got, want []string) {
 		if !slices.Contains(want, g) {
 			t.Errorf("README %s: %q is not in jobs.Table", what, g)
 		}
+	}
+}
+
+// TestNoFieldBagsOutsideJobs: outside this package, production code
+// changes a job only through the typed transitions (Store.Do), never by
+// building a Change of raw fields.
+func TestNoFieldBagsOutsideJobs(t *testing.T) {
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "jobs" || strings.HasPrefix(d.Name(), ".")) && path != ".." {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), "jobs.Change{") {
+			t.Errorf("%s builds a jobs.Change: use a transition of jobs.Table with Store.Do", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
