@@ -1,8 +1,10 @@
 // Package jobs holds the durable record of each video job: what was asked,
 // where the job is in its life, what the API said, and where the video was
 // stored. Records live in Redis, one hash per job plus a capped history
-// list, and change only through conditional, atomic updates (Apply), so that
-// a retried or duplicated task can never move a job backwards or twice.
+// list, and change only through the named transitions of the job's life
+// (Table, in transitions.go), each a conditional, atomic update applied by
+// Store.Do, so that a retried or duplicated task can never move a job
+// backwards or twice.
 package jobs
 
 import (
