@@ -109,10 +109,11 @@ func (w *Worker) createLocked(ctx context.Context, rec *jobs.Record) (lockAfter,
 			return lockKeep, err
 		case <-timer.C:
 		}
-		cur, gerr := w.jobs.Get(ctx, rec.ID)
+		cur, gerr := w.jobs.Load(ctx, rec.ID)
 		if gerr != nil || !cur.CreateInDoubt || cur.VideoID != "" || cur.State != jobs.StateSubmitting {
 			return lockKeep, err // the retry sorts it out
 		}
+		cur.Request, cur.Labels = rec.Request, rec.Labels // the spec never changes
 		rec = cur
 	}
 }

@@ -53,7 +53,7 @@ func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 	err := w.jobs.ScanActive(ctx, func(ids []string) error {
 		var done []string
 		for _, id := range ids {
-			rec, err := w.jobs.Get(ctx, id)
+			rec, err := w.jobs.Load(ctx, id) // the spec is not needed to know the next task
 			if errors.Is(err, jobs.ErrNotFound) {
 				done = append(done, id)
 				continue
