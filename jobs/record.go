@@ -1,14 +1,17 @@
 // Package jobs holds the durable record of each video job: what was asked,
 // where the job is in its life, what the API said, and where the video was
 // stored. Records live in Redis, one hash per job plus a capped history
-// list, and change only through conditional, atomic updates (Apply), so that
-// a retried or duplicated task can never move a job backwards or twice.
+// list, and change only through the named transitions of the job's life
+// (Table, in transitions.go), each a conditional, atomic update applied by
+// Store.Do, so that a retried or duplicated task can never move a job
+// backwards or twice.
 package jobs
 
 import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/videoworker/videoworker/apiclient"
@@ -55,7 +58,9 @@ var AllStates = []State{StateQueued, StateSubmitting, StateGenerating, StateDown
 // ErrNotFound is returned for a job id without a record.
 var ErrNotFound = errors.New("job not found")
 
-// Record is one job. Times are UTC; a zero time means "not yet".
+// Record is one job. Times are UTC; a zero time means "not yet". A long
+// Request, and Labels, are kept under a key of their own beside the
+// record's hash; Store.Get reads them, Store.Load does not.
 type Record struct {
 	ID      string                  `json:"id"`
 	State   State                   `json:"state"`
@@ -188,8 +193,10 @@ const (
 	FieldDeadTask           = "dead_task"
 )
 
-// recordVersion is the stored format version.
-const recordVersion = "1"
+// recordVersion is the stored format version: 2 may keep the request and
+// labels under the job's spec key rather than in the record (records of
+// version 1 are read as before).
+const recordVersion = "2"
 
 // encodeValue turns a field value into its stored string.
 func encodeValue(v any) string {
@@ -299,4 +306,35 @@ type Event struct {
 	State  State     `json:"state"`
 	Event  string    `json:"event"`
 	Detail string    `json:"detail,omitempty"`
+}
+
+// storedEvent is an Event as a history line stores it: short keys and the
+// time in Unix milliseconds (a history line is most of a job's memory in
+// Redis). Lines of older releases, in Event's own JSON, are read too.
+type storedEvent struct {
+	T int64  `json:"t"`
+	S State  `json:"s"`
+	E string `json:"e"`
+	D string `json:"d,omitempty"`
+}
+
+// encodeEvent is e as a history line. A line written without a state
+// gets the record's state filled in by the script that stores it (the
+// scripts look for the empty "s").
+func encodeEvent(e Event) string {
+	b, _ := json.Marshal(storedEvent{T: e.At.UnixMilli(), S: e.State, E: e.Event, D: e.Detail})
+	return string(b)
+}
+
+// decodeEvent reads a history line of this release or an older one.
+func decodeEvent(raw string) (Event, bool) {
+	var s storedEvent
+	if strings.HasPrefix(raw, `{"t":`) && json.Unmarshal([]byte(raw), &s) == nil {
+		return Event{At: time.UnixMilli(s.T).UTC(), State: s.S, Event: s.E, Detail: s.D}, true
+	}
+	var e Event
+	if json.Unmarshal([]byte(raw), &e) != nil {
+		return Event{}, false
+	}
+	return e, true
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,12 +20,22 @@ const DefaultPrefix = "videoworker:"
 const historyLen = 200
 
 // Store reads and writes job records in Redis. It is safe for concurrent
-// use. Keys of one job share a hash tag, so the store works on Redis
-// Cluster too.
+// use. Every change of a record writes the record, its history line and
+// its membership of the fleet-wide sets (the job index, the unfinished
+// jobs, the video claims) in one script. On a Redis Cluster, where one
+// script reaches only one job's keys (they share a hash tag), the
+// fleet-wide sets are written around the script instead, in the order
+// that leaves nothing invisible when a step fails: a job joins the index
+// and the unfinished set before its record says so, and leaves the
+// unfinished set after (the stranded-job reconciler drops ids without an
+// unfinished record).
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
-	now    func() time.Time
+	// cluster is set on a Redis Cluster, where a script may only touch the
+	// keys of one job (one hash slot): see apply.
+	cluster bool
+	now     func() time.Time
 }
 
 // NewStore returns a Store using rdb with keys under prefix (DefaultPrefix
@@ -33,7 +44,8 @@ func NewStore(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Store{rdb: rdb, prefix: prefix, now: func() time.Time { return time.Now().UTC() }}
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Store{rdb: rdb, prefix: prefix, cluster: cluster, now: func() time.Time { return time.Now().UTC() }}
 }
 
 // Prefix returns the key prefix.
@@ -41,6 +53,7 @@ func (s *Store) Prefix() string { return s.prefix }
 
 func (s *Store) jobKey(id string) string      { return s.prefix + "job:{" + id + "}" }
 func (s *Store) eventsKey(id string) string   { return s.prefix + "job:{" + id + "}:events" }
+func (s *Store) specKey(id string) string     { return s.prefix + "job:{" + id + "}:spec" }
 func (s *Store) indexKey() string             { return s.prefix + "jobs" }
 func (s *Store) webhooksKey(id string) string { return s.prefix + "job:{" + id + "}:webhooks" }
 func (s *Store) webhookStatsKey() string      { return s.prefix + "webhook_stats" }
@@ -50,10 +63,18 @@ func (s *Store) createLockKey(model string) string {
 	return s.prefix + "create_lock:" + strings.ToLower(model)
 }
 
+// createScript writes a new record, its spec, its first history line, its
+// place in the job index and its membership of the unfinished set in one
+// step. KEYS: job, events, index, active, spec. ARGV: event, score, id,
+// spec, fields...
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[4] ~= '' then redis.call('SET', KEYS[5], ARGV[4]) end
+if KEYS[3] == KEYS[1] then return 1 end -- a Cluster: the caller keeps the sets
 redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
 return 1
 `)
 
@@ -75,20 +96,38 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 		FieldVersion, recordVersion,
 		FieldID, rec.ID,
 		FieldState, string(rec.State),
-		FieldRequest, encodeValue(rec.Request),
 		FieldSubmittedAt, encodeValue(rec.SubmittedAt),
 		FieldUpdatedAt, encodeValue(rec.UpdatedAt),
-		FieldCreateInDoubt, encodeValue(false),
-	}
-	if len(rec.Labels) > 0 {
-		fields = append(fields, FieldLabels, encodeValue(rec.Labels))
 	}
 	if !rec.Deadline.IsZero() {
 		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
 	}
-	ev, _ := json.Marshal(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
-	args := append([]any{string(ev)}, fields...)
-	n, err := createScript.Run(ctx, s.rdb, []string{s.jobKey(rec.ID), s.eventsKey(rec.ID)}, args...).Int()
+	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
+	// A short request without labels stays in the record; anything longer
+	// goes under the spec key (see spec).
+	req := encodeValue(rec.Request)
+	sp := ""
+	if len(req) <= compactValueMax && len(rec.Labels) == 0 {
+		fields = append(fields, FieldRequest, req)
+	} else {
+		b, err := json.Marshal(spec{Request: rec.Request, Labels: rec.Labels})
+		if err != nil {
+			return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
+		}
+		sp = string(b)
+	}
+	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID, sp}, fields...)
+	keys := []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey(), s.specKey(rec.ID)}
+	if s.cluster {
+		pipe := s.rdb.Pipeline()
+		pipe.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID})
+		pipe.SAdd(ctx, s.activeKey(), rec.ID)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, nil, fmt.Errorf("index job %s: %w", rec.ID, ClassifyRedis(err))
+		}
+		keys[2], keys[3] = keys[0], keys[0]
+	}
+	n, err := createScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return false, nil, fmt.Errorf("create job %s: %w", rec.ID, ClassifyRedis(err))
 	}
@@ -96,21 +135,69 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 		existing, err := s.Get(ctx, rec.ID)
 		return false, existing, err
 	}
-	pipe := s.rdb.Pipeline()
-	pipe.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID})
-	pipe.SAdd(ctx, s.activeKey(), rec.ID)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return true, rec, fmt.Errorf("index job %s: %w", rec.ID, ClassifyRedis(err))
-	}
 	return true, rec, nil
 }
 
-// Get returns the record of id, or an error wrapping ErrNotFound.
+// spec is what was asked of a job when it does not fit in the record
+// compactly (a request longer than compactValueMax, or labels): kept
+// beside the record under its own key, since one long value turns the
+// whole record into Redis's large hash encoding, about three times the
+// memory of the compact one. It never changes after Create.
+type spec struct {
+	Request any               `json:"request,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// compactValueMax is the longest value Redis keeps in a hash's compact
+// encoding (its default hash-max-listpack-value).
+const compactValueMax = 64
+
+// Get returns the record of id with its request and labels, or an error
+// wrapping ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, ClassifyRedis(err))
 	}
+	r, err := s.decode(id, m)
+	if err != nil || m[FieldRequest] != "" {
+		return r, err // a short request is in the record
+	}
+	v, err := s.rdb.Get(ctx, s.specKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return r, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, ClassifyRedis(err))
+	}
+	var x struct {
+		Request *json.RawMessage  `json:"request"`
+		Labels  map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(v), &x); err != nil {
+		return nil, fmt.Errorf("job %s: spec: %w", id, err)
+	}
+	if x.Request != nil {
+		if err := json.Unmarshal(*x.Request, &r.Request); err != nil {
+			return nil, fmt.Errorf("job %s: spec: %w", id, err)
+		}
+	}
+	r.Labels = x.Labels
+	return r, nil
+}
+
+// Load returns the record of id without a request and labels kept under
+// the spec key (a short request is in the record itself): what the steps
+// after the create need, in one read.
+func (s *Store) Load(ctx context.Context, id string) (*Record, error) {
+	m, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, ClassifyRedis(err))
+	}
+	return s.decode(id, m)
+}
+
+func (s *Store) decode(id string, m map[string]string) (*Record, error) {
 	if len(m) == 0 {
 		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}
@@ -147,6 +234,9 @@ type Change struct {
 	// between its update and the read (e.g. an early webhook recorded just
 	// before the video id was saved).
 	Return bool
+
+	// setIfEmpty holds fields written only where no value is stored yet.
+	setIfEmpty map[string]any
 }
 
 // Outcome says whether a Change applied.
@@ -173,60 +263,121 @@ var scriptLib = func() string {
 	}
 	return "local function terminal(st) return " + strings.Join(terms, " or ") + " end\n" +
 		"local function addEvent(ev, st)\n" +
-		"  redis.call('RPUSH', KEYS[2], (string.gsub(ev, '\"state\":\"\"', '\"state\":\"' .. st .. '\"', 1)))\n" +
-		"  redis.call('LTRIM', KEYS[2], -" + strconv.Itoa(historyLen) + ", -1)\n" +
+		"  if redis.call('RPUSH', KEYS[2], (string.gsub(ev, '\"s\":\"\"', '\"s\":\"' .. st .. '\"', 1))) > " + strconv.Itoa(historyLen) + " then\n" +
+		"    redis.call('LTRIM', KEYS[2], -" + strconv.Itoa(historyLen) + ", -1)\n" +
+		"  end\n" +
 		"end\n"
 }()
 
+// applyScript is the one atomic update of a record: it reads the record
+// once (HGETALL when the caller wants it back, else HMGET of the state and
+// the fields its conditions and increments need), checks the conditions,
+// writes every field with one HSET, appends the history line, and keeps
+// the record's membership of the unfinished set in step when the state
+// enters or leaves a terminal one. A claim of a video (before the
+// conditions: a video the API made for this job is the job's whatever its
+// state) and the release of the model's create lock go in the same step.
+//
+// KEYS: job, events, active, claims, create lock.
+// ARGV: from, to, now, event, return, claim video, release owner, then
+// the counted lists: conditions (field, value, unset matches), sets
+// (field, value), increments (field, delta), read (field).
 var applyScript = redis.NewScript(scriptLib + `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
-local function done(code, st)
-  if ARGV[5] == '1' then return {code, st, redis.call('HGETALL', KEYS[1])} end
-  return {code, st}
+local i = 8
+local nif = tonumber(ARGV[i]); i = i + 1
+local conds = {}
+for _ = 1, nif do conds[#conds+1] = {ARGV[i], ARGV[i+1], ARGV[i+2]}; i = i + 3 end
+local nset = tonumber(ARGV[i]); i = i + 1
+local sets = {}
+for _ = 1, nset do
+  local f, once = ARGV[i], false
+  if string.sub(f, 1, 1) == '?' then f, once = string.sub(f, 2), true end
+  sets[#sets+1] = {f, ARGV[i+1], once}; i = i + 2
 end
-local cur = redis.call('HGET', KEYS[1], 'state') or ''
+local ninc = tonumber(ARGV[i]); i = i + 1
+local incs = {}
+for _ = 1, ninc do incs[#incs+1] = {ARGV[i], tonumber(ARGV[i+1])}; i = i + 2 end
+local cur = {}
+if ARGV[5] == '1' then
+  local flat = redis.call('HGETALL', KEYS[1])
+  for j = 1, #flat, 2 do cur[flat[j]] = flat[j+1] end
+else
+  local names = {'state', 'id'}
+  for _, c in ipairs(conds) do names[#names+1] = c[1] end
+  for _, c in ipairs(incs) do names[#names+1] = c[1] end
+  for _, c in ipairs(sets) do if c[3] then names[#names+1] = c[1] end end
+  local vals = redis.call('HMGET', KEYS[1], unpack(names))
+  for j, n in ipairs(names) do if vals[j] then cur[n] = vals[j] end end
+end
+local st = cur['state']
+if not st then return {-1, '', ''} end
+local function reply(code, extra)
+  if ARGV[5] ~= '1' then return {code, st, extra or ''} end
+  local flat = {}
+  for k, v in pairs(cur) do flat[#flat+1] = k; flat[#flat+1] = v end
+  return {code, st, extra or '', flat}
+end
+if ARGV[7] ~= '' and redis.call('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
+if ARGV[6] ~= '' and redis.call('HSETNX', KEYS[4], ARGV[6], cur['id'] or '') == 0 then
+  local owner = redis.call('HGET', KEYS[4], ARGV[6])
+  if owner ~= cur['id'] then return reply(-2, owner) end
+end
 local from = ARGV[1]
 if from == '' then
-  if terminal(cur) then return done(0, cur) end
-else
+  if terminal(st) then return reply(0) end
+elseif from ~= '*' then
   local ok = false
-  for st in string.gmatch(from, '[^,]+') do if st == cur then ok = true end end
-  if not ok then return done(0, cur) end
+  for s in string.gmatch(from, '[^,]+') do if s == st then ok = true end end
+  if not ok then return reply(0) end
 end
-local i = 6
-local nif = tonumber(ARGV[i]); i = i + 1
-for _ = 1, nif do
-  local v = redis.call('HGET', KEYS[1], ARGV[i]) or ''
-  if v ~= ARGV[i+1] and not (v == '' and ARGV[i+2] == '1') then return done(0, cur) end
-  i = i + 3
+for _, c in ipairs(conds) do
+  local v = cur[c[1]] or ''
+  if v ~= c[2] and not (v == '' and c[3] == '1') then return reply(0) end
 end
--- One HSET for every field written.
+local upd = {}
+for _, c in ipairs(sets) do
+  if not (c[3] and (cur[c[1]] or '') ~= '') then upd[c[1]] = c[2] end
+end
+for _, c in ipairs(incs) do
+  upd[c[1]] = tostring((tonumber(upd[c[1]] or cur[c[1]] or '0') or 0) + c[2])
+end
+local was = st
+if ARGV[2] ~= '' then upd['state'] = ARGV[2]; st = ARGV[2] end
+upd['updated_at'] = ARGV[3]
 local fv = {}
-local nset = tonumber(ARGV[i]); i = i + 1
-for _ = 1, nset do
-  fv[#fv+1] = ARGV[i]; fv[#fv+1] = ARGV[i+1]
-  i = i + 2
-end
-if ARGV[2] ~= '' then
-  fv[#fv+1] = 'state'; fv[#fv+1] = ARGV[2]
-  cur = ARGV[2]
-end
-fv[#fv+1] = 'updated_at'; fv[#fv+1] = ARGV[3]
+for k, v in pairs(upd) do fv[#fv+1] = k; fv[#fv+1] = v; cur[k] = v end
 redis.call('HSET', KEYS[1], unpack(fv))
--- Increments after the sets: Set and Incr of one field add up.
-local ninc = tonumber(ARGV[i]); i = i + 1
-for _ = 1, ninc do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i+1])
-  i = i + 2
+if KEYS[3] == KEYS[1] then
+  -- a Cluster: the caller keeps the unfinished set
+elseif terminal(st) and not terminal(was) then
+  redis.call('SREM', KEYS[3], cur['id'] or '')
+elseif terminal(was) and not terminal(st) then
+  redis.call('SADD', KEYS[3], cur['id'] or '')
 end
-if ARGV[4] ~= '' then addEvent(ARGV[4], cur) end
-return done(1, cur)
+if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
+return reply(1)
 `)
 
 // Apply applies c to the record of id atomically. A record that does not
 // exist gives an error wrapping ErrNotFound; unmet conditions give an
 // Outcome with Applied false and no error.
+//
+// Apply is the raw conditional update underneath the transitions; the
+// job's life changes only through Store.Do with one of the operations of
+// the transition table. Apply stays for tests and repair tools that must
+// set a record up field by field.
 func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error) {
+	return s.apply(ctx, id, c, applyExtra{})
+}
+
+// applyExtra are the parts of an update that only transitions use.
+type applyExtra struct {
+	claimVideo  string // claim this video for the job first
+	lockModel   string // release this model's create lock if the job holds it
+	releaseLock bool
+}
+
+func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (Outcome, error) {
 	now := s.now()
 	from := make([]string, len(c.From))
 	for i, st := range c.From {
@@ -244,63 +395,126 @@ func (s *Store) Apply(ctx context.Context, id string, c Change) (Outcome, error)
 	}
 	ev := ""
 	if c.Event != "" {
-		b, _ := json.Marshal(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
-		ev = string(b)
+		ev = encodeEvent(Event{At: now, State: c.To, Event: c.Event, Detail: c.Detail})
 	}
-	args := make([]any, 0, 9+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
-	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev, encodeValue(c.Return))
+	lockKey, release := s.jobKey(id), ""
+	if x.releaseLock {
+		lockKey, release = s.createLockKey(x.lockModel), id
+	}
+	args := make([]any, 0, 11+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
+	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev, encodeValue(c.Return), x.claimVideo, release)
 	args = append(args, len(c.IfEqual))
 	for k, v := range c.IfEqual {
 		args = append(args, k, encodeValue(v), unsetMatches(v))
 	}
-	args = append(args, len(set))
+	args = append(args, len(set)+len(c.setIfEmpty))
 	for k, v := range set {
 		args = append(args, k, encodeValue(v))
+	}
+	for k, v := range c.setIfEmpty {
+		args = append(args, "?"+k, encodeValue(v))
 	}
 	args = append(args, len(c.Incr))
 	for k, v := range c.Incr {
 		args = append(args, k, v)
 	}
-	res, err := applyScript.Run(ctx, s.rdb, []string{s.jobKey(id), s.eventsKey(id)}, args...).Slice()
+	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey}
+	if s.cluster {
+		return s.applyCluster(ctx, id, c, x, keys, args)
+	}
+	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
 	}
+	return s.outcome(id, c, x, res)
+}
+
+// applyCluster is apply on a Redis Cluster: the claim, and joining the
+// unfinished set, before the script; leaving the set, and releasing the
+// create lock, after it.
+func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyExtra, keys []string, args []any) (Outcome, error) {
+	if x.claimVideo != "" {
+		owner, err := s.Claim(ctx, x.claimVideo, id)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if owner != id {
+			if x.releaseLock {
+				_ = s.ReleaseCreateLock(ctx, x.lockModel, id) // as the script does
+			}
+			return Outcome{}, &ClaimError{VideoID: x.claimVideo, JobID: id, Owner: owner}
+		}
+		args[5] = ""
+	}
+	if c.To != "" && !c.To.Terminal() && slices.ContainsFunc(c.From, State.Terminal) {
+		if err := s.rdb.SAdd(ctx, s.activeKey(), id).Err(); err != nil {
+			return Outcome{}, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
+		}
+	}
+	args[6] = ""
+	keys[2], keys[3], keys[4] = keys[0], keys[0], keys[0]
+	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
+	}
+	out, err := s.outcome(id, c, x, res)
+	if err == nil && out.Applied && c.To.Terminal() {
+		if err := s.rdb.SRem(ctx, s.activeKey(), id).Err(); err != nil {
+			return out, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
+		}
+	}
+	if x.releaseLock {
+		if err := s.ReleaseCreateLock(ctx, x.lockModel, id); err != nil {
+			return out, err
+		}
+	}
+	return out, err
+}
+
+// outcome decodes the apply script's reply.
+func (s *Store) outcome(id string, c Change, x applyExtra, res []any) (Outcome, error) {
+	var err error
 	code, _ := res[0].(int64)
 	state, _ := res[1].(string)
-	if code < 0 {
+	extra, _ := res[2].(string)
+	switch code {
+	case -1:
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ErrNotFound)
+	case -2:
+		return Outcome{State: State(state)}, &ClaimError{VideoID: x.claimVideo, JobID: id, Owner: extra}
 	}
 	var rec *Record
 	if c.Return {
-		if rec, err = decodeReply(res); err != nil {
+		if len(res) < 4 {
+			return Outcome{}, fmt.Errorf("update job %s: no record in the reply", id)
+		}
+		if rec, err = decodeFlat(res[3]); err != nil {
 			return Outcome{}, fmt.Errorf("update job %s: %w", id, err)
-		}
-	}
-	if code == 1 && (c.To.Terminal() || (c.To != "" && fromTerminal(c.From))) {
-		// The set of unfinished jobs, for the stranded-job reconciler. It
-		// lives outside the job's hash slot, so it is kept here rather than
-		// in the script; the reconciler repairs any drift. Only entering or
-		// leaving a terminal state touches it, so two racing non-terminal
-		// changes cannot re-add a job that has just finished.
-		if c.To.Terminal() {
-			err = s.rdb.SRem(ctx, s.activeKey(), id).Err()
-		} else {
-			err = s.rdb.SAdd(ctx, s.activeKey(), id).Err()
-		}
-		if err != nil {
-			return Outcome{Applied: true, State: State(state), Record: rec}, fmt.Errorf("update job %s: active set: %w", id, ClassifyRedis(err))
 		}
 	}
 	return Outcome{Applied: code == 1, State: State(state), Record: rec}, nil
 }
 
-// decodeReply decodes the HGETALL that a script returns as its third
-// element.
-func decodeReply(res []any) (*Record, error) {
-	if len(res) < 3 {
-		return nil, errors.New("no record in the reply")
-	}
-	flat, _ := res[2].([]any)
+// ClaimError says that a video the job tried to claim belongs to another
+// job. errors.Is(err, ErrClaimed) is true for it.
+type ClaimError struct {
+	VideoID, JobID, Owner string
+}
+
+func (e *ClaimError) Error() string {
+	return fmt.Sprintf("video %s is already owned by job %s (not %s)", e.VideoID, e.Owner, e.JobID)
+}
+
+// Is makes errors.Is(err, ErrClaimed) true.
+func (e *ClaimError) Is(target error) bool { return target == ErrClaimed }
+
+// ErrClaimed marks a video owned by another job.
+var ErrClaimed = errors.New("video owned by another job")
+
+// decodeFlat decodes a flat field/value list (as HGETALL in a script
+// returns it).
+func decodeFlat(v any) (*Record, error) {
+	flat, _ := v.([]any)
 	m := make(map[string]string, len(flat)/2)
 	for i := 0; i+1 < len(flat); i += 2 {
 		k, _ := flat[i].(string)
@@ -343,26 +557,11 @@ func (s *Store) Events(ctx context.Context, id string, n int) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(raw))
 	for _, r := range raw {
-		var e Event
-		if json.Unmarshal([]byte(r), &e) == nil {
+		if e, ok := decodeEvent(r); ok {
 			out = append(out, e)
 		}
 	}
 	return out, nil
-}
-
-// IDs returns up to limit job ids, newest first, submitted before the
-// given time (zero: now).
-func (s *Store) IDs(ctx context.Context, before time.Time, limit int64) ([]string, error) {
-	max := "+inf"
-	if !before.IsZero() {
-		max = "(" + strconv.FormatInt(before.UnixMilli(), 10)
-	}
-	ids, err := s.rdb.ZRevRangeByScore(ctx, s.indexKey(), &redis.ZRangeBy{Max: max, Min: "-inf", Count: limit}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", ClassifyRedis(err))
-	}
-	return ids, nil
 }
 
 // Claim records that videoID belongs to jobID. It returns the owner: jobID
@@ -402,15 +601,6 @@ func (s *Store) Owners(ctx context.Context, videoIDs []string) (map[string]strin
 	return out, nil
 }
 
-var acquireScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, ARGV[1], tonumber(ARGV[2])}
-end
-return {0, cur, redis.call('PTTL', KEYS[1])}
-`)
-
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -418,18 +608,37 @@ return 0
 
 // AcquireCreateLock takes (or extends, when jobID holds it already) the
 // fleet-wide lock that serialises create calls of one model, for lease. It
-// reports whether jobID holds the lock now; if not, it returns the holder
-// and the time left on its lease.
+// reports whether jobID holds the lock now, and the lock's holder. The
+// time left on the lease is returned when jobID holds it (the lease); for
+// another holder it is not read (0): a waiter polls. Taking a free lock,
+// or finding it taken, is one command.
 func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, lease time.Duration) (bool, string, time.Duration, error) {
-	res, err := acquireScript.Run(ctx, s.rdb, []string{s.createLockKey(model)}, jobID, lease.Milliseconds()).Slice()
+	key := s.createLockKey(model)
+	prev, err := s.rdb.SetArgs(ctx, key, jobID, redis.SetArgs{Mode: "NX", TTL: lease, Get: true}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return true, jobID, lease, nil
+	case err != nil:
+		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, ClassifyRedis(err))
+	case prev != jobID:
+		return false, prev, 0, nil
+	}
+	// Ours already (an in-doubt create's retry): extend the lease while it
+	// is still ours; if it expired meanwhile, try once more.
+	n, err := extendScript.Run(ctx, s.rdb, []string{key}, jobID, lease.Milliseconds()).Int()
 	if err != nil {
 		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, ClassifyRedis(err))
 	}
-	ok, _ := res[0].(int64)
-	owner, _ := res[1].(string)
-	ttl, _ := res[2].(int64)
-	return ok == 1, owner, time.Duration(max(ttl, 0)) * time.Millisecond, nil
+	if n == 0 {
+		return s.AcquireCreateLock(ctx, model, jobID, lease)
+	}
+	return true, jobID, lease, nil
 }
+
+var extendScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
 
 // ReleaseCreateLock releases the model's create lock if jobID holds it.
 func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) error {
@@ -437,15 +646,6 @@ func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) erro
 		return fmt.Errorf("release create lock for model %s: %w", model, ClassifyRedis(err))
 	}
 	return nil
-}
-
-// CreateLockHolder returns the job holding the model's create lock, or "".
-func (s *Store) CreateLockHolder(ctx context.Context, model string) (string, error) {
-	v, err := s.rdb.Get(ctx, s.createLockKey(model)).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	return v, ClassifyRedis(err)
 }
 
 // WebhookDelivery describes a verified webhook delivery for RecordWebhook
@@ -501,7 +701,7 @@ func (s *Store) SeenWebhook(ctx context.Context, jobID, key string) (bool, error
 // cannot be replayed anyway). A missing job wraps ErrNotFound.
 func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelivery) (bool, error) {
 	now := s.now()
-	ev, _ := json.Marshal(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
+	ev := encodeEvent(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
 	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID)},
 		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID, d.KeepKeysFor.Milliseconds()).Int()
 	if err != nil {
@@ -573,7 +773,7 @@ return {1, st, ''}
 // with the same key (keys are per event type) look like a duplicate.
 func (s *Store) RecordEarlyWebhook(ctx context.Context, jobID string, d WebhookDelivery) (EarlyOutcome, error) {
 	now := s.now()
-	ev, _ := json.Marshal(Event{At: now, Event: "webhook_early", Detail: fmt.Sprintf("%s for video %s before the video id was saved: status check when it is (delivery attempt %d)", d.EventType, d.VideoID, d.Attempt)})
+	ev := encodeEvent(Event{At: now, Event: "webhook_early", Detail: fmt.Sprintf("%s for video %s before the video id was saved: status check when it is (delivery attempt %d)", d.EventType, d.VideoID, d.Attempt)})
 	res, err := earlyWebhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID)},
 		d.Key, d.EventType, encodeValue(now), d.Attempt, d.VideoID, string(ev)).Slice()
 	if err != nil {
@@ -742,13 +942,4 @@ func (s *Store) Lease(ctx context.Context, name, owner string, ttl time.Duration
 		return false, fmt.Errorf("lease %s: %w", name, ClassifyRedis(err))
 	}
 	return n == 1, nil
-}
-
-func fromTerminal(from []State) bool {
-	for _, st := range from {
-		if st.Terminal() {
-			return true
-		}
-	}
-	return false
 }

@@ -60,14 +60,15 @@ func TestCreateIsIdempotent(t *testing.T) {
 		t.Errorf("second Create's record differs from Get (-get +create):\n%s", diff)
 	}
 
-	ids, err := b.store.IDs(b.ctx, time.Time{}, 10)
+	ids, _, err := b.store.Page(b.ctx, jobs.Cursor{}, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"j1"}, ids); diff != "" {
-		t.Errorf("IDs (-want +got):\n%s", diff)
+		t.Errorf("Page (-want +got):\n%s", diff)
 	}
-	want := []jobs.Event{{At: t0, State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"}}
+	// History times keep milliseconds, like the record's.
+	want := []jobs.Event{{At: t0.Truncate(time.Millisecond), State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"}}
 	if diff := cmp.Diff(want, b.events(t, "j1")); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
 	}
@@ -114,7 +115,7 @@ func TestCreateUsesPrefix(t *testing.T) {
 	}
 }
 
-func TestIDsNewestFirstWithPaging(t *testing.T) {
+func TestPageNewestFirst(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
@@ -125,61 +126,24 @@ func TestIDsNewestFirstWithPaging(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ids := func(before time.Time, limit int64) []string {
-		t.Helper()
-		got, err := b.store.IDs(b.ctx, before, limit)
+	// Walking the pages visits every job once, newest first.
+	var all []string
+	var cur jobs.Cursor
+	for page := 0; page < 10; page++ {
+		got, next, err := b.store.Page(b.ctx, cur, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return got
-	}
-	tests := []struct {
-		name   string
-		before time.Time
-		limit  int64
-		want   []string
-	}{
-		{"all", time.Time{}, 10, []string{"j5", "j4", "j3", "j2", "j1"}},
-		{"first page", time.Time{}, 2, []string{"j5", "j4"}},
-		{"second page", at(4), 2, []string{"j3", "j2"}},
-		{"last page", at(2), 2, []string{"j1"}},
-		{"past the end", at(1), 2, nil},
-		{"before is exclusive", at(3).Add(time.Millisecond), 1, []string{"j3"}},
-	}
-	for _, tt := range tests {
-		if diff := cmp.Diff(tt.want, ids(tt.before, tt.limit), cmpEmpty); diff != "" {
-			t.Errorf("%s: IDs(%v, %d) (-want +got):\n%s", tt.name, tt.before, tt.limit, diff)
-		}
-	}
-
-	// Walking the pages visits every job once.
-	var all []string
-	var before time.Time
-	for page := 0; page < 10; page++ {
-		got := ids(before, 2)
-		if len(got) == 0 {
+		all = append(all, got...)
+		if next.ID == "" {
 			break
 		}
-		all = append(all, got...)
-		before = b.get(t, got[len(got)-1]).SubmittedAt
+		cur = next
 	}
 	if diff := cmp.Diff([]string{"j5", "j4", "j3", "j2", "j1"}, all); diff != "" {
 		t.Errorf("paged walk (-want +got):\n%s", diff)
 	}
 }
-
-// cmpEmpty treats nil and empty slices alike.
-var cmpEmpty = cmp.Comparer(func(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-})
 
 func TestMissingRecord(t *testing.T) {
 	t.Parallel()
@@ -527,18 +491,19 @@ func TestApplyHistory(t *testing.T) {
 	b.apply(t, "j", jobs.Change{Set: map[string]any{jobs.FieldError: "no event"}})
 	at3 := b.clock.Advance(time.Second)
 	// No To: the line carries the record's current state.
-	b.apply(t, "j", jobs.Change{Set: map[string]any{jobs.FieldError: "x"}, Event: "create_in_doubt", Detail: `timeout "state":"" {}`})
+	b.apply(t, "j", jobs.Change{Set: map[string]any{jobs.FieldError: "x"}, Event: "create_in_doubt", Detail: `timeout "s":"" "state":"" {}`})
 	b.clock.Advance(time.Second)
 	// Unmet conditions write no line.
 	b.apply(t, "j", jobs.Change{From: []jobs.State{jobs.StateQueued}, To: jobs.StateFailed, Event: "refused"})
 	at5 := b.clock.Advance(time.Second)
 	b.apply(t, "j", jobs.Change{From: []jobs.State{jobs.StateSubmitting}, To: jobs.StateGenerating, Event: "created", Detail: "video v1"})
 
+	ms := func(t time.Time) time.Time { return t.Truncate(time.Millisecond) }
 	want := []jobs.Event{
-		{At: t0, State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"},
-		{At: at1, State: jobs.StateSubmitting, Event: "create_started"},
-		{At: at3, State: jobs.StateSubmitting, Event: "create_in_doubt", Detail: `timeout "state":"" {}`},
-		{At: at5, State: jobs.StateGenerating, Event: "created", Detail: "video v1"},
+		{At: ms(t0), State: jobs.StateQueued, Event: "submitted", Detail: "model veo-3"},
+		{At: ms(at1), State: jobs.StateSubmitting, Event: "create_started"},
+		{At: ms(at3), State: jobs.StateSubmitting, Event: "create_in_doubt", Detail: `timeout "s":"" "state":"" {}`},
+		{At: ms(at5), State: jobs.StateGenerating, Event: "created", Detail: "video v1"},
 	}
 	if diff := cmp.Diff(want, b.events(t, "j")); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)

@@ -26,7 +26,7 @@ func (s *Store) AddWebhookOutcomes(ctx context.Context, counts map[string]int64,
 		return nil
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("webhook counters: %w", err)
+		return fmt.Errorf("webhook counters: %w", ClassifyRedis(err))
 	}
 	return nil
 }

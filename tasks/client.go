@@ -96,8 +96,9 @@ type Client struct {
 	keyTemplate string
 }
 
-// NewClient returns a Client that uses rdb. Close releases the asynq
-// client; rdb stays open and remains the caller's.
+// NewClient returns a Client that uses rdb. The client holds nothing but
+// rdb (asynq's client and inspector on it), which stays the caller's to
+// close: there is no Close.
 func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	log := opts.Logger
 	if log == nil {
@@ -114,23 +115,6 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	return c
 }
 
-// enqueue enqueues t and announces it to idle workers. A failed
-// announcement is not an error: the workers find the task at their next
-// idle check.
-func (c *Client) enqueue(ctx context.Context, t *asynq.Task) error {
-	info, err := c.aq.EnqueueContext(ctx, t)
-	if err != nil {
-		return err
-	}
-	_ = c.wake.Announce(ctx, info)
-	return nil
-}
-
-// Close releases the client's resources (not the Redis client). The
-// asynq client shares rdb and holds nothing else, so there is nothing to
-// release: asynq's own Close would only report that the connection is
-// shared.
-func (c *Client) Close() error { return nil }
 
 // Submit records the job and enqueues its create task. It returns once
 // both are durable in Redis. It is idempotent on Request.JobID: a retry
@@ -170,13 +154,14 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, e
 		if existing.State != jobs.StateQueued {
 			return id, false, nil // already past creation: nothing to enqueue
 		}
+		rec = existing
 	}
-	task, err := NewCreateTask(string(id))
+	next, err := NextTask(rec, 0)
 	if err != nil {
 		return "", false, err
 	}
-	if err := c.enqueue(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return "", false, fmt.Errorf("submit %s: enqueue create: %w", id, err)
+	if err := enqueue(ctx, c.aq, c.wake, next); err != nil {
+		return "", false, fmt.Errorf("submit %s: %w", id, err)
 	}
 	if created {
 		c.log.InfoContext(ctx, "job submitted", "job_id", string(id), "model", req.Video.Model)
@@ -284,7 +269,7 @@ func (c *Client) validate(req Request) error {
 		ve.add("duration", "video.duration must be between 0 and 120 seconds")
 	}
 	if req.Video.SampleCount < 0 || req.Video.SampleCount > 4 {
-		ve.add("sample_count", "video.sample_count must be between 1 and 4")
+		ve.add("sample_count", "video.sample_count must be between 1 and 4 (0 or absent: the API's default)")
 	}
 	if req.Timeout < 0 || (req.Timeout > 0 && req.Timeout < MinTimeout) || req.Timeout > MaxTimeout {
 		ve.add("timeout", fmt.Sprintf("timeout must be 0 (the workers' default) or between %s and %s", MinTimeout, MaxTimeout))
@@ -492,7 +477,7 @@ var ErrNotCancellable = errors.New("job already ended")
 
 // ErrNotRetryable is returned when retrying a job that is not failed or
 // timed out.
-var ErrNotRetryable = errors.New("only failed or timed-out jobs can be retried")
+var ErrNotRetryable = jobs.ErrNotRetryable
 
 // Cancel ends a job that has not finished: no further step runs for it
 // (each step checks the record first), and a worker asks the API to cancel
@@ -502,108 +487,101 @@ func (c *Client) Cancel(ctx context.Context, id JobID, reason string) (*jobs.Rec
 	if reason == "" {
 		reason = "cancelled by a user"
 	}
-	out, err := c.store.Apply(ctx, string(id), jobs.Change{To: jobs.StateCancelled,
-		Set:   map[string]any{jobs.FieldErrorCode: "cancelled_by_user", jobs.FieldError: reason},
-		Event: "cancelled", Detail: reason, Return: true})
+	before, err := c.store.Load(ctx, string(id))
 	if err != nil {
 		return nil, err
 	}
-	if !out.Applied {
-		return nil, fmt.Errorf("cancel %s: %w (state %s)", id, ErrNotCancellable, out.State)
+	// The generation's last status is stale once nobody polls: the record
+	// says "unknown" (""), unless the API had ended it, or until the cancel
+	// step records the API's answer.
+	stale := before.APIStatus != "" && !apiclient.Status(before.APIStatus).Terminal()
+	res, err := c.store.Do(ctx, string(id), jobs.Cancelled{Reason: reason, ClearAPIStatus: stale})
+	if errors.Is(err, jobs.ErrIllegalTransition) {
+		return nil, fmt.Errorf("cancel %s: %w (state %s)", id, ErrNotCancellable, res.State)
 	}
-	if s := out.Record.APIStatus; s != "" && !apiclient.Status(s).Terminal() {
-		// The generation's last status is stale now that nobody polls: the
-		// record says "unknown" (""), unless the cancel step has recorded
-		// the API's answer meanwhile.
-		if _, err := c.store.Apply(ctx, string(id), jobs.Change{From: []jobs.State{jobs.StateCancelled},
-			IfEqual: map[string]any{jobs.FieldAPIStatus: s}, Set: map[string]any{jobs.FieldAPIStatus: ""}}); err != nil {
-			c.log.WarnContext(ctx, "cancelled job: could not clear its API status", "job_id", string(id), "err", err.Error())
-		}
-	}
-	t, err := NewCancelTask(string(id))
 	if err != nil {
 		return nil, err
 	}
-	if err := c.enqueue(ctx, t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil, fmt.Errorf("cancel %s: enqueue: %w", id, err)
-	}
-	c.log.InfoContext(ctx, "job cancelled", "job_id", string(id), "reason", reason)
-	return c.store.Get(ctx, string(id))
-}
-
-// Retry brings a failed or timed-out job back without duplicating its
-// remote generation: a job whose video was generated is downloaded again;
-// one still generating is polled again; one whose create is in doubt is
-// reconciled again; only a job whose generation failed at the API, or that
-// never reached it, is submitted (again). The job's default deadline
-// restarts now.
-func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
 	rec, err := c.store.Get(ctx, string(id))
 	if err != nil {
 		return nil, err
 	}
-	if rec.State != jobs.StateFailed && rec.State != jobs.StateTimedOut {
-		return nil, fmt.Errorf("retry %s: %w (state %s)", id, ErrNotRetryable, rec.State)
-	}
-	now := time.Now().UTC()
-	set := map[string]any{jobs.FieldErrorCode: "", jobs.FieldError: "", jobs.FieldFailedStep: "", jobs.FieldFinishedAt: "", jobs.FieldRetriedAt: now}
-	if !rec.Deadline.IsZero() {
-		set[jobs.FieldDeadline] = now.Add(rec.Deadline.Sub(rec.SubmittedAt))
-	}
-	var to jobs.State
-	var task *asynq.Task
-	var taskID, queue, how string
-	remoteFailed := rec.FailedStep == "generation"
-	switch {
-	case rec.VideoID != "" && !rec.CompletedAt.IsZero() && !remoteFailed:
-		to, how = jobs.StateDownloading, "download again"
-		taskID, queue = RetryTaskID(DownloadTaskID(rec.ID), rec.Retries+1), QueueDownload
-		task, err = NewDownloadTask(rec.ID, rec.VideoID, asynq.TaskID(taskID))
-	case rec.VideoID != "" && !remoteFailed:
-		to, how = jobs.StateGenerating, "poll again"
-		set[jobs.FieldPollSeq] = rec.PollSeq + 1
-		task, err = NewPollTask(rec.ID, rec.PollSeq+1, 0)
-	default:
-		to = jobs.StateQueued
-		how = "submit again"
-		if rec.CreateInDoubt {
-			to, how = jobs.StateSubmitting, "reconcile the in-doubt create again"
-		} else if rec.VideoID != "" {
-			how = "new generation (the previous one failed at the API)"
-			set[jobs.FieldVideoID] = ""
-			set[jobs.FieldAPIStatus] = ""
-			set[jobs.FieldCompletedAt] = ""
-			// An early webhook of the old generation says nothing of the next.
-			set[jobs.FieldEarlyWebhookAt] = ""
-			set[jobs.FieldEarlyWebhookEvent] = ""
-			set[jobs.FieldEarlyWebhookKey] = ""
-			set[jobs.FieldEarlyWebhookVideo] = ""
-		}
-		taskID, queue = RetryTaskID(CreateTaskID(rec.ID), rec.Retries+1), QueueCreate
-		task, err = NewCreateTask(rec.ID, asynq.TaskID(taskID))
-	}
+	next, err := NextTask(rec, 0)
 	if err != nil {
 		return nil, err
 	}
-	out, err := c.store.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{rec.State}, To: to, Set: set,
-		Incr: map[string]int64{jobs.FieldRetries: 1}, IfEqual: map[string]any{jobs.FieldRetries: rec.Retries},
-		Event: "retried", Detail: how})
+	if err := enqueue(ctx, c.aq, c.wake, next); err != nil {
+		return nil, fmt.Errorf("cancel %s: %w", id, err)
+	}
+	c.log.InfoContext(ctx, "job cancelled", "job_id", string(id), "reason", reason)
+	return rec, nil
+}
+
+// Retry brings a failed or timed-out job back without duplicating its
+// remote generation (jobs.PlanRetry says how) and enqueues the task the
+// job then waits on. The job's default deadline restarts now.
+func (c *Client) Retry(ctx context.Context, id JobID) (*jobs.Record, error) {
+	rec, _, err := RetryJob(ctx, c.store, c.aq, c.insp, c.wake, string(id))
 	if err != nil {
 		return nil, err
 	}
-	if !out.Applied {
-		return nil, fmt.Errorf("retry %s: the job changed meanwhile (state %s)", id, out.State)
+	c.log.InfoContext(ctx, "job retried", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(rec.State))
+	return rec, nil
+}
+
+// RetryJob retries a failed or timed-out job: it applies jobs.PlanRetry's
+// transition and enqueues the task the job then waits on (NextTask),
+// first deleting an archived task with the same id, which would block it.
+// It returns the record after the retry and that task. The producer's
+// Retry and the worker's dead-letter revival both use it; pub (nil: none)
+// announces the task to idle workers.
+func RetryJob(ctx context.Context, store *jobs.Store, aq *asynq.Client, insp *asynq.Inspector, pub *wake.Publisher, id string) (*jobs.Record, *Next, error) {
+	rec, err := store.Get(ctx, id)
+	if err != nil {
+		return nil, nil, err
 	}
-	if taskID != "" {
-		// An archived task with the same id (from an older release or a
-		// manual enqueue) would block the new one.
-		if err := c.insp.DeleteTask(queue, taskID); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
-			c.log.WarnContext(ctx, "retry: could not delete the old task", "job_id", rec.ID, "task_id", taskID, "err", err.Error())
-		}
+	plan, err := jobs.PlanRetry(rec, time.Now().UTC())
+	if err != nil {
+		return nil, nil, err
 	}
-	if err := c.enqueue(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil, fmt.Errorf("retry %s: enqueue: %w", id, err)
+	res, err := store.Do(ctx, id, plan)
+	if err != nil {
+		return nil, nil, fmt.Errorf("retry %s: %w", id, err)
 	}
-	c.log.InfoContext(ctx, "job retried", "job_id", rec.ID, "video_id", rec.VideoID, "how", how)
-	return c.store.Get(ctx, rec.ID)
+	if !res.Applied {
+		return nil, nil, fmt.Errorf("retry %s: the job changed meanwhile (state %s)", id, res.State)
+	}
+	after := res.Record
+	after.Request, after.Labels = rec.Request, rec.Labels // the spec never changes
+	next, err := NextTask(after, 0)
+	if err != nil || next == nil {
+		return after, nil, err
+	}
+	// An archived task with the same id (from an older release or a
+	// manual enqueue) would block the new one. A failure here shows in
+	// the enqueue that follows, or leaves a live task that does the job.
+	_ = insp.DeleteTask(next.Queue, next.ID)
+	if err := enqueue(ctx, aq, pub, next); err != nil {
+		return nil, nil, fmt.Errorf("retry %s: %w", id, err)
+	}
+	return after, next, nil
+}
+
+// enqueue enqueues n and announces it to idle workers with pub (nil:
+// none); a task with the same id already there counts as done (the id is
+// what makes the step idempotent). A lost announcement costs at most the
+// workers' idle check interval.
+func enqueue(ctx context.Context, aq *asynq.Client, pub *wake.Publisher, n *Next) error {
+	if n == nil {
+		return nil
+	}
+	info, err := aq.EnqueueContext(ctx, n.Task)
+	if err == nil {
+		_ = pub.Announce(ctx, info)
+		return nil
+	}
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue %s %s: %w", n.Type, n.ID, err)
+	}
+	return nil
 }

@@ -443,19 +443,6 @@ func TestClientPrefix(t *testing.T) {
 	}
 }
 
-func TestClientClose(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	client := tasks.NewClient(b.rdb, tasks.ClientOptions{})
-	if err := client.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	// The Redis client stays the caller's and keeps working.
-	if err := b.rdb.Ping(b.ctx).Err(); err != nil {
-		t.Errorf("Redis client after Close: %v", err)
-	}
-}
-
 func BenchmarkSubmit(b *testing.B) {
 	env := setup(b)
 	req := tasks.Request{Video: video("a paper boat on a rainy street"), Labels: map[string]string{"bench": "1"}}

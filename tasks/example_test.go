@@ -19,7 +19,6 @@ func ExampleClient_Submit() {
 	defer rdb.Close()
 
 	client := tasks.NewClient(rdb, tasks.ClientOptions{})
-	defer client.Close()
 
 	// Choosing the JobID makes Submit idempotent: a retry after a timeout
 	// or a crash returns the same job and never starts a second generation.
@@ -63,7 +62,6 @@ func ExampleClient_Status() {
 	defer rdb.Close()
 
 	client := tasks.NewClient(rdb, tasks.ClientOptions{})
-	defer client.Close()
 
 	id, err := client.Submit(ctx, tasks.Request{
 		JobID: "product-demo-42",

@@ -60,15 +60,20 @@ type CreatePayload struct {
 	JobID   string `json:"job_id"`
 }
 
-// PollPayload is the payload of TypePoll. Seq is the position of this
-// check in the job's poll chain; only the check whose Seq matches the
-// job's record does any work, so duplicates and stale retries are no-ops.
-// A Seq of 0 marks an out-of-chain check (for example after a webhook):
-// it refreshes the status but never schedules a follow-up.
+// PollPayload is the payload of TypePoll, which carries two kinds of
+// status check (one task type on the wire, for compatibility):
+//   - a link of the job's poll chain (Seq ≥ 1, NewPollTask): only the link
+//     whose Seq matches the job's record does any work, so duplicates and
+//     stale retries are no-ops, and it schedules the next link;
+//   - a check outside the chain (Seq = CheckSeq, NewCheckTask, after a
+//     webhook): it refreshes the status but never schedules a follow-up.
+//
+// IsCheck tells them apart.
 type PollPayload struct {
 	Version int    `json:"v"`
 	JobID   string `json:"job_id"`
-	Seq     int    `json:"seq"`
+	// Seq is the link's place in the chain, or CheckSeq.
+	Seq int `json:"seq"`
 	// Reason says why an out-of-chain check was made (e.g. "webhook").
 	Reason string `json:"reason,omitempty"`
 	// NotBefore is when a delayed check was scheduled to run, in Unix
@@ -77,6 +82,13 @@ type PollPayload struct {
 	// the time the check starts to measure how late polls fire.
 	NotBefore int64 `json:"not_before,omitempty"`
 }
+
+// CheckSeq is the Seq of a status check outside the poll chain.
+const CheckSeq = 0
+
+// IsCheck reports whether p is a status check outside the poll chain
+// rather than a link of it.
+func (p *PollPayload) IsCheck() bool { return p.Seq == CheckSeq }
 
 // DownloadPayload is the payload of TypeDownload.
 type DownloadPayload struct {
@@ -159,7 +171,7 @@ func NewPollTask(jobID string, seq int, delay time.Duration, opts ...asynq.Optio
 // deduplicated by key: queue QueuePoll, 3 retries, TaskID
 // CheckTaskID(jobID, key).
 func NewCheckTask(jobID, key, reason string, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(PollPayload{Version: PayloadVersion, JobID: jobID, Seq: 0, Reason: reason})
+	b, err := json.Marshal(PollPayload{Version: PayloadVersion, JobID: jobID, Seq: CheckSeq, Reason: reason})
 	if err != nil {
 		return nil, err
 	}

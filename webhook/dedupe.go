@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/tasks"
 )
 
@@ -86,7 +87,7 @@ func CheckTaskID(jobID string, t time.Time) string {
 // before this delivery), one check is scheduled at the start of the next
 // interval instead, so that no delivery goes unchecked for longer than an
 // interval.
-func (h *Handler) enqueueCheck(ctx context.Context, jobID, reason string) error {
+func (h *Handler) enqueueCheck(ctx context.Context, rec *jobs.Record, reason string) error {
 	now := h.now()
 	b := now.UnixNano() / int64(CheckInterval)
 	for i, at := range []time.Time{now, time.Unix(0, (b+1)*int64(CheckInterval))} {
@@ -94,11 +95,11 @@ func (h *Handler) enqueueCheck(ctx context.Context, jobID, reason string) error 
 		if i > 0 {
 			opts = append(opts, asynq.ProcessAt(at))
 		}
-		t, err := tasks.NewCheckTask(jobID, checkKey(b+int64(i)), reason, opts...)
-		if err == nil {
-			_, err = h.enqueue.EnqueueContext(ctx, t)
+		check, err := tasks.StatusCheck(rec, checkKey(b+int64(i)), reason, opts...)
+		if err != nil || check == nil {
+			return err // nil check: nothing to check (not generating)
 		}
-		if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		if _, err = h.enqueue.EnqueueContext(ctx, check.Task); !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return err
 		}
 	}

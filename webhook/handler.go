@@ -213,7 +213,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !seen && wantsCheck(eventType) && !rec.State.Terminal() {
 		// Reconcile, do not trust: check the job's status now, at most
 		// once per CheckInterval (enqueueCheck).
-		if err := h.enqueueCheck(ctx, jobID, "webhook "+eventType); err != nil {
+		if err := h.enqueueCheck(ctx, rec, "webhook "+eventType); err != nil {
 			h.log.ErrorContext(ctx, "webhook: enqueue status check", "job_id", jobID, "err", err.Error())
 			h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "could not schedule the status check; retry")
 			return

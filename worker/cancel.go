@@ -50,27 +50,20 @@ func (w *Worker) handleCancel(ctx context.Context, t *asynq.Task) error {
 			outcome = "the API refused to cancel: " + err.Error()
 		}
 	}
-	set := map[string]any{jobs.FieldCancelOutcome: outcome}
-	if apiStatus != "" {
-		set[jobs.FieldAPIStatus] = apiStatus
+	if _, err := w.jobs.Do(ctx, rec.ID, jobs.CancelAnswered{Outcome: outcome, APIStatus: apiStatus}); err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
+		return err
 	}
-	_, err = w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateCancelled},
-		Set: set, Event: "cancel_outcome", Detail: outcome})
 	w.log.InfoContext(ctx, "job cancel", "job_id", rec.ID, "video_id", rec.VideoID, "outcome", outcome)
-	return err
+	return nil
 }
 
 // adoptCancelled records the video of a create that finished after its
-// job was cancelled, and asks the API to cancel it.
+// job was cancelled (releasing the model's create lock), and enqueues the
+// cancel task that asks the API to cancel it.
 func (w *Worker) adoptCancelled(ctx context.Context, rec *jobs.Record, v *apiclient.Video) error {
-	if _, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateCancelled},
-		Set:   map[string]any{jobs.FieldVideoID: v.ID, jobs.FieldCreateInDoubt: false, jobs.FieldCreatedAt: w.now()},
-		Event: "created_after_cancel", Detail: "video " + v.ID}); err != nil {
+	res, err := w.jobs.Do(ctx, rec.ID, jobs.AdoptedAfterCancel{VideoID: v.ID, Model: rec.Request.Model})
+	if err != nil || !res.Applied {
 		return err
 	}
-	t, err := tasks.NewCancelTask(rec.ID, asynq.TaskID(tasks.CancelTaskID(rec.ID)+":"+v.ID))
-	if err != nil {
-		return err
-	}
-	return w.enqueue(ctx, t)
+	return w.enqueueNext(ctx, res.Record, 0)
 }

@@ -15,13 +15,15 @@ import (
 	"github.com/videoworker/videoworker/tasks"
 )
 
-// handleCreate submits the job to the API exactly once in effect.
+// handleCreate submits the job to the API exactly once in effect: load,
+// decide, and under the model's create lock submit (or first reconcile an
+// in-doubt create), then enqueue what comes next.
 func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.CreatePayload](t.Payload())
 	if err != nil {
 		return w.badPayload(ctx, t, err)
 	}
-	rec, err := w.loadJob(ctx, p.JobID)
+	rec, err := w.loadJobSpec(ctx, p.JobID)
 	if err != nil {
 		return err
 	}
@@ -35,16 +37,9 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 		return nil
 	case rec.VideoID != "":
 		// A retry after the id was saved: make sure the chain exists.
-		return w.startPolling(ctx, rec, 0)
+		return w.enqueueNext(ctx, rec, w.cfg.MinPollInterval)
 	case rec.State != jobs.StateQueued && rec.State != jobs.StateSubmitting:
 		return nil
-	}
-
-	select {
-	case w.createSlots <- struct{}{}:
-		defer func() { <-w.createSlots }()
-	default:
-		return &retryLater{after: jitter(200*time.Millisecond, 0.5), err: errors.New("this worker's create slots are busy")}
 	}
 	// Creates of one model are serialised fleet-wide, and an in-doubt
 	// create keeps the lock until it is reconciled: the API has no
@@ -54,61 +49,72 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	if err != nil || !held {
 		return err
 	}
-	keep := false
-	defer func() {
-		if !keep {
-			if rerr := w.jobs.ReleaseCreateLock(context.WithoutCancel(ctx), rec.Request.Model, rec.ID); rerr != nil {
-				w.log.WarnContext(ctx, "release create lock", "job_id", rec.ID, "err", rerr.Error())
-			}
+	lock, err := w.createLocked(ctx, rec)
+	if lock == lockRelease {
+		if rerr := w.jobs.ReleaseCreateLock(context.WithoutCancel(ctx), rec.Request.Model, rec.ID); rerr != nil {
+			w.log.WarnContext(ctx, "release create lock", "job_id", rec.ID, "err", rerr.Error())
 		}
-	}()
-	if rec.CreateInDoubt {
-		adopted, err := w.reconcile(ctx, rec)
-		if err != nil && !errors.Is(err, asynq.SkipRetry) {
-			// Not settled yet: nobody else may create this model meanwhile,
-			// or their jobs could be taken for ours.
-			keep = rec.CreateInDoubt
-		}
-		if err != nil || adopted {
-			return err
-		}
-		// Nothing was created: submitting again is safe.
 	}
-	if !w.now().Before(w.deadline(rec)) {
-		w.failJob(ctx, rec, jobs.StateTimedOut, "deadline_exceeded", errors.New("job deadline passed before the video was submitted"))
-		return nil
-	}
-	inDoubt, err := w.submit(ctx, rec)
-	keep = inDoubt
-	var rl *retryLater
-	if !inDoubt || !errors.As(err, &rl) {
-		return err
-	}
-	// Settle the doubt in this task, which holds the model's lock, rather
-	// than behind the queue of other creates waiting for that lock.
-	timer := time.NewTimer(w.cfg.ReconcileDelay + 50*time.Millisecond)
-	select {
-	case <-ctx.Done():
-		timer.Stop()
-		return err
-	case <-timer.C:
-	}
-	cur, gerr := w.jobs.Get(ctx, rec.ID)
-	if gerr != nil || !cur.CreateInDoubt || cur.VideoID != "" || cur.State != jobs.StateSubmitting {
-		return err // the retry sorts it out
-	}
-	adopted, rerr := w.reconcile(ctx, cur)
-	switch {
-	case rerr != nil:
-		keep = cur.CreateInDoubt && !errors.Is(rerr, asynq.SkipRetry)
-		return rerr
-	case adopted:
-		keep = false
-		return nil
-	}
-	inDoubt, err = w.submit(ctx, cur) // nothing was created: submit again
-	keep = inDoubt
 	return err
+}
+
+// lockAfter says what becomes of the model's create lock when a create
+// attempt ends.
+type lockAfter int
+
+const (
+	// lockRelease: the create is settled (or nothing was sent): release.
+	lockRelease lockAfter = iota
+	// lockKeep: a create call's outcome is in doubt: nobody else may
+	// create this model until it is reconciled, or their jobs could be
+	// taken for ours.
+	lockKeep
+	// lockReleased: the transition that saved the video id released it.
+	lockReleased
+)
+
+// createLocked settles the job's create while holding the model's create
+// lock: it reconciles an in-doubt create, submits when nothing was
+// created, and when that call's outcome is in doubt it waits and
+// reconciles once more in this task (which holds the lock) rather than
+// behind the queue of other creates waiting for the lock.
+func (w *Worker) createLocked(ctx context.Context, rec *jobs.Record) (lockAfter, error) {
+	for round := 0; ; round++ {
+		if rec.CreateInDoubt {
+			adopted, err := w.reconcile(ctx, rec)
+			switch {
+			case adopted:
+				return lockReleased, err
+			case err != nil && rec.CreateInDoubt && !errors.Is(err, asynq.SkipRetry):
+				return lockKeep, err // not settled yet
+			case err != nil:
+				return lockRelease, err
+			}
+			// Nothing was created: submitting again is safe.
+		}
+		if !w.now().Before(w.deadline(rec)) {
+			w.failJob(ctx, rec, jobs.StateTimedOut, "deadline_exceeded", errors.New("job deadline passed before the video was submitted"))
+			return lockRelease, nil
+		}
+		lock, err := w.submit(ctx, rec)
+		var rl *retryLater
+		if lock != lockKeep || round > 0 || !errors.As(err, &rl) {
+			return lock, err
+		}
+		timer := time.NewTimer(w.cfg.ReconcileDelay + 50*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return lockKeep, err
+		case <-timer.C:
+		}
+		cur, gerr := w.jobs.Load(ctx, rec.ID)
+		if gerr != nil || !cur.CreateInDoubt || cur.VideoID != "" || cur.State != jobs.StateSubmitting {
+			return lockKeep, err // the retry sorts it out
+		}
+		cur.Request, cur.Labels = rec.Request, rec.Labels // the spec never changes
+		rec = cur
+	}
 }
 
 // lockWait is how long a create waits in the handler for its model's
@@ -122,15 +128,17 @@ func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error)
 	deadline := time.Now().Add(lockWait)
 	sleep := 2 * time.Millisecond
 	for {
-		ok, holder, ttl, err := w.jobs.AcquireCreateLock(ctx, rec.Request.Model, rec.ID, lease)
+		ok, holder, _, err := w.jobs.AcquireCreateLock(ctx, rec.Request.Model, rec.ID, lease)
 		if err != nil || ok {
 			return ok, err
 		}
 		if time.Now().After(deadline) {
-			return false, &retryLater{after: jitter(min(max(ttl, 50*time.Millisecond), time.Second), 0.3),
+			// The holder's lease is not read (one command per try); a lock
+			// is held for a create call, seconds: look again in about 1 s.
+			return false, &retryLater{after: jitter(time.Second, 0.3),
 				err: fmt.Errorf("waiting for the create lock of model %s (held by job %s)", rec.Request.Model, holder)}
 		}
-		t := time.NewTimer(min(sleep, ttl+time.Millisecond))
+		t := time.NewTimer(sleep)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -143,111 +151,73 @@ func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error)
 
 // submit makes one create call while holding the model's create lock. The
 // record says "in doubt" from before the call until its outcome is known,
-// so a crash mid-call is reconciled. It reports whether the outcome is in
-// doubt (the lock must then be kept until reconciliation).
-func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (bool, error) {
+// so a crash mid-call is reconciled.
+func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (lockAfter, error) {
 	start := w.now()
-	out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{
-		From:  []jobs.State{jobs.StateQueued, jobs.StateSubmitting},
-		To:    jobs.StateSubmitting,
-		Set:   map[string]any{jobs.FieldCreateInDoubt: true, jobs.FieldCreateStartedAt: start, jobs.FieldCreateEndedAt: ""},
-		Incr:  map[string]int64{jobs.FieldCreateAttempts: 1},
-		Event: "create_started",
-		// Another copy of this task may have raced us: only the one that
-		// still sees no video id and no in-doubt flag proceeds.
-		IfEqual: map[string]any{jobs.FieldVideoID: "", jobs.FieldCreateInDoubt: false},
-	})
-	if err != nil {
-		return false, err
-	}
-	if !out.Applied {
-		// Ended meanwhile (cancelled): release the lock. Otherwise a
-		// concurrent copy of this task owns the create and the lock.
-		return !out.State.Terminal(), nil
+	res, err := w.jobs.Do(ctx, rec.ID, jobs.Submitting{})
+	switch {
+	case errors.Is(err, jobs.ErrIllegalTransition):
+		return lockRelease, nil // ended (cancelled) or saved meanwhile
+	case err != nil:
+		return lockRelease, err
+	case !res.Applied:
+		// A concurrent copy of this task owns the create and the lock.
+		return lockKeep, nil
 	}
 	req := rec.Request
 	req.Webhook = w.webhookFor(rec.ID)
 	v, cerr := w.api.Create(ctx, req, apiclient.CreateOptions{IdempotencyKey: rec.ID})
 	end := w.now()
 	if cerr == nil {
-		return false, w.adopt(ctx, rec, v, fmt.Sprintf("created in %s", end.Sub(start).Round(time.Millisecond)))
+		return lockReleased, w.adopt(ctx, rec, v, fmt.Sprintf("created in %s", end.Sub(start).Round(time.Millisecond)), "")
 	}
 	code := errorCode(cerr)
 	if apiclient.InDoubt(cerr) {
 		// The API may have started a paid job: keep the in-doubt flag and
 		// reconcile on the next attempt.
-		_, _ = w.jobs.Apply(ctx, rec.ID, jobs.Change{
-			Set:   map[string]any{jobs.FieldCreateEndedAt: end, jobs.FieldErrorCode: code, jobs.FieldError: cerr.Error()},
-			Event: "create_in_doubt", Detail: cerr.Error(),
-		})
+		_, _ = w.jobs.Do(ctx, rec.ID, jobs.CreateInDoubt{Code: code, Err: cerr.Error()})
 		w.log.WarnContext(ctx, "create outcome in doubt; will reconcile", "job_id", rec.ID, "err", cerr.Error())
-		return true, &retryLater{after: w.cfg.ReconcileDelay, err: cerr}
+		return lockKeep, &retryLater{after: w.cfg.ReconcileDelay, err: cerr}
 	}
 	// A definite answer: nothing was created.
-	if _, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{
-		Set:   map[string]any{jobs.FieldCreateInDoubt: false, jobs.FieldCreateEndedAt: end, jobs.FieldErrorCode: code, jobs.FieldError: cerr.Error()},
-		Event: "create_failed", Detail: cerr.Error(),
-	}); err != nil {
-		return false, err
+	if _, err := w.jobs.Do(ctx, rec.ID, jobs.CreateFailed{Code: code, Err: cerr.Error()}); err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
+		return lockRelease, err
 	}
 	var ae *apiclient.APIError
 	switch {
 	case errors.As(cerr, &ae) && ae.StatusCode == 429:
-		return false, &retryLater{after: max(ae.RetryAfter, time.Second), err: cerr}
+		return lockRelease, &retryLater{after: max(ae.RetryAfter, time.Second), err: cerr}
 	case apiclient.IsRetryable(cerr):
-		return false, cerr
+		return lockRelease, cerr
 	default:
 		w.failJob(ctx, rec, jobs.StateFailed, code, cerr)
-		return false, permanent(cerr)
+		return lockRelease, permanent(cerr)
 	}
 }
 
-// adopt saves v as the job's API job and starts the poll chain.
-func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video, how string) error {
-	owner, err := w.jobs.Claim(ctx, v.ID, rec.ID)
-	if err != nil {
-		return err
-	}
-	if owner != rec.ID {
-		// Cannot happen for a fresh create (ids are unique); guards
-		// reconciliation races.
-		return fmt.Errorf("video %s is already owned by job %s", v.ID, owner)
-	}
-	created := v.CreatedAt.Time
-	if created.IsZero() {
-		created = w.now()
-	}
-	out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{
-		From: []jobs.State{jobs.StateQueued, jobs.StateSubmitting},
-		To:   jobs.StateGenerating,
-		Set: map[string]any{
-			jobs.FieldVideoID: v.ID, jobs.FieldCreatedAt: created, jobs.FieldAPIStatus: string(v.Status),
-			jobs.FieldCreateInDoubt: false, jobs.FieldCreateEndedAt: w.now(), jobs.FieldPollSeq: 1,
-			jobs.FieldErrorCode: "", jobs.FieldError: "",
-		},
-		IfEqual: map[string]any{jobs.FieldVideoID: ""},
-		Event:   "created", Detail: "video " + v.ID + " (" + how + ")",
-		// The record as of this update tells whether a webhook arrived
-		// before the id was saved (see checkEarly).
-		Return: true,
-	})
-	if err != nil {
-		return err
-	}
-	if !out.Applied {
-		if out.State == jobs.StateCancelled {
-			// Cancelled while the create call ran: keep the video id and
-			// ask the API to cancel it too.
-			return w.adoptCancelled(ctx, rec, v)
-		}
+// adopt saves v as the job's API job (claiming the video and releasing
+// the model's create lock in the same step) and starts the poll chain.
+func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video, how, note string) error {
+	res, err := w.jobs.Do(ctx, rec.ID, jobs.Adopted{VideoID: v.ID, APIStatus: string(v.Status), CreatedAt: v.CreatedAt.Time,
+		Model: rec.Request.Model, How: how, Reconcile: note})
+	switch {
+	case errors.Is(err, jobs.ErrIllegalTransition) && res.State == jobs.StateCancelled:
+		// Cancelled while the create call ran: keep the video id and ask
+		// the API to cancel it too.
+		return w.adoptCancelled(ctx, rec, v)
+	case errors.Is(err, jobs.ErrIllegalTransition):
 		return nil
+	case err != nil:
+		return err
+	case !res.Applied:
+		return nil // a concurrent copy saved the id
 	}
-	rec.VideoID, rec.State, rec.PollSeq = v.ID, jobs.StateGenerating, 1
-	w.log.InfoContext(ctx, "job created", "job_id", rec.ID, "video_id", v.ID, "state", string(jobs.StateGenerating), "how", how)
-	if err := w.checkEarly(ctx, rec, out.Record); err != nil {
+	saved := res.Record
+	w.log.InfoContext(ctx, "job created", "job_id", rec.ID, "video_id", v.ID, "state", string(saved.State), "how", how)
+	if err := w.checkEarly(ctx, saved); err != nil {
 		return err
 	}
-	return w.startPolling(ctx, rec, w.pollDelay(v, 0))
+	return w.enqueueNext(ctx, saved, w.pollDelay(v, 0))
 }
 
 // checkEarly enqueues an immediate out-of-chain status check when a
@@ -266,39 +236,24 @@ func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video
 // It runs before the poll chain starts: if enqueueing fails, the create
 // task is retried, finds the id saved and starts the chain after
 // MinPollInterval instead of poll_after_seconds.
-func (w *Worker) checkEarly(ctx context.Context, rec *jobs.Record, saved *jobs.Record) error {
-	if saved == nil || saved.EarlyWebhookAt.IsZero() {
+func (w *Worker) checkEarly(ctx context.Context, saved *jobs.Record) error {
+	if saved.EarlyWebhookAt.IsZero() {
 		return nil
 	}
 	key := saved.EarlyWebhookKey
 	if key == "" {
 		key = "early"
 	}
-	t, err := tasks.NewCheckTask(rec.ID, key, "webhook "+saved.EarlyWebhookEvent+" (arrived before the video id was saved)")
+	check, err := tasks.StatusCheck(saved, key, "webhook "+saved.EarlyWebhookEvent+" (arrived before the video id was saved)")
 	if err != nil {
 		return err
 	}
-	if err := w.enqueue(ctx, t); err != nil {
+	if err := w.enqueue(ctx, check); err != nil {
 		return err
 	}
-	w.log.InfoContext(ctx, "early webhook: status check now", "job_id", rec.ID, "video_id", rec.VideoID,
+	w.log.InfoContext(ctx, "early webhook: status check now", "job_id", saved.ID, "video_id", saved.VideoID,
 		"event", saved.EarlyWebhookEvent, "event_video_id", saved.EarlyWebhookVideo, "delivery_key", key)
 	return nil
-}
-
-// startPolling makes sure the current link of the job's poll chain exists.
-func (w *Worker) startPolling(ctx context.Context, rec *jobs.Record, delay time.Duration) error {
-	if rec.State != jobs.StateGenerating || rec.PollSeq < 1 {
-		return nil
-	}
-	if delay <= 0 {
-		delay = w.cfg.MinPollInterval
-	}
-	t, err := tasks.NewPollTask(rec.ID, rec.PollSeq, delay)
-	if err != nil {
-		return err
-	}
-	return w.enqueue(ctx, t)
 }
 
 // webhookFor returns the webhook subscription of a create, with the job id
@@ -378,10 +333,13 @@ func (w *Worker) reconcile(ctx context.Context, rec *jobs.Record) (bool, error) 
 	}
 	switch len(cands) {
 	case 0:
-		w.noteReconcile(ctx, rec, fmt.Sprintf("no job created between %s and %s: submitting again", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano)))
-		_, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{Set: map[string]any{jobs.FieldCreateInDoubt: false}})
+		note := fmt.Sprintf("no job created between %s and %s: submitting again", from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
+		if _, err := w.jobs.Do(ctx, rec.ID, jobs.Reconciled{Note: note, NothingCreated: true}); err != nil {
+			return false, err
+		}
+		w.log.InfoContext(ctx, "create reconciled", "job_id", rec.ID, "result", note)
 		rec.CreateInDoubt = false
-		return false, err
+		return false, nil
 	case 1:
 		return true, w.adoptReconciled(ctx, rec, &cands[0], "adopted "+cands[0].ID+", the one unowned job of this model created in the call's window")
 	}
@@ -396,12 +354,12 @@ func (w *Worker) reconcile(ctx context.Context, rec *jobs.Record) (bool, error) 
 }
 
 func (w *Worker) adoptReconciled(ctx context.Context, rec *jobs.Record, v *apiclient.Video, note string) error {
-	w.noteReconcile(ctx, rec, note)
-	return w.adopt(ctx, rec, v, "reconciled")
+	w.log.InfoContext(ctx, "create reconciled", "job_id", rec.ID, "result", note)
+	return w.adopt(ctx, rec, v, "reconciled", note)
 }
 
 func (w *Worker) noteReconcile(ctx context.Context, rec *jobs.Record, s string) {
-	_, _ = w.jobs.Apply(ctx, rec.ID, jobs.Change{Set: map[string]any{jobs.FieldReconcile: s}, Event: "reconciled", Detail: s})
+	_, _ = w.jobs.Do(ctx, rec.ID, jobs.Reconciled{Note: s})
 	w.log.InfoContext(ctx, "create reconciled", "job_id", rec.ID, "result", s)
 }
 

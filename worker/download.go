@@ -24,25 +24,22 @@ func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) 
 	if err != nil {
 		return w.badPayload(ctx, t, err)
 	}
-	rec, err := w.loadJob(ctx, p.JobID)
-	if err != nil {
+	// The first transition is the read: it counts the attempt and returns
+	// the record.
+	res, err := w.jobs.Do(ctx, p.JobID, jobs.DownloadStarted{})
+	rec := res.Record
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return permanent(err)
+	case errors.Is(err, jobs.ErrIllegalTransition) && rec != nil:
+		// Stored already, ended, or not there yet; or the dead letter of
+		// a failed download run again.
+		_, err := w.revived(ctx, rec)
 		return err
-	}
-	if ok, err := w.revived(ctx, rec); ok {
+	case err != nil:
 		return err
 	}
 	defer func() { err = w.onTaskError(ctx, rec, err) }()
-	if rec.State != jobs.StateDownloading {
-		return nil // stored already, ended, or not there yet
-	}
-	set := map[string]any{}
-	if rec.DownloadStartedAt.IsZero() {
-		set[jobs.FieldDownloadStartedAt] = w.now()
-	}
-	if _, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateDownloading}, Set: set,
-		Incr: map[string]int64{jobs.FieldDownloadAttempts: 1}}); err != nil {
-		return err
-	}
 
 	var total int64
 	var first storage.ObjectInfo
@@ -56,13 +53,8 @@ func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) 
 		}
 		total += info.Size
 	}
-	out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateDownloading}, To: jobs.StateStored,
-		Set: map[string]any{
-			jobs.FieldStorageKey: first.Key, jobs.FieldLocation: first.Location, jobs.FieldBytes: total,
-			jobs.FieldSHA256: first.SHA256, jobs.FieldStoredAt: w.now(), jobs.FieldErrorCode: "", jobs.FieldError: "",
-		},
-		Event: "stored", Detail: first.Location})
-	if err != nil {
+	out, err := w.jobs.Do(ctx, rec.ID, jobs.Stored{Key: first.Key, Location: first.Location, Bytes: total, SHA256: first.SHA256})
+	if err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
 		return err
 	}
 	if out.Applied {

@@ -77,7 +77,6 @@ func setup(t *testing.T, scfg standin.Config) *env {
 		t.Fatal(err)
 	}
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{})
-	t.Cleanup(func() { producer.Close() })
 	return &env{t: t, rdb: rdb, api: api, apiURL: hs.URL + "/v1", client: client, store: store,
 		jobs: jobs.NewStore(rdb, ""), producer: producer, log: testLogger(t)}
 }
@@ -117,7 +116,6 @@ func (e *env) newWorker(cfg worker.Config, api worker.VideoAPI) *worker.Worker {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { w.Close() })
 	return w
 }
 

@@ -14,9 +14,8 @@ import (
 	"github.com/videoworker/videoworker/tasks"
 )
 
-// handlePoll checks the job's status once. A chain link (Seq > 0) then
-// schedules the next link; an out-of-chain check (Seq 0) only records
-// what it saw.
+// handlePoll runs a status check: a link of the job's poll chain, or a
+// check outside the chain (after a webhook).
 func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 	p, err := tasks.Decode[tasks.PollPayload](t.Payload())
 	if err != nil {
@@ -34,151 +33,161 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) (err error) {
 	if ok, err := w.revived(ctx, rec); ok {
 		return err
 	}
-	if p.Seq > 0 {
-		// A failed out-of-chain check never fails the job: the chain
+	if p.IsCheck() {
+		// A failed check outside the chain never fails the job: the chain
 		// carries on.
-		defer func() { err = w.onTaskError(ctx, rec, err) }()
+		return w.check(ctx, rec)
 	}
+	defer func() { err = w.onTaskError(ctx, rec, err) }()
+	return w.pollLink(ctx, rec, p.Seq)
+}
 
+// waitsOnStatus reports whether the job waits on the API's status; a job
+// that is downloading gets its download task made sure of.
+func (w *Worker) waitsOnStatus(ctx context.Context, rec *jobs.Record) (bool, error) {
 	switch {
-	case rec.State.Terminal():
-		return nil
 	case rec.State == jobs.StateDownloading:
-		return w.enqueueDownload(ctx, rec)
+		return false, w.enqueueNext(ctx, rec, 0)
 	case rec.State != jobs.StateGenerating || rec.VideoID == "":
-		return nil
-	}
-	inChain := p.Seq > 0
-	if inChain {
-		if rec.PollSeq == p.Seq-1 {
-			// The previous link scheduled us but died before it advanced the
-			// record: take over.
-			out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateGenerating},
-				IfEqual: map[string]any{jobs.FieldPollSeq: p.Seq - 1}, Set: map[string]any{jobs.FieldPollSeq: p.Seq}})
-			if err != nil {
-				return err
-			}
-			if out.Applied {
-				rec.PollSeq = p.Seq
-			} else if rec, err = w.jobs.Get(ctx, rec.ID); err != nil {
-				// The predecessor advanced the record itself meanwhile (it
-				// enqueued us, then moved poll_seq): read what it wrote.
-				return err
-			} else if rec.State != jobs.StateGenerating {
-				return nil
-			}
-		}
-		if rec.PollSeq != p.Seq {
-			w.log.DebugContext(ctx, "stale poll dropped", "job_id", rec.ID, "seq", p.Seq, "current", rec.PollSeq)
-			return nil
-		}
-	}
-	if !w.now().Before(w.deadline(rec)) {
+		return false, nil // ended, or not there yet
+	case !w.now().Before(w.deadline(rec)):
 		w.failJob(ctx, rec, jobs.StateTimedOut, "deadline_exceeded",
 			fmt.Errorf("job deadline %s passed while the API was still generating (status %s)", w.deadline(rec).Format(time.RFC3339), rec.APIStatus))
+		return false, nil
+	}
+	return true, nil
+}
+
+// check is a status check outside the poll chain: it records what it saw
+// and never schedules a follow-up.
+func (w *Worker) check(ctx context.Context, rec *jobs.Record) error {
+	if ok, err := w.waitsOnStatus(ctx, rec); !ok {
+		return err
+	}
+	v, err := w.status(ctx, rec)
+	if err != nil {
+		return err
+	}
+	if v.Status.Terminal() {
+		return w.finishGeneration(ctx, rec, v, "seen by an out-of-chain check (webhook)")
+	}
+	_, err = w.jobs.Do(ctx, rec.ID, jobs.Observed{APIStatus: string(v.Status), Progress: progress(v), StatusChanged: string(v.Status) != rec.APIStatus})
+	if errors.Is(err, jobs.ErrIllegalTransition) {
 		return nil
 	}
+	return err
+}
 
-	w.met.StatusCheck()
-	v, gerr := w.api.Get(ctx, rec.VideoID)
-	if gerr != nil {
-		var ae *apiclient.APIError
-		if errors.As(gerr, &ae) && !ae.Retryable() {
-			w.failJob(ctx, rec, jobs.StateFailed, errorCode(gerr), gerr)
-			return permanent(gerr)
+// pollLink is link seq of the job's poll chain: only the current link
+// does work, so duplicates and stale retries are no-ops. It checks the
+// status, then enqueues link seq+1 before it moves the record's poll_seq
+// to it: a crash between the two leaves a link that takes over, never a
+// broken chain.
+func (w *Worker) pollLink(ctx context.Context, rec *jobs.Record, seq int) error {
+	if rec.State == jobs.StateGenerating && rec.PollSeq == seq-1 {
+		// The previous link scheduled us but died before it advanced the
+		// record: take over. When it advanced the record itself meanwhile,
+		// the reply is what it wrote.
+		res, err := w.jobs.Do(ctx, rec.ID, jobs.PollTakenOver{Seq: seq})
+		switch {
+		case errors.Is(err, jobs.ErrIllegalTransition):
+			return nil
+		case err != nil:
+			return err
 		}
-		if !inChain {
-			return gerr
-		}
+		rec = res.Record
+	}
+	if rec.State == jobs.StateGenerating && rec.PollSeq != seq {
+		w.log.DebugContext(ctx, "stale poll dropped", "job_id", rec.ID, "seq", seq, "current", rec.PollSeq)
+		return nil
+	}
+	if ok, err := w.waitsOnStatus(ctx, rec); !ok {
+		return err
+	}
+	v, err := w.status(ctx, rec)
+	var ae *apiclient.APIError
+	switch {
+	case err != nil && errors.As(err, &ae) && !ae.Retryable():
+		return err
+	case err != nil:
 		// Transient: move the next check later instead of burning retries.
 		// The job deadline bounds how long this goes on.
-		delay := max(w.pollDelay(nil, rec.Polls), apiclient.RetryAfter(gerr))
-		_, _ = w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateGenerating},
-			Set: map[string]any{jobs.FieldErrorCode: errorCode(gerr), jobs.FieldError: gerr.Error()}})
-		w.log.WarnContext(ctx, "status check failed; checking again later", "job_id", rec.ID, "video_id", rec.VideoID, "in", delay, "err", gerr.Error())
-		return w.advance(ctx, rec, p.Seq, delay, nil)
+		delay := max(w.pollDelay(nil, rec.Polls), apiclient.RetryAfter(err))
+		w.log.WarnContext(ctx, "status check failed; checking again later", "job_id", rec.ID, "video_id", rec.VideoID, "in", delay, "err", err.Error())
+		return w.advance(ctx, rec, delay, jobs.Observed{Seq: seq, Code: errorCode(err), Err: err.Error()})
+	case v.Status.Terminal():
+		return w.finishGeneration(ctx, rec, v, fmt.Sprintf("seen by poll #%d", seq))
 	}
-	return w.observe(ctx, rec, v, p.Seq)
-}
-
-// observe records a status answer and moves the job on.
-func (w *Worker) observe(ctx context.Context, rec *jobs.Record, v *apiclient.Video, seq int) error {
-	if v.Status.Terminal() {
-		return w.finishGeneration(ctx, rec, v, seq)
-	}
-	if seq == 0 {
-		_, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateGenerating},
-			Set: statusFields(v), Incr: map[string]int64{jobs.FieldPolls: 1}, Event: statusEvent(rec, v), Detail: string(v.Status)})
+	changed := string(v.Status) != rec.APIStatus
+	if err := w.advance(ctx, rec, w.pollDelay(v, rec.Polls), jobs.Observed{Seq: seq, APIStatus: string(v.Status), Progress: progress(v), StatusChanged: changed}); err != nil {
 		return err
 	}
-	return w.advance(ctx, rec, seq, w.pollDelay(v, rec.Polls), v)
-}
-
-// advance schedules link seq+1, then moves the record's poll_seq to it.
-// Enqueueing first means a crash between the two leaves a link that takes
-// over (see handlePoll), never a broken chain.
-func (w *Worker) advance(ctx context.Context, rec *jobs.Record, seq int, delay time.Duration, v *apiclient.Video) error {
-	if left := w.deadline(rec).Sub(w.now()); delay > left {
-		delay = max(left, 0) + 100*time.Millisecond // wake up to end the job at its deadline
-	}
-	next, err := tasks.NewPollTask(rec.ID, seq+1, delay)
-	if err != nil {
-		return err
-	}
-	if err := w.enqueue(ctx, next); err != nil {
-		return err
-	}
-	set := map[string]any{jobs.FieldPollSeq: seq + 1}
-	ev := ""
-	if v != nil {
-		for k, val := range statusFields(v) {
-			set[k] = val
-		}
-		set[jobs.FieldErrorCode], set[jobs.FieldError] = "", ""
-		ev = statusEvent(rec, v)
-	}
-	out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateGenerating},
-		IfEqual: map[string]any{jobs.FieldPollSeq: seq}, Set: set, Incr: map[string]int64{jobs.FieldPolls: 1},
-		Event: ev, Detail: fmt.Sprintf("api status %s", apiStatus(v))})
-	if err != nil {
-		return err
-	}
-	if out.Applied && ev != "" {
+	if changed {
 		w.log.InfoContext(ctx, "job status", "job_id", rec.ID, "video_id", rec.VideoID, "api_status", string(v.Status), "progress", progress(v))
 	}
 	return nil
 }
 
-// finishGeneration handles a terminal API status.
-func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apiclient.Video, seq int) error {
-	rec.APIStatus = string(v.Status) // what failJob records
-	seenBy := fmt.Sprintf("seen by poll #%d", seq)
-	if seq == 0 {
-		seenBy = "seen by an out-of-chain check (webhook)"
+// status asks the API for the job's status. An answer that can never
+// change (the video is gone) fails the job.
+func (w *Worker) status(ctx context.Context, rec *jobs.Record) (*apiclient.Video, error) {
+	w.met.StatusCheck()
+	v, err := w.api.Get(ctx, rec.VideoID)
+	if err != nil {
+		var ae *apiclient.APIError
+		if errors.As(err, &ae) && !ae.Retryable() {
+			w.failJob(ctx, rec, jobs.StateFailed, errorCode(err), err)
+			return nil, permanent(err)
+		}
+		return nil, err
 	}
+	return v, nil
+}
+
+// advance enqueues the chain's next link, due after delay (at the latest
+// just after the job's deadline, to end it then), and then applies obs,
+// which moves the record to that link.
+func (w *Worker) advance(ctx context.Context, rec *jobs.Record, delay time.Duration, obs jobs.Observed) error {
+	if left := w.deadline(rec).Sub(w.now()); delay > left {
+		delay = max(left, 0) + 100*time.Millisecond // wake up to end the job at its deadline
+	}
+	next := *rec
+	next.PollSeq = obs.Seq + 1
+	if err := w.enqueueNext(ctx, &next, delay); err != nil {
+		return err
+	}
+	_, err := w.jobs.Do(ctx, rec.ID, obs)
+	if errors.Is(err, jobs.ErrIllegalTransition) {
+		return nil // ended meanwhile: the link just enqueued is a no-op
+	}
+	return err
+}
+
+// finishGeneration handles a terminal API status.
+func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apiclient.Video, seenBy string) error {
+	rec.APIStatus = string(v.Status) // what failJob records
 	switch v.Status {
 	case apiclient.StatusCompleted:
-		set := statusFields(v)
-		set[jobs.FieldCompletedAt] = w.now()
-		set[jobs.FieldOutputs] = v.OutputCount()
+		done := jobs.Completed{APIStatus: string(v.Status), Progress: progress(v), Outputs: v.OutputCount(), SeenBy: seenBy}
 		if v.Asset != nil {
 			if v.Asset.Bytes != nil {
-				set[jobs.FieldExpectedBytes] = *v.Asset.Bytes
+				done.ExpectedBytes = *v.Asset.Bytes
 			}
-			set[jobs.FieldExpectedSHA256] = v.Asset.SHA256
+			done.ExpectedSHA256 = v.Asset.SHA256
 		}
-		out, err := w.jobs.Apply(ctx, rec.ID, jobs.Change{From: []jobs.State{jobs.StateGenerating}, To: jobs.StateDownloading,
-			Set: set, Incr: map[string]int64{jobs.FieldPolls: 1}, Event: "completed", Detail: "api status completed, " + seenBy})
-		if err != nil {
+		res, err := w.jobs.Do(ctx, rec.ID, done)
+		if err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
 			return err
 		}
-		if out.Applied {
+		if res.Applied {
 			w.log.InfoContext(ctx, "job generated", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(jobs.StateDownloading))
 		}
-		if out.State != jobs.StateDownloading {
+		if res.State != jobs.StateDownloading {
 			return nil
 		}
-		return w.enqueueDownload(ctx, rec)
+		next := *rec
+		next.State = jobs.StateDownloading
+		return w.enqueueNext(ctx, &next, 0)
 	case apiclient.StatusFailed:
 		msg := "generation failed"
 		if s := v.Error.String(); s != "" {
@@ -191,14 +200,6 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 		w.failJob(ctx, rec, jobs.StateExpired, "expired", errors.New("the API reports the job expired"))
 	}
 	return nil
-}
-
-func (w *Worker) enqueueDownload(ctx context.Context, rec *jobs.Record) error {
-	t, err := tasks.NewDownloadTask(rec.ID, rec.VideoID, asynq.TaskID(tasks.RetryTaskID(tasks.DownloadTaskID(rec.ID), rec.Retries)))
-	if err != nil {
-		return err
-	}
-	return w.enqueue(ctx, t)
 }
 
 // pollDelay is the wait before the next check: the API's
@@ -214,28 +215,9 @@ func (w *Worker) pollDelay(v *apiclient.Video, polls int) time.Duration {
 	return max(jitter(time.Duration(min(d, float64(w.cfg.MaxPollInterval))), 0.1), w.cfg.MinPollInterval)
 }
 
-func statusFields(v *apiclient.Video) map[string]any {
-	return map[string]any{jobs.FieldAPIStatus: string(v.Status), jobs.FieldProgress: progress(v)}
-}
-
-// statusEvent names a history line when the API status changed, else "".
-func statusEvent(rec *jobs.Record, v *apiclient.Video) string {
-	if string(v.Status) == rec.APIStatus {
-		return ""
-	}
-	return "api_status"
-}
-
 func progress(v *apiclient.Video) int {
 	if v == nil || v.Progress == nil {
 		return 0
 	}
 	return *v.Progress
-}
-
-func apiStatus(v *apiclient.Video) string {
-	if v == nil {
-		return "unknown"
-	}
-	return string(v.Status)
 }

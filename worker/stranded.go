@@ -47,13 +47,13 @@ func (w *Worker) runStrandedChecks(ctx context.Context, interval time.Duration) 
 // within StrandedGrace are left alone: their next task may be on its way.
 // Re-enqueueing is safe: every step checks the job's record first.
 func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
-	insp := asynq.NewInspectorFromRedisClient(w.rdb)
+	insp := w.insp
 	now := w.now()
 	n := 0
 	err := w.jobs.ScanActive(ctx, func(ids []string) error {
 		var done []string
 		for _, id := range ids {
-			rec, err := w.jobs.Get(ctx, id)
+			rec, err := w.jobs.Load(ctx, id) // the spec is not needed to know the next task
 			if errors.Is(err, jobs.ErrNotFound) {
 				done = append(done, id)
 				continue
@@ -68,50 +68,27 @@ func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 			if now.Sub(rec.UpdatedAt) < w.cfg.StrandedGrace {
 				continue
 			}
-			task, queue, taskID, err := nextTask(rec)
-			if err != nil || task == nil {
+			next, err := tasks.NextTask(rec, 0)
+			if err != nil || next == nil {
 				continue
 			}
-			info, err := insp.GetTaskInfo(queue, taskID)
+			info, err := insp.GetTaskInfo(next.Queue, next.ID)
 			switch {
 			case err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
 				continue // alive
 			case err == nil:
-				_ = insp.DeleteTask(queue, taskID) // dead or done, yet the job is not: run it again
+				_ = insp.DeleteTask(next.Queue, next.ID) // dead or done, yet the job is not: run it again
 			case !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) && !strings.Contains(err.Error(), "not found") && !strings.Contains(err.Error(), "does not exist"):
 				return err
 			}
-			if err := w.enqueue(ctx, task); err != nil {
+			if err := w.enqueue(ctx, next); err != nil {
 				return err
 			}
 			n++
-			_, _ = w.jobs.Apply(ctx, rec.ID, jobs.Change{Event: "reenqueued", Detail: "stranded " + string(rec.State) + " job: its " + task.Type() + " task was missing"})
-			w.log.WarnContext(ctx, "stranded job re-enqueued", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(rec.State), "task", task.Type())
+			_, _ = w.jobs.Do(ctx, rec.ID, jobs.Reenqueued{Task: next.Type})
+			w.log.WarnContext(ctx, "stranded job re-enqueued", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(rec.State), "task", next.Type)
 		}
 		return w.jobs.Deactivate(ctx, done...)
 	})
 	return n, err
-}
-
-// nextTask is the task that should exist for an unfinished job.
-func nextTask(rec *jobs.Record) (*asynq.Task, string, string, error) {
-	switch rec.State {
-	case jobs.StateQueued, jobs.StateSubmitting:
-		id := tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries)
-		t, err := tasks.NewCreateTask(rec.ID, asynq.TaskID(id))
-		return t, tasks.QueueCreate, id, err
-	case jobs.StateGenerating:
-		if rec.PollSeq < 1 {
-			id := tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries) // create saved the id but not the chain
-			t, err := tasks.NewCreateTask(rec.ID, asynq.TaskID(id))
-			return t, tasks.QueueCreate, id, err
-		}
-		t, err := tasks.NewPollTask(rec.ID, rec.PollSeq, 0)
-		return t, tasks.QueuePoll, tasks.PollTaskID(rec.ID, rec.PollSeq), err
-	case jobs.StateDownloading:
-		id := tasks.RetryTaskID(tasks.DownloadTaskID(rec.ID), rec.Retries)
-		t, err := tasks.NewDownloadTask(rec.ID, rec.VideoID, asynq.TaskID(id))
-		return t, tasks.QueueDownload, id, err
-	}
-	return nil, "", "", nil
 }

@@ -1,9 +1,11 @@
 // Package worker runs the asynq handlers that carry a video job from
 // "create" through delayed "poll" checks to "download" into storage.
 //
-// Every handler reads the job's record first and changes it only through
-// conditional updates (jobs.Change), so a retried, duplicated or stale task
-// is a no-op rather than a second API call:
+// Every handler reads as: load the job's record, decide, apply one
+// transition of the job's life (jobs.Table, through jobs.Store.Do), and
+// enqueue the task the record then waits on (tasks.NextTask). Transitions
+// are conditional, so a retried, duplicated or stale task is a no-op
+// rather than a second API call:
 //
 //   - create saves the API's video id before anything else. A create whose
 //     outcome is in doubt (request sent, no answer) is reconciled against
@@ -198,13 +200,10 @@ type Worker struct {
 	jobs  *jobs.Store
 	log   *slog.Logger
 	aq    *asynq.Client
+	insp  *asynq.Inspector
 	// wake announces the worker's enqueues; nil with the gate off.
 	wake *wake.Publisher
 	met  *metrics.Metrics
-	// producer retries jobs whose dead letter is run again.
-	producer *tasks.Client
-	// createSlots holds a token per running create handler.
-	createSlots chan struct{}
 	// apiTimeout is api.Timeout(), read once: the API client's timeout is
 	// the only one (a copy in Config could disagree with it and let a
 	// reconciliation miss a create that was still in flight).
@@ -245,9 +244,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		pub = wake.NewPublisher(d.Redis)
 	}
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
-		aq: asynq.NewClientFromRedisClient(d.Redis), wake: pub, met: d.Metrics,
-		producer:    tasks.NewClient(d.Redis, tasks.ClientOptions{Prefix: d.Jobs.Prefix(), Logger: d.Logger, KeyTemplate: cfg.KeyTemplate, NoWake: pub == nil}),
-		createSlots: make(chan struct{}, cfg.CreateConcurrency), apiTimeout: d.API.Timeout(),
+		aq: asynq.NewClientFromRedisClient(d.Redis), insp: asynq.NewInspectorFromRedisClient(d.Redis), wake: pub, met: d.Metrics,
+		apiTimeout: d.API.Timeout(),
 		now: func() time.Time { return d.Now().UTC() }}, nil
 }
 
@@ -375,11 +373,6 @@ func (w *Worker) serverConfigs() []asynq.Config {
 	return []asynq.Config{others, creates}
 }
 
-// Close releases the worker's resources. The Redis client stays open and
-// remains the caller's. (asynq refuses to close a client built on a shared
-// Redis connection, so there is nothing to close here today.)
-func (w *Worker) Close() error { return nil }
-
 // retryLater asks for the task to run again after a wait without counting
 // a failed attempt: the API is rate limiting, or the thing is not ready.
 type retryLater struct {
@@ -389,15 +382,6 @@ type retryLater struct {
 
 func (e *retryLater) Error() string { return fmt.Sprintf("retry in %s: %v", e.after, e.err) }
 func (e *retryLater) Unwrap() error { return e.err }
-
-// retryAfter is a failed attempt that must not run again sooner than after.
-type retryAfter struct {
-	after time.Duration
-	err   error
-}
-
-func (e *retryAfter) Error() string { return e.err.Error() }
-func (e *retryAfter) Unwrap() error { return e.err }
 
 // isFailure tells asynq whether err uses up one of the task's retries:
 // every error does except a deferral (retryLater) and an outage of Redis.
@@ -422,10 +406,6 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 		return max(rl.after, 100*time.Millisecond)
 	}
 	d := jitter(min(w.cfg.RetryBaseDelay<<min(n, 20), w.cfg.MaxRetryDelay), 0.25)
-	var ra *retryAfter
-	if errors.As(err, &ra) && ra.after > d {
-		d = ra.after
-	}
 	if r := apiclient.RetryAfter(err); r > d {
 		d = r
 	}
@@ -543,33 +523,24 @@ func (w *Worker) badPayload(ctx context.Context, t *asynq.Task, err error) error
 }
 
 // failJob ends the job as failed (or another terminal state) with err's
-// code and message, unless it is already terminal. The record keeps the
+// code and message, unless it has ended already. The record keeps the
 // API's status only when it is one of the API's terminal ones (the caller
 // puts a terminal status just seen into rec.APIStatus); a status of a
 // generation still running is cleared, since nobody looks again.
 func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error) {
-	msg := err.Error()
-	if len(msg) > 2000 {
-		msg = msg[:2000] + "…"
-	}
 	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
 	switch code {
 	case "generation_failed", "expired", "cancelled":
 		step = "generation"
 	}
-	out, uerr := w.jobs.Apply(ctx, rec.ID, jobs.Change{
-		To: to,
-		Set: map[string]any{jobs.FieldErrorCode: code, jobs.FieldError: msg, jobs.FieldFailedStep: step,
-			jobs.FieldAPIStatus: lastAPIStatus(rec.APIStatus)},
-		Event: "failed", Detail: code + ": " + msg,
-	})
-	if uerr != nil {
+	res, uerr := w.jobs.Do(ctx, rec.ID, jobs.Failed{To: to, Code: code, Err: err.Error(), Step: step, APIStatus: lastAPIStatus(rec.APIStatus)})
+	if uerr != nil && !errors.Is(uerr, jobs.ErrIllegalTransition) {
 		w.log.ErrorContext(ctx, "could not record job failure", "job_id", rec.ID, "err", uerr.Error())
 		return
 	}
-	if out.Applied {
+	if res.Applied {
 		w.met.JobFinished(string(to))
-		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", msg)
+		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", err.Error())
 	}
 }
 
@@ -600,7 +571,7 @@ func (w *Worker) onTaskError(ctx context.Context, rec *jobs.Record, err error) e
 	// The task goes to the archive (asynq's dead letters): remember which,
 	// so that retrying it from there retries the job.
 	if dead := deadTaskRef(ctx); dead != "" {
-		_, _ = w.jobs.Apply(context.WithoutCancel(ctx), rec.ID, jobs.Change{From: jobs.AllStates, Set: map[string]any{jobs.FieldDeadTask: dead}})
+		_, _ = w.jobs.Do(context.WithoutCancel(ctx), rec.ID, jobs.DeadLettered{Task: dead})
 	}
 	return err
 }
@@ -617,13 +588,14 @@ func deadTaskRef(ctx context.Context) string {
 
 // revived reports whether the running task is the job's archived dead
 // letter being run again (asynqmon's "retry"). If so it retries the job
-// the safe way (tasks.Client.Retry: no second generation of a video that
-// was made) and the caller ends the task.
+// the way the job API does (tasks.RetryJob: jobs.PlanRetry, so no second
+// generation of a video that was made, then the task the job waits on)
+// and the caller ends the task.
 func (w *Worker) revived(ctx context.Context, rec *jobs.Record) (bool, error) {
 	if (rec.State != jobs.StateFailed && rec.State != jobs.StateTimedOut) || rec.DeadTask == "" || rec.DeadTask != deadTaskRef(ctx) {
 		return false, nil
 	}
-	if _, err := w.producer.Retry(ctx, tasks.JobID(rec.ID)); err != nil {
+	if _, _, err := tasks.RetryJob(ctx, w.jobs, w.aq, w.insp, w.wake, rec.ID); err != nil {
 		return true, err
 	}
 	w.log.InfoContext(ctx, "job retried from the dead-letter archive", "job_id", rec.ID, "video_id", rec.VideoID, "task", rec.DeadTask)
@@ -641,14 +613,27 @@ func (w *Worker) deadline(rec *jobs.Record) time.Time {
 	return rec.SubmittedAt.Add(w.cfg.JobTimeout)
 }
 
-// enqueue enqueues t and announces it to idle workers (package wake); an
-// existing task with the same id counts as success. Any other failure,
-// unless ctx has ended, is Redis's (the asynq client talks to nothing
-// else, and reports Redis's errors only as text): it is a
-// *jobs.UnavailableError, which does not use up the running task's
+// enqueueNext enqueues the task rec waits on (tasks.NextTask), a poll
+// link after delay; an existing task with the same id counts as success.
+func (w *Worker) enqueueNext(ctx context.Context, rec *jobs.Record, delay time.Duration) error {
+	next, err := tasks.NextTask(rec, delay)
+	if err != nil {
+		return err
+	}
+	return w.enqueue(ctx, next)
+}
+
+// enqueue enqueues n (nil: nothing) and announces it to idle workers
+// (package wake); an existing task with the same id counts as success.
+// Any other failure, unless ctx has ended, is Redis's (the asynq client
+// talks to nothing else, and reports Redis's errors only as text): it is
+// a *jobs.UnavailableError, which does not use up the running task's
 // retries.
-func (w *Worker) enqueue(ctx context.Context, t *asynq.Task) error {
-	info, err := w.aq.EnqueueContext(ctx, t)
+func (w *Worker) enqueue(ctx context.Context, n *tasks.Next) error {
+	if n == nil {
+		return nil
+	}
+	info, err := w.aq.EnqueueContext(ctx, n.Task)
 	if err == nil {
 		_ = w.wake.Announce(ctx, info) // a lost wake-up costs at most IdleCheckInterval
 		return nil
@@ -659,11 +644,22 @@ func (w *Worker) enqueue(ctx context.Context, t *asynq.Task) error {
 	if ctx.Err() == nil {
 		err = &jobs.UnavailableError{Err: err}
 	}
-	return fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	return fmt.Errorf("enqueue %s %s: %w", n.Type, n.ID, err)
 }
 
-// loadJob reads the job of a task; a missing record is permanent.
+// loadJob reads the job of a task (without its request and labels, which
+// only the create step needs: see loadJobSpec); a missing record is
+// permanent.
 func (w *Worker) loadJob(ctx context.Context, id string) (*jobs.Record, error) {
+	rec, err := w.jobs.Load(ctx, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, permanent(err)
+	}
+	return rec, err
+}
+
+// loadJobSpec reads the job of a task with its request and labels.
+func (w *Worker) loadJobSpec(ctx context.Context, id string) (*jobs.Record, error) {
 	rec, err := w.jobs.Get(ctx, id)
 	if errors.Is(err, jobs.ErrNotFound) {
 		return nil, permanent(err)

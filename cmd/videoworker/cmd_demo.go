@@ -211,9 +211,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	defer w.Close()
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})
-	defer producer.Close()
 	js := jobs.NewStore(rdb, cfg.KeyPrefix)
 	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
 	if hooks != nil {

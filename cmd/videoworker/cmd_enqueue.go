@@ -55,7 +55,6 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer rdb.Close()
 	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})
-	defer c.Close()
 	for i := 1; i <= *count; i++ {
 		req := tasks.Request{
 			Video: apiclient.CreateRequest{Model: *model, Prompt: *prompt, Duration: *duration, Size: *size,

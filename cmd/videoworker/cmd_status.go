@@ -35,7 +35,6 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer rdb.Close()
 	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
-	defer c.Close()
 	var missing []string
 	var store storage.Store // opened for the first job with several outputs
 	var storeErr error

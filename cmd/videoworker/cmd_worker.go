@@ -70,7 +70,6 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	defer w.Close()
 	if sc.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", sc.MetricsAddr)
 		if err != nil {

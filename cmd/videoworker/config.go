@@ -41,7 +41,7 @@ type Config struct {
 	S3Region      string `envconfig:"S3_REGION" desc:"the bucket's region (default: asked from the server; MinIO and versitygw use us-east-1)"`
 	S3PathStyle   bool   `envconfig:"S3_PATH_STYLE" default:"false" desc:"path-style requests (host/bucket/key); MinIO, versitygw and Garage need true"`
 	S3UseSSL      bool   `envconfig:"S3_USE_SSL" default:"true" desc:"https to the S3 server (an http:// S3_ENDPOINT turns it off)"`
-	S3PartSizeMiB int    `envconfig:"S3_PART_SIZE_MIB" default:"16" desc:"multipart part size in MiB (5-5120); an upload of unknown size holds one part in memory"`
+	S3PartSizeMiB int    `envconfig:"S3_PART_SIZE_MIB" default:"16" desc:"multipart part size in MiB (5-5120); an upload holds up to four parts in memory"`
 	// Credentials: the S3_ pair, else the standard AWS_ names, else the
 	// machine's role (web identity, ECS task role, EC2 instance role).
 	S3AccessKeyID      string `envconfig:"S3_ACCESS_KEY_ID" desc:"S3 access key id (takes precedence over AWS_ACCESS_KEY_ID)"`
