@@ -115,7 +115,6 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	return c
 }
 
-
 // Submit records the job and enqueues its create task. It returns once
 // both are durable in Redis. It is idempotent on Request.JobID: a retry
 // after a timeout or crash returns the same id and never starts a second

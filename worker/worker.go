@@ -246,7 +246,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
 		aq: asynq.NewClientFromRedisClient(d.Redis), insp: asynq.NewInspectorFromRedisClient(d.Redis), wake: pub, met: d.Metrics,
 		apiTimeout: d.API.Timeout(),
-		now: func() time.Time { return d.Now().UTC() }}, nil
+		now:        func() time.Time { return d.Now().UTC() }}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
