@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // monitor records every command a redis-server runs (redis-cli MONITOR,
@@ -41,13 +44,24 @@ func startMonitor(addr string) (*monitor, error) {
 			return m, nil
 		}
 	}
-	m.stop()
+	_ = c.Process.Kill()
+	_ = c.Wait()
+	m.close()
 	return nil, fmt.Errorf("redis-cli monitor did not start")
 }
 
-// stop ends the recording and returns its reader (nil after a failure);
-// close removes the file.
-func (m *monitor) stop() io.Reader {
+// stop ends the recording, once it shows a marker sent through rdb
+// (MONITOR's output trails the commands), and returns its reader (nil
+// after a failure); close removes the file.
+func (m *monitor) stop(ctx context.Context, rdb *redis.Client) io.Reader {
+	const marker = "bench-monitor-end"
+	if rdb.Echo(ctx, marker).Err() == nil {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if b, err := os.ReadFile(m.file.Name()); err == nil && strings.Contains(string(b), marker) {
+				break
+			}
+		}
+	}
 	_ = m.cmd.Process.Kill()
 	_ = m.cmd.Wait()
 	if _, err := m.file.Seek(0, io.SeekStart); err != nil {
@@ -123,6 +137,9 @@ func commandBreakdown(r io.Reader, jobs int) ([]breakdownRow, float64) {
 			continue
 		}
 		cmd := strings.ToLower(args[0][1])
+		if cmd == "echo" { // stop's marker
+			continue
+		}
 		total++
 		if m[1] == "lua" {
 			if cur != nil {

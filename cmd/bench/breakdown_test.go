@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/internal/redistest"
 )
 
 func TestCommandBreakdown(t *testing.T) {
@@ -38,5 +43,43 @@ func TestCommandBreakdown(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("missing %v", want)
+	}
+}
+
+// The recording sees commands run by scripts, starts before the first
+// command sent after startMonitor returns and ends after the last one
+// sent before stop.
+func TestMonitorRecordsScripts(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	mon, err := startMonitor(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.close()
+	ctx := context.Background()
+	if err := rdb.HSet(ctx, "videoworker:job:{j1}", "state", "queued").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Eval(ctx, "redis.call('HGET', KEYS[1], 'state'); return redis.call('HSET', KEYS[1], 'state', 'x')", []string{"videoworker:job:{j1}"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HGetAll(ctx, "videoworker:job:{j1}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Publish(ctx, "videoworker:wake", "p q").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := commandBreakdown(mon.stop(ctx, rdb), 1)
+	got := map[string]float64{}
+	for _, r := range rows {
+		got[r.Purpose] = r.PerJob
+	}
+	want := map[string]float64{"other HSET": 1, "job transition script (jobs.Store.Do)": 3, "job record load (HGETALL)": 1, "wake-up PUBLISH": 1}
+	for p, n := range want {
+		if got[p] != n {
+			t.Errorf("%s: %v, want %v (all: %v)", p, got[p], n, got)
+		}
 	}
 }

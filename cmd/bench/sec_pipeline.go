@@ -123,7 +123,7 @@ func runPipeline(ctx context.Context, b *bench) error {
 		err = serr
 	}
 	if mon != nil {
-		if r := mon.stop(); r != nil && err == nil {
+		if r := mon.stop(ctx, re.rdb); r != nil && err == nil {
 			rows, total := commandBreakdown(r, n)
 			b.logf("pipeline: Redis commands per job by purpose (MONITOR, worker side):\n%s", breakdownTable(rows, total))
 		}
