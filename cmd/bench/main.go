@@ -130,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	var o options
 	var only string
-	fs.BoolVar(&o.quick, "quick", false, "small workloads, one run: every figure in under 3 minutes")
+	fs.BoolVar(&o.quick, "quick", false, "small workloads, one run: every figure in about 2.5 minutes")
 	fs.IntVar(&o.runs, "runs", 0, "runs per figure (default 3; 1 with -quick); the scale section always runs once")
 	fs.StringVar(&o.out, "out", "", "JSON output (default bench/results/bench-<UTC timestamp>.json)")
 	fs.StringVar(&only, "only", "", "comma-separated sections to run: "+strings.Join(sectionNames(), ","))
