@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,10 @@ func TestJobAPIForgottenJob(t *testing.T) {
 	code, m, raw = f.call("POST", "/v1/jobs", job("m", "p"), tok, "Idempotency-Key", "gone-1")
 	if code != http.StatusConflict || m["error"] != "job_forgotten" || m["archive"] != info.Location {
 		t.Errorf("submit again with the forgotten job's id: %d %s; want 409 job_forgotten", code, raw)
+	}
+	// The dashboard counts it still, as forgotten and archived.
+	if code, _, raw := f.call("GET", "/", nil, tok); code != http.StatusOK || !strings.Contains(string(raw), "0 in Redis (0 finished, kept for their retention) · 1 forgotten, 1 of them archived") {
+		t.Errorf("dashboard: %d; want the forgotten job counted:\n%s", code, raw)
 	}
 	if n, _ := js.Count(ctx); n != 0 {
 		t.Errorf("%d jobs in the index, want 0", n)

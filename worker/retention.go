@@ -82,6 +82,13 @@ func (w *Worker) SweepFinished(ctx context.Context) (int, error) {
 		}
 		n, err := w.jobs.Forget(ctx, now, batch)
 		total += n
+		if n > 0 {
+			if w.cfg.NoArchive {
+				w.met.JobsForgotten(0, n)
+			} else {
+				w.met.JobsForgotten(n, 0)
+			}
+		}
 		if err != nil {
 			return total, err
 		}
