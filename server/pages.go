@@ -176,15 +176,15 @@ type pollPanel struct {
 
 // snapshot is what the dashboard shows, read in one go.
 type snapshot struct {
-	Taken        time.Time
-	Took         time.Duration
-	Total        int64 // jobs ever submitted: in the index, and forgotten
-	InRedis      int64 // jobs in the index
-	Active       int64 // unfinished jobs, fleet-wide
+	Taken   time.Time
+	Took    time.Duration
+	Total   int64 // jobs ever submitted: in the index, and forgotten
+	InRedis int64 // jobs in the index
+	Active  int64 // unfinished jobs, fleet-wide
 	// Retention, with retention on: what it removed and archived, and the
 	// finished jobs waiting for theirs to pass.
-	Retention *jobs.RetentionStats
-	Window       int   // records read for the counts
+	Retention    *jobs.RetentionStats
+	Window       int // records read for the counts
 	WindowCap    int
 	Counts       []stateCount
 	Stored       int
