@@ -81,23 +81,24 @@ func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]string
 	return ids, nil
 }
 
-// ReadArchive reads the archive documents of ids in one round trip: the
-// record with its spec and the whole history of each. An id whose record
-// is gone has a nil entry.
+// ReadArchive reads the archive documents of ids: the record with its
+// spec and the whole history of each, in one round trip (two when some
+// keep their request under the spec key). An id whose record is gone has
+// a nil entry.
 func (s *Store) ReadArchive(ctx context.Context, ids []string, now time.Time) ([]*Archive, error) {
 	pipe := s.rdb.Pipeline()
 	recs := make([]*redis.MapStringStringCmd, len(ids))
-	specs := make([]*redis.StringCmd, len(ids))
 	hist := make([]*redis.StringSliceCmd, len(ids))
 	for i, id := range ids {
 		recs[i] = pipe.HGetAll(ctx, s.jobKey(id))
-		specs[i] = pipe.Get(ctx, s.specKey(id))
 		hist[i] = pipe.LRange(ctx, s.eventsKey(id), 0, -1)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read finished jobs: %w", ClassifyRedis(err))
 	}
 	out := make([]*Archive, len(ids))
+	specs := map[int]*redis.StringCmd{}
+	pipe = s.rdb.Pipeline()
 	for i, id := range ids {
 		m := recs[i].Val()
 		if len(m) == 0 {
@@ -107,10 +108,8 @@ func (s *Store) ReadArchive(ctx context.Context, ids []string, now time.Time) ([
 		if err != nil {
 			return nil, err
 		}
-		if sp := specs[i].Val(); sp != "" {
-			if err := decodeSpec(id, sp, rec); err != nil {
-				return nil, err
-			}
+		if m[FieldRequest] == "" {
+			specs[i] = pipe.Get(ctx, s.specKey(id))
 		}
 		a := &Archive{Format: 1, ArchivedAt: now, Record: rec}
 		for _, raw := range hist[i].Val() {
@@ -119,6 +118,19 @@ func (s *Store) ReadArchive(ctx context.Context, ids []string, now time.Time) ([
 			}
 		}
 		out[i] = a
+	}
+	if len(specs) == 0 {
+		return out, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read finished jobs: %w", ClassifyRedis(err))
+	}
+	for i, c := range specs {
+		if v := c.Val(); v != "" {
+			if err := decodeSpec(ids[i], v, out[i].Record); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return out, nil
 }
@@ -133,39 +145,38 @@ type Forgotten struct {
 // forgetScript removes, for each job still in the finished set with a
 // score at or before now (a Retried job has left it; a job finished again
 // has a later score), everything it left in Redis: the record, history,
-// webhook keys and spec, its index entry, its video's claim (when the
-// claim names it) and its finished-set entry, and counts what it removed
-// and archived. KEYS: finished, index, claims, stats, then 4 per job
-// (record, history, webhooks, spec). ARGV: now, then 3 per job (id,
-// video, archived "1"/"0"). It returns how many it removed.
+// webhook keys and spec, its index entry, its video's claim and its
+// finished-set entry, and counts what it removed and archived. Each of
+// these is one command for the whole batch, so that a job costs a
+// fraction of a command here. (A job's claim names the job: the
+// transition that saved the video id claimed it for the job, or refused.)
+// KEYS: finished, index, claims, stats, then 4 per job (record, history,
+// webhooks, spec). ARGV: now, then 3 per job (id, video, archived
+// "1"/"0"). It returns how many it removed.
 var forgetScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
-local ids, vids, removed, archived = {}, {}, 0, 0
 local n = (#ARGV - 1) / 3
+local ids = {}
+for j = 0, n - 1 do ids[#ids+1] = ARGV[2 + 3*j] end
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
+local keys, gone, vids, archived = {}, {}, {}, 0
 for j = 0, n - 1 do
-  local id, vid, arch = ARGV[2 + 3*j], ARGV[3 + 3*j], ARGV[4 + 3*j]
-  local sc = redis.call('ZSCORE', KEYS[1], id)
+  local sc = scores[j+1]
   if sc and tonumber(sc) <= now then
-    redis.call('UNLINK', KEYS[5 + 4*j], KEYS[6 + 4*j], KEYS[7 + 4*j], KEYS[8 + 4*j])
-    ids[#ids+1] = id
-    if vid ~= '' then vids[#vids+1] = vid end
-    removed = removed + 1
-    if arch == '1' then archived = archived + 1 end
+    for k = 5 + 4*j, 8 + 4*j do keys[#keys+1] = KEYS[k] end
+    gone[#gone+1] = ids[j+1]
+    if ARGV[3 + 3*j] ~= '' then vids[#vids+1] = ARGV[3 + 3*j] end
+    if ARGV[4 + 3*j] == '1' then archived = archived + 1 end
   end
 end
-if removed == 0 then return 0 end
-redis.call('ZREM', KEYS[1], unpack(ids))
-redis.call('ZREM', KEYS[2], unpack(ids))
-for _, v in ipairs(vids) do
-  -- the claim goes only when it names one of these jobs
-  local owner = redis.call('HGET', KEYS[3], v)
-  if owner then
-    for _, id in ipairs(ids) do if id == owner then redis.call('HDEL', KEYS[3], v) break end end
-  end
-end
-redis.call('HINCRBY', KEYS[4], 'removed', removed)
+if #gone == 0 then return 0 end
+redis.call('UNLINK', unpack(keys))
+redis.call('ZREM', KEYS[1], unpack(gone))
+redis.call('ZREM', KEYS[2], unpack(gone))
+if #vids > 0 then redis.call('HDEL', KEYS[3], unpack(vids)) end
+redis.call('HINCRBY', KEYS[4], 'removed', #gone)
 if archived > 0 then redis.call('HINCRBY', KEYS[4], 'archived', archived) end
-return removed
+return #gone
 `)
 
 // Forget removes the jobs of batch whose retention has passed at now and
