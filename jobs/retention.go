@@ -150,8 +150,9 @@ type Forgotten struct {
 // these is one command for the whole batch, so that a job costs a
 // fraction of a command here. (A job's claim names the job: the
 // transition that saved the video id claimed it for the job, or refused.)
-// KEYS: finished, index, claims, stats, then 4 per job (record, history,
-// webhooks, spec). ARGV: now, then 3 per job (id, video, archived
+// A job in the unfinished set is never removed, whatever the finished set
+// says. KEYS: finished, index, claims, stats, unfinished, then 4 per job
+// (record, history, webhooks, spec). ARGV: now, then 3 per job (id, video, archived
 // "1"/"0"). It returns how many it removed.
 var forgetScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
@@ -159,11 +160,12 @@ local n = (#ARGV - 1) / 3
 local ids = {}
 for j = 0, n - 1 do ids[#ids+1] = ARGV[2 + 3*j] end
 local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
+local running = redis.call('SMISMEMBER', KEYS[5], unpack(ids))
 local keys, gone, vids, archived = {}, {}, {}, 0
 for j = 0, n - 1 do
   local sc = scores[j+1]
-  if sc and tonumber(sc) <= now then
-    for k = 5 + 4*j, 8 + 4*j do keys[#keys+1] = KEYS[k] end
+  if sc and tonumber(sc) <= now and running[j+1] == 0 then
+    for k = 6 + 4*j, 9 + 4*j do keys[#keys+1] = KEYS[k] end
     gone[#gone+1] = ids[j+1]
     if ARGV[3 + 3*j] ~= '' then vids[#vids+1] = ARGV[3 + 3*j] end
     if ARGV[4 + 3*j] == '1' then archived = archived + 1 end
@@ -187,8 +189,8 @@ func (s *Store) Forget(ctx context.Context, now time.Time, batch []Forgotten) (i
 	if len(batch) == 0 {
 		return 0, nil
 	}
-	keys := make([]string, 0, 4+4*len(batch))
-	keys = append(keys, s.finishedKey(), s.indexKey(), s.claimsKey(), s.retentionStatsKey())
+	keys := make([]string, 0, 5+4*len(batch))
+	keys = append(keys, s.finishedKey(), s.indexKey(), s.claimsKey(), s.retentionStatsKey(), s.activeKey())
 	args := make([]any, 0, 1+3*len(batch))
 	args = append(args, now.UnixMilli())
 	for _, f := range batch {

@@ -294,7 +294,8 @@ var scriptLib = func() string {
 //
 // With retention on (ARGV 8 > 0), a job entering a terminal state joins
 // the finished set scored by when it is to be forgotten (its own
-// retention_ms, else ARGV 8), and leaves it when it comes back (Retried).
+// retention_ms, else ARGV 8); a job that comes back (Retried) leaves it,
+// whatever this store's retention.
 //
 // KEYS: job, events, active, claims, create lock, finished.
 // ARGV: from, to, now, event, return, claim video, release owner,
@@ -374,11 +375,13 @@ elseif terminal(st) and not terminal(was) then
 elseif terminal(was) and not terminal(st) then
   redis.call('SADD', KEYS[3], cur['id'] or '')
 end
-if ARGV[8] ~= '0' and KEYS[6] ~= KEYS[1] then
-  if terminal(st) and not terminal(was) then
+if KEYS[6] ~= KEYS[1] then
+  if ARGV[8] ~= '0' and terminal(st) and not terminal(was) then
     local r = tonumber(cur['retention_ms'] or '') or tonumber(ARGV[8])
     redis.call('ZADD', KEYS[6], tonumber(ARGV[3]) + r, cur['id'] or '')
   elseif terminal(was) and not terminal(st) then
+    -- also with retention off here: a retry must never leave the job
+    -- to a sweep of the workers
     redis.call('ZREM', KEYS[6], cur['id'] or '')
   end
 end
@@ -446,10 +449,7 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	for k, v := range c.Incr {
 		args = append(args, k, v)
 	}
-	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.jobKey(id)}
-	if s.retention > 0 {
-		keys[5] = s.finishedKey()
-	}
+	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey()}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
 	}
