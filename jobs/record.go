@@ -84,6 +84,10 @@ type Record struct {
 	// Deadline ends the job as timed out when it passes; zero means the
 	// worker's default applies from SubmittedAt.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// RetentionMS is how long, in milliseconds, the job is kept in Redis
+	// once finished, when it differs from the store's (zero: the store's;
+	// see Store.SetRetention).
+	RetentionMS int64 `json:"retention_ms,omitempty"`
 
 	// CreateInDoubt is set while a create call is in flight and stays set
 	// when its outcome is unknown: the next attempt reconciles first.
@@ -191,6 +195,7 @@ const (
 	FieldRetriedAt          = "retried_at"
 	FieldCancelOutcome      = "cancel_outcome"
 	FieldDeadTask           = "dead_task"
+	FieldRetention          = "retention_ms"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -271,6 +276,13 @@ func decodeRecord(m map[string]string) (*Record, error) {
 			}
 			*p = n
 		}
+	}
+	if s := m[FieldRetention]; s != "" {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, errors.New("job record: " + FieldRetention + ": not a number")
+		}
+		r.RetentionMS = ms
 	}
 	int64s := map[string]*int64{FieldExpectedBytes: &r.ExpectedBytes, FieldBytes: &r.Bytes}
 	for f, p := range int64s {

@@ -36,6 +36,9 @@ type Store struct {
 	// keys of one job (one hash slot): see apply.
 	cluster bool
 	now     func() time.Time
+	// retention is how long finished jobs stay (0: forever); see
+	// SetRetention.
+	retention time.Duration
 }
 
 // NewStore returns a Store using rdb with keys under prefix (DefaultPrefix
@@ -101,6 +104,9 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 	}
 	if !rec.Deadline.IsZero() {
 		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
+	}
+	if rec.RetentionMS > 0 {
+		fields = append(fields, FieldRetention, rec.RetentionMS)
 	}
 	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
 	// A short request without labels stays in the record; anything longer
@@ -170,20 +176,28 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, ClassifyRedis(err))
 	}
+	if err := decodeSpec(id, v, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// decodeSpec fills r's request and labels from its spec key's value v.
+func decodeSpec(id, v string, r *Record) error {
 	var x struct {
 		Request *json.RawMessage  `json:"request"`
 		Labels  map[string]string `json:"labels"`
 	}
 	if err := json.Unmarshal([]byte(v), &x); err != nil {
-		return nil, fmt.Errorf("job %s: spec: %w", id, err)
+		return fmt.Errorf("job %s: spec: %w", id, err)
 	}
 	if x.Request != nil {
 		if err := json.Unmarshal(*x.Request, &r.Request); err != nil {
-			return nil, fmt.Errorf("job %s: spec: %w", id, err)
+			return fmt.Errorf("job %s: spec: %w", id, err)
 		}
 	}
 	r.Labels = x.Labels
-	return r, nil
+	return nil
 }
 
 // Load returns the record of id without a request and labels kept under
@@ -278,12 +292,18 @@ var scriptLib = func() string {
 // conditions: a video the API made for this job is the job's whatever its
 // state) and the release of the model's create lock go in the same step.
 //
-// KEYS: job, events, active, claims, create lock.
-// ARGV: from, to, now, event, return, claim video, release owner, then
+// With retention on (ARGV 8 > 0), a job entering a terminal state joins
+// the finished set scored by when it is to be forgotten (its own
+// retention_ms, else ARGV 8); a job that comes back (Retried) leaves it,
+// whatever this store's retention.
+//
+// KEYS: job, events, active, claims, create lock, finished.
+// ARGV: from, to, now, event, return, claim video, release owner,
+// retention (ms, 0: off), then
 // the counted lists: conditions (field, value, unset matches), sets
 // (field, value), increments (field, delta), read (field).
 var applyScript = redis.NewScript(scriptLib + `
-local i = 8
+local i = 9
 local nif = tonumber(ARGV[i]); i = i + 1
 local conds = {}
 for _ = 1, nif do conds[#conds+1] = {ARGV[i], ARGV[i+1], ARGV[i+2]}; i = i + 3 end
@@ -306,6 +326,7 @@ else
   for _, c in ipairs(conds) do names[#names+1] = c[1] end
   for _, c in ipairs(incs) do names[#names+1] = c[1] end
   for _, c in ipairs(sets) do if c[3] then names[#names+1] = c[1] end end
+  if ARGV[8] ~= '0' then names[#names+1] = 'retention_ms' end
   local vals = redis.call('HMGET', KEYS[1], unpack(names))
   for j, n in ipairs(names) do if vals[j] then cur[n] = vals[j] end end
 end
@@ -354,6 +375,16 @@ elseif terminal(st) and not terminal(was) then
 elseif terminal(was) and not terminal(st) then
   redis.call('SADD', KEYS[3], cur['id'] or '')
 end
+if KEYS[6] ~= KEYS[1] then
+  if ARGV[8] ~= '0' and terminal(st) and not terminal(was) then
+    local r = tonumber(cur['retention_ms'] or '') or tonumber(ARGV[8])
+    redis.call('ZADD', KEYS[6], tonumber(ARGV[3]) + r, cur['id'] or '')
+  elseif terminal(was) and not terminal(st) then
+    -- also with retention off here: a retry must never leave the job
+    -- to a sweep of the workers
+    redis.call('ZREM', KEYS[6], cur['id'] or '')
+  end
+end
 if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
 return reply(1)
 `)
@@ -401,8 +432,8 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	if x.releaseLock {
 		lockKey, release = s.createLockKey(x.lockModel), id
 	}
-	args := make([]any, 0, 11+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
-	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev, encodeValue(c.Return), x.claimVideo, release)
+	args := make([]any, 0, 12+3*len(c.IfEqual)+2*(len(set)+len(c.Incr)))
+	args = append(args, strings.Join(from, ","), string(c.To), encodeValue(now), ev, encodeValue(c.Return), x.claimVideo, release, s.retention.Milliseconds())
 	args = append(args, len(c.IfEqual))
 	for k, v := range c.IfEqual {
 		args = append(args, k, encodeValue(v), unsetMatches(v))
@@ -418,7 +449,7 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	for k, v := range c.Incr {
 		args = append(args, k, v)
 	}
-	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey}
+	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey()}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
 	}
@@ -452,7 +483,7 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	args[6] = ""
-	keys[2], keys[3], keys[4] = keys[0], keys[0], keys[0]
+	keys[2], keys[3], keys[4], keys[5] = keys[0], keys[0], keys[0], keys[0]
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))

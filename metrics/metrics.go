@@ -32,6 +32,7 @@ type Metrics struct {
 	bytesStored        prometheus.Counter
 	polls              prometheus.Counter
 	pollLateness       prometheus.Histogram
+	jobsForgotten      *prometheus.CounterVec
 }
 
 // latencyBuckets spans 10 ms to about 1.5 hours.
@@ -76,7 +77,11 @@ func New() *Metrics {
 			Name: "videoworker_poll_lateness_seconds", Help: "How long after its scheduled time a delayed poll started (0 when it started early).",
 			Buckets: PollLatenessBuckets,
 		}),
+		jobsForgotten: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "videoworker_jobs_forgotten_total", Help: "Finished jobs removed from Redis after their retention by this process's sweeps, by whether their archive was written (archived=\"true\") or archiving is off.",
+		}, []string{"archived"}),
 	}
+	m.reg.MustRegister(m.jobsForgotten)
 	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -102,6 +107,16 @@ func (m *Metrics) AddQueues(insp *asynq.Inspector) {
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// JobsForgotten records finished jobs removed from Redis after their
+// retention, archived ones and ones forgotten without an archive.
+func (m *Metrics) JobsForgotten(archived, unarchived int) {
+	if m == nil {
+		return
+	}
+	m.jobsForgotten.WithLabelValues("true").Add(float64(archived))
+	m.jobsForgotten.WithLabelValues("false").Add(float64(unarchived))
 }
 
 // JobFinished records a job reaching a terminal state.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
 
@@ -42,6 +43,9 @@ type createJobRequest struct {
 	apiclient.CreateRequest
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty"`
 	Labels         map[string]string `json:"labels,omitempty"`
+	// RetentionSeconds is how long the job stays in Redis once finished
+	// (0: the fleet's JOB_RETENTION).
+	RetentionSeconds int64 `json:"retention_seconds,omitempty"`
 }
 
 // jobView is a job as the API shows it.
@@ -61,6 +65,8 @@ type apiError struct {
 	Error  string            `json:"error"`
 	Reason string            `json:"reason"`
 	Fields map[string]string `json:"fields,omitempty"`
+	// Archive is where a forgotten job's record and history are (410).
+	Archive string `json:"archive,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, status int, code, reason string, fields map[string]string) {
@@ -70,6 +76,9 @@ func writeError(w http.ResponseWriter, status int, code, reason string, fields m
 // jobsAPI serves /v1/jobs.
 type jobsAPI struct {
 	producer *tasks.Client
+	// archive, with retention on, is the storage holding the archives of
+	// forgotten jobs (jobs.ArchiveKey); nil: retention off.
+	archive storage.Store
 }
 
 func (a *jobsAPI) routes(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
@@ -100,20 +109,35 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 			"must be between 1 and %d (%s); omit it for the default", maxTimeoutSeconds, tasks.MaxTimeout)})
 		return
 	}
+	if req.RetentionSeconds < 0 || req.RetentionSeconds > int64(jobs.MaxRetention/time.Second) {
+		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", map[string]string{"retention_seconds": fmt.Sprintf(
+			"must be between %d and %d; omit it for the fleet's JOB_RETENTION", int64(jobs.MinRetention/time.Second), int64(jobs.MaxRetention/time.Second))})
+		return
+	}
+	// A job id whose job was forgotten (its archive exists, its record
+	// does not) is not taken again: a second generation under one key.
+	if loc := a.forgotten(r.Context(), req.JobID); loc != "" {
+		writeJSON(w, http.StatusConflict, apiError{Error: "job_forgotten", Archive: loc,
+			Reason: "this job id was used by a job that finished and was forgotten after its retention; its archive is kept; use another job id"})
+		return
+	}
 	// Of concurrent requests with one key exactly one creates the job
 	// (202); the others find it (200) or differ from it (409).
 	id, created, err := a.producer.SubmitCreated(r.Context(), tasks.Request{
 		JobID: tasks.JobID(req.JobID), Video: req.CreateRequest,
 		Timeout: time.Duration(req.TimeoutSeconds) * time.Second, Labels: req.Labels,
+		Retention: time.Duration(req.RetentionSeconds) * time.Second,
 	})
 	var ve *tasks.ValidationError
 	switch {
 	case errors.As(err, &ve):
 		fields := ve.Fields
-		if msg, ok := fields["timeout"]; ok { // this API's name for it
-			fields = maps.Clone(fields)
-			delete(fields, "timeout")
-			fields["timeout_seconds"] = msg
+		for name, api := range map[string]string{"timeout": "timeout_seconds", "retention": "retention_seconds"} {
+			if msg, ok := fields[name]; ok { // this API's name for it
+				fields = maps.Clone(fields)
+				delete(fields, name)
+				fields[api] = msg
+			}
 		}
 		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", fields)
 		return
@@ -228,6 +252,11 @@ func (a *jobsAPI) load(w http.ResponseWriter, r *http.Request, id string) (*jobs
 	}
 	rec, err := a.producer.Status(r.Context(), tasks.JobID(id))
 	if errors.Is(err, jobs.ErrNotFound) {
+		if loc := a.forgotten(r.Context(), id); loc != "" {
+			writeJSON(w, http.StatusGone, apiError{Error: "forgotten", Archive: loc,
+				Reason: "the job finished and was removed from Redis after its retention; its record and history are archived"})
+			return nil, false
+		}
 		writeError(w, http.StatusNotFound, "not_found", "no such job", nil)
 		return nil, false
 	}
@@ -236,6 +265,22 @@ func (a *jobsAPI) load(w http.ResponseWriter, r *http.Request, id string) (*jobs
 		return nil, false
 	}
 	return rec, true
+}
+
+// forgotten returns where the archive of job id is when the job was
+// forgotten (retention on, an archive, and no record), else "".
+func (a *jobsAPI) forgotten(ctx context.Context, id string) string {
+	if a.archive == nil || id == "" || tasks.ValidateJobID(id) != nil {
+		return ""
+	}
+	info, err := a.archive.Stat(ctx, jobs.ArchiveKey(id))
+	if err != nil {
+		return ""
+	}
+	if _, err := a.producer.Status(ctx, tasks.JobID(id)); !errors.Is(err, jobs.ErrNotFound) {
+		return "" // still in Redis (the sweep archived it but has not removed it yet)
+	}
+	return info.Location
 }
 
 func validState(s jobs.State) bool {

@@ -176,11 +176,15 @@ type pollPanel struct {
 
 // snapshot is what the dashboard shows, read in one go.
 type snapshot struct {
-	Taken        time.Time
-	Took         time.Duration
-	Total        int64 // jobs in the index
-	Active       int64 // unfinished jobs, fleet-wide
-	Window       int   // records read for the counts
+	Taken   time.Time
+	Took    time.Duration
+	Total   int64 // jobs ever submitted: in the index, and forgotten
+	InRedis int64 // jobs in the index
+	Active  int64 // unfinished jobs, fleet-wide
+	// Retention, with retention on: what it removed and archived, and the
+	// finished jobs waiting for theirs to pass.
+	Retention    *jobs.RetentionStats
+	Window       int // records read for the counts
 	WindowCap    int
 	Counts       []stateCount
 	Stored       int
@@ -225,6 +229,15 @@ func (p *pages) snapshot(ctx context.Context) (*snapshot, error) {
 	var err error
 	if s.Total, err = p.jobs.Count(ctx); err != nil {
 		return nil, err
+	}
+	s.InRedis = s.Total
+	if p.jobs.Retention() > 0 {
+		st, err := p.jobs.RetentionStats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.Retention = &st
+		s.Total += st.Removed // counted, not read: they are gone from Redis
 	}
 	if s.Active, err = p.jobs.ActiveCount(ctx); err != nil {
 		return nil, err

@@ -83,10 +83,14 @@ func New(d Deps) http.Handler {
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(csrfRefused))
 	if d.Producer != nil {
-		(&jobsAPI{producer: d.Producer}).routes(mux, func(h http.Handler) http.Handler { return csrf.Handler(d.Auth.requireRead(h)) })
 		if d.Jobs == nil {
 			d.Jobs = jobs.NewStore(d.Redis, "")
 		}
+		api := &jobsAPI{producer: d.Producer}
+		if d.Jobs.Retention() > 0 {
+			api.archive = d.Store // forgotten jobs are looked up in it
+		}
+		api.routes(mux, func(h http.Handler) http.Handler { return csrf.Handler(d.Auth.requireRead(h)) })
 		(&pages{producer: d.Producer, jobs: d.Jobs, store: d.Store, monitoring: d.Monitoring, log: d.Logger}).routes(mux, d.Auth, csrf.Handler)
 	}
 	if d.Monitoring {

@@ -48,6 +48,10 @@ type Request struct {
 	// Labels are free-form metadata kept on the job record and stored with
 	// the video.
 	Labels map[string]string
+	// Retention, when positive, is how long this job stays in Redis once
+	// finished (jobs.MinRetention to jobs.MaxRetention), instead of the
+	// fleet's JOB_RETENTION. It applies only where retention is on.
+	Retention time.Duration
 }
 
 // ErrJobIDConflict is returned when a job id is reused with a different
@@ -83,6 +87,10 @@ type ClientOptions struct {
 	// each enqueue; idle workers then find the task at their next idle
 	// check (worker.Config.IdleCheckInterval) instead of at once.
 	NoWake bool
+	// Retention is how long finished jobs stay in Redis (0: forever); it
+	// must be the workers' (see jobs.Store.SetRetention): a user's cancel
+	// ends a job here.
+	Retention time.Duration
 }
 
 // Client is the producer API: it submits video jobs and looks them up.
@@ -112,6 +120,7 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	if !opts.NoWake {
 		c.wake = wake.NewPublisher(rdb)
 	}
+	c.store.SetRetention(opts.Retention)
 	return c
 }
 
@@ -142,6 +151,7 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, e
 	if req.Timeout > 0 {
 		rec.Deadline = now.Add(req.Timeout)
 	}
+	rec.RetentionMS = req.Retention.Milliseconds()
 	created, existing, err := c.store.Create(ctx, rec)
 	if err != nil {
 		return "", false, fmt.Errorf("submit %s: %w", id, err)
@@ -272,6 +282,9 @@ func (c *Client) validate(req Request) error {
 	}
 	if req.Timeout < 0 || (req.Timeout > 0 && req.Timeout < MinTimeout) || req.Timeout > MaxTimeout {
 		ve.add("timeout", fmt.Sprintf("timeout must be 0 (the workers' default) or between %s and %s", MinTimeout, MaxTimeout))
+	}
+	if req.Retention != 0 && (req.Retention < jobs.MinRetention || req.Retention > jobs.MaxRetention) {
+		ve.add("retention", fmt.Sprintf("retention must be 0 (the fleet's) or between %s and %s", jobs.MinRetention, jobs.MaxRetention))
 	}
 	if len(ve.Fields) > 0 {
 		return ve

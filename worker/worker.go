@@ -135,6 +135,14 @@ type Config struct {
 	// StrandedGrace leaves alone jobs changed more recently than this.
 	// Default 1 min.
 	StrandedGrace time.Duration
+	// RetentionSweepInterval is how often one worker of the fleet forgets
+	// finished jobs whose retention has passed (archiving them first),
+	// when the job store has a retention (jobs.Store.SetRetention).
+	// Default 1 min; negative turns the sweep off.
+	RetentionSweepInterval time.Duration
+	// NoArchive forgets finished jobs without writing their archive
+	// documents to storage (JOB_ARCHIVE=off).
+	NoArchive bool
 	// Webhook, when set, is subscribed on every create. The job id is
 	// added to its URL as the query parameter job_id.
 	Webhook *apiclient.WebhookSubscription
@@ -173,6 +181,9 @@ func (c *Config) setDefaults() {
 		c.StrandedCheckInterval = 30 * time.Second
 	}
 	def(&c.StrandedGrace, time.Minute)
+	if c.RetentionSweepInterval == 0 {
+		c.RetentionSweepInterval = time.Minute
+	}
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
@@ -324,15 +335,22 @@ func (w *Worker) Run(ctx context.Context) error {
 		servers = append(servers, srv)
 		w.log.InfoContext(ctx, "worker started", "concurrency", cfg.Concurrency, "queues", cfg.Queues)
 	}
-	checks := make(chan struct{})
+	checks, sweeps := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(checks)
 		if w.cfg.StrandedCheckInterval > 0 {
 			w.runStrandedChecks(ctx, w.cfg.StrandedCheckInterval)
 		}
 	}()
+	go func() {
+		defer close(sweeps)
+		if w.cfg.RetentionSweepInterval > 0 && w.jobs.Retention() > 0 {
+			w.runRetentionSweeps(ctx, w.cfg.RetentionSweepInterval)
+		}
+	}()
 	<-ctx.Done()
 	<-checks
+	<-sweeps
 	<-gateDone // the gate lets every call through from now on
 	if gate != nil {
 		st := gate.Stats()

@@ -84,6 +84,7 @@ type sizes struct {
 	transferBytes    int64
 	producerFor      time.Duration
 	idleWindow       time.Duration
+	retentionJobs    int
 }
 
 var (
@@ -92,9 +93,11 @@ var (
 	// 100,000 themselves do not fit the 15-minute budget (their drain alone
 	// takes about 5 minutes here).
 	fullSizes = sizes{ceilingTasks: 30_000, pipelineJobs: 5_000, scaleJobs: 50_000, scaleWindow: 60 * time.Second, scalePollAfter: 60,
-		latencyJobs: 200, latencyInstant: 10, latencySpread: 8 * time.Second, latencyPollAfter: 5, transferBytes: 1 << 30, producerFor: 5 * time.Second, idleWindow: 20 * time.Second}
+		latencyJobs: 200, latencyInstant: 10, latencySpread: 8 * time.Second, latencyPollAfter: 5, transferBytes: 1 << 30, producerFor: 5 * time.Second, idleWindow: 20 * time.Second,
+		retentionJobs: 20_000}
 	quickSizes = sizes{ceilingTasks: 10_000, pipelineJobs: 1_500, scaleJobs: 5_000, scaleWindow: 15 * time.Second, scalePollAfter: 5,
-		latencyJobs: 60, latencyInstant: 5, latencySpread: 3 * time.Second, latencyPollAfter: 3, transferBytes: 256 << 20, producerFor: 2 * time.Second, idleWindow: 6 * time.Second}
+		latencyJobs: 60, latencyInstant: 5, latencySpread: 3 * time.Second, latencyPollAfter: 3, transferBytes: 256 << 20, producerFor: 2 * time.Second, idleWindow: 6 * time.Second,
+		retentionJobs: 2_000}
 )
 
 // section is one group of figures.
@@ -114,6 +117,7 @@ var sections = []section{
 	{name: "transfer", define: defineTransfer, run: runTransfer},
 	{name: "producer", define: func(r *recorder, _ sizes) { defineProducer(r) }, run: runProducer},
 	{name: "idle", define: defineIdle, run: runIdle, once: true},
+	{name: "retention", define: defineRetention, run: runRetention, once: true},
 }
 
 func sectionNames() []string {

@@ -211,8 +211,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})
-	js := jobs.NewStore(rdb, cfg.KeyPrefix)
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake, Retention: cfg.retention()})
+	js := cfg.jobStore(rdb)
 	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
 	if hooks != nil {
 		v, err := webhook.NewVerifier([]string{hooks.Secret}, 5*time.Minute, nil)

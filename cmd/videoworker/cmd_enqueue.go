@@ -54,7 +54,7 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer rdb.Close()
-	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})
+	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake, Retention: cfg.retention()})
 	for i := 1; i <= *count; i++ {
 		req := tasks.Request{
 			Video: apiclient.CreateRequest{Model: *model, Prompt: *prompt, Duration: *duration, Size: *size,

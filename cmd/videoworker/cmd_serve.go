@@ -14,7 +14,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/server"
 	"github.com/videoworker/videoworker/storage"
@@ -95,13 +94,13 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	}
 	m := metrics.New()
 	m.AddQueues(asynq.NewInspectorFromRedisClient(rdb))
-	js := jobs.NewStore(rdb, cfg.KeyPrefix)
+	js := cfg.jobStore(rdb)
 	proxies, err := server.ParseTrustedProxies(sc.TrustedProxies)
 	if err != nil {
 		return nil, nil, err
 	}
 	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies,
-		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake})}
+		Producer: tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake, Retention: cfg.retention()})}
 	var hooks *webhook.Handler
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)

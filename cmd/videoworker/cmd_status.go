@@ -34,15 +34,33 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer rdb.Close()
-	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix})
+	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Retention: cfg.retention()})
 	var missing []string
 	var store storage.Store // opened for the first job with several outputs
 	var storeErr error
 	for _, id := range fs.Args() {
 		rec, err := c.Status(ctx, tasks.JobID(id))
 		if errors.Is(err, jobs.ErrNotFound) {
+			// A job finished longer ago than its retention is forgotten:
+			// its archive says so.
+			if store == nil && storeErr == nil && cfg.retention() > 0 {
+				if store, storeErr = openStore(ctx, cfg); storeErr != nil {
+					storeErr = fmt.Errorf("STORAGE_URL: %w", storeErr)
+				}
+			}
+			if store != nil {
+				if info, err := store.Stat(ctx, jobs.ArchiveKey(id)); err == nil {
+					if *asJSON {
+						b, _ := json.Marshal(map[string]any{"job_id": id, "forgotten": true, "archive": info.Location})
+						fmt.Fprintln(stdout, string(b))
+					} else {
+						fmt.Fprintf(stdout, "job %s  forgotten: finished and past its retention (JOB_RETENTION); record and history archived at %s\n", id, info.Location)
+					}
+					continue
+				}
+			}
 			missing = append(missing, id)
-			fmt.Fprintf(stderr, "job %s: not found\n", id)
+			fmt.Fprintf(stderr, "job %s: not found (nor an archive of it)\n", id)
 			continue
 		}
 		if err != nil {

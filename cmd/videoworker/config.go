@@ -10,7 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -64,6 +67,11 @@ type Config struct {
 	IdleCheckInterval    time.Duration `envconfig:"WORKER_IDLE_CHECK_INTERVAL" default:"2s" desc:"how often an idle worker looks at its queues and scheduled tasks without a wake-up (bounds the delay of a lost wake-up)"`
 	TaskCheckInterval    time.Duration `envconfig:"WORKER_TASK_CHECK_INTERVAL" default:"20ms" desc:"asynq's pause after finding the queues empty (local while the wake-up gate is on)"`
 	DelayedCheckInterval time.Duration `envconfig:"WORKER_DELAYED_CHECK_INTERVAL" default:"200ms" desc:"how often due scheduled tasks (polls, retries) are moved to their queues; bounds how late a poll fires"`
+
+	// Retention of finished jobs (see the README's operations section).
+	JobRetention           string        `envconfig:"JOB_RETENTION" default:"7d" desc:"how long a finished job stays in Redis; then one worker archives it to storage and removes it: a duration (e.g. 72h, 7d) or off (keep every job forever); a job may carry its own (retention_seconds)"`
+	JobArchive             string        `envconfig:"JOB_ARCHIVE" default:"on" desc:"on: write each finished job's record and history to storage (records/…json) before it leaves Redis; off: forget it without an archive"`
+	RetentionSweepInterval time.Duration `envconfig:"JOB_RETENTION_SWEEP_INTERVAL" default:"1m" desc:"how often one worker of the fleet forgets the finished jobs whose retention has passed"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -258,6 +266,15 @@ func (c Config) Validate() error {
 	if c.DelayedCheckInterval < 10*time.Millisecond || c.DelayedCheckInterval > time.Minute {
 		add("WORKER_DELAYED_CHECK_INTERVAL: want 10ms-1m")
 	}
+	if _, err := parseRetention(c.JobRetention); err != nil {
+		add("JOB_RETENTION: %v", err)
+	}
+	if c.JobArchive != "on" && c.JobArchive != "off" {
+		add("JOB_ARCHIVE: want on or off")
+	}
+	if c.RetentionSweepInterval < time.Second || c.RetentionSweepInterval > time.Hour {
+		add("JOB_RETENTION_SWEEP_INTERVAL: want 1s-1h")
+	}
 	switch c.LogFormat {
 	case "auto", "text", "json":
 	default:
@@ -373,4 +390,39 @@ func parseQueues(s string) (map[string]int, error) {
 		out[name] = n
 	}
 	return out, nil
+}
+
+// parseRetention reads JOB_RETENTION: off or 0 (keep forever), a Go
+// duration, or a number of days ("7d"); at least 1s.
+func parseRetention(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if v == "off" || v == "0" {
+		return 0, nil
+	}
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 1 || n > 3650 {
+			return 0, errors.New("want off, a duration such as 72h, or days such as 7d")
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second {
+		return 0, errors.New("want off, a duration of at least 1s such as 72h, or days such as 7d")
+	}
+	return d, nil
+}
+
+// retention is JOB_RETENTION (0: off, or not valid).
+func (c Config) retention() time.Duration {
+	d, _ := parseRetention(c.JobRetention)
+	return d
+}
+
+// jobStore is the job store of the configuration: its key prefix and
+// retention.
+func (c Config) jobStore(rdb redis.UniversalClient) *jobs.Store {
+	s := jobs.NewStore(rdb, c.KeyPrefix)
+	s.SetRetention(c.retention())
+	return s
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
-	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/worker"
@@ -86,6 +85,8 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		TaskCheckInterval:        cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
 		IdleCheckInterval:        cfg.IdleCheckInterval,
+		RetentionSweepInterval:   cfg.RetentionSweepInterval,
+		NoArchive:                cfg.JobArchive == "off",
 	}
 	if !cfg.Wake {
 		wc.IdleCheckInterval = -1
@@ -93,5 +94,5 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 	if tune != nil {
 		tune(&wc)
 	}
-	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: jobs.NewStore(rdb, cfg.KeyPrefix), Logger: log, Metrics: m})
+	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: cfg.jobStore(rdb), Logger: log, Metrics: m})
 }

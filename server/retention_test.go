@@ -1,0 +1,90 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/server"
+	"github.com/videoworker/videoworker/storage"
+	"github.com/videoworker/videoworker/tasks"
+)
+
+// TestJobAPIForgottenJob: once a finished job is forgotten (archived and
+// removed from Redis, as the worker's sweep does), GET answers 410 with
+// where its archive is, never a bare 404; a new job with its id is
+// refused with 409 and the archive, not started as a second generation.
+func TestJobAPIForgottenJob(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb := redisSrv.Client(t, redisSrv.NewDB(t))
+	disk, err := storage.NewDisk(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := jobs.NewStore(rdb, "")
+	js.SetRetention(time.Millisecond)
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Retention: time.Millisecond})
+	auth, err := server.NewAuth(apiToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Store: disk, Producer: producer, Jobs: js, Auth: auth}))
+	t.Cleanup(srv.Close)
+	f := &fixture{t: t, srv: srv, producer: producer, store: js}
+	tok := bearer(apiToken)
+
+	code, _, raw := f.call("POST", "/v1/jobs", map[string]any{"job_id": "gone-1", "model": "m", "prompt": "p", "retention_seconds": 60}, tok)
+	if code != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", code, raw)
+	}
+	if code, m, _ := f.call("POST", "/v1/jobs", map[string]any{"model": "m", "prompt": "p", "retention_seconds": 1}, tok); code != http.StatusBadRequest || m["fields"].(map[string]any)["retention_seconds"] == nil {
+		t.Errorf("retention_seconds 1: %d %v; want 400 naming the field", code, m)
+	}
+	if code, _, raw := f.call("GET", "/v1/jobs/never-was", nil, tok); code != http.StatusNotFound {
+		t.Errorf("unknown job: %d %s; want 404", code, raw)
+	}
+	if _, err := js.Do(ctx, "gone-1", jobs.Failed{To: jobs.StateFailed, Code: "x", Err: "y", Step: "create"}); err != nil {
+		t.Fatal(err)
+	}
+	// The sweep's steps (worker.SweepFinished), at a time past the job's
+	// own retention.
+	later := time.Now().Add(2 * time.Minute)
+	ids, err := js.Expired(ctx, later, 10)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("Expired = %v, %v", ids, err)
+	}
+	docs, err := js.ReadArchive(ctx, ids, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(docs[0])
+	info, err := disk.Put(ctx, jobs.ArchiveKey("gone-1"), bytes.NewReader(b), storage.PutOptions{Size: int64(len(b))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := js.Forget(ctx, later, []jobs.Forgotten{{ID: "gone-1", Archived: true}}); err != nil || n != 1 {
+		t.Fatalf("Forget = %d, %v", n, err)
+	}
+
+	code, m, raw := f.call("GET", "/v1/jobs/gone-1", nil, tok)
+	if code != http.StatusGone || m["error"] != "forgotten" || m["archive"] != info.Location {
+		t.Errorf("GET of a forgotten job: %d %s; want 410 with archive %s", code, raw, info.Location)
+	}
+	code, m, raw = f.call("POST", "/v1/jobs", job("m", "p"), tok, "Idempotency-Key", "gone-1")
+	if code != http.StatusConflict || m["error"] != "job_forgotten" || m["archive"] != info.Location {
+		t.Errorf("submit again with the forgotten job's id: %d %s; want 409 job_forgotten", code, raw)
+	}
+	// The dashboard counts it still, as forgotten and archived.
+	if code, _, raw := f.call("GET", "/", nil, tok); code != http.StatusOK || !strings.Contains(string(raw), "0 in Redis (0 finished, kept for their retention) · 1 forgotten, 1 of them archived") {
+		t.Errorf("dashboard: %d; want the forgotten job counted:\n%s", code, raw)
+	}
+	if n, _ := js.Count(ctx); n != 0 {
+		t.Errorf("%d jobs in the index, want 0", n)
+	}
+}
