@@ -88,6 +88,7 @@ type ClientOptions struct {
 // Client is the producer API: it submits video jobs and looks them up.
 // It is safe for concurrent use.
 type Client struct {
+	rdb         redis.UniversalClient
 	aq          *asynq.Client
 	wake        *wake.Publisher // nil: announce nothing
 	insp        *asynq.Inspector
@@ -108,7 +109,7 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	if tmpl == "" {
 		tmpl = storage.DefaultKeyTemplate
 	}
-	c := &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
+	c := &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
 	if !opts.NoWake {
 		c.wake = wake.NewPublisher(rdb)
 	}
