@@ -160,6 +160,10 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult
 	return out, nil
 }
 
+// Validate checks req as Submit does, without storing anything: nil, or
+// a *ValidationError naming every problem.
+func (c *Client) Validate(req Request) error { return c.validate(req) }
+
 // asynqEnqueue is asynq v0.26's own enqueue script (internal/rdb enqueueCmd):
 // KEYS task key, pending list; ARGV encoded message, task id, now in ns.
 // It returns 0 when a task with the id exists (asynq's ErrTaskIDConflict,
