@@ -283,9 +283,12 @@ func (e *VideoError) String() string {
 // WebhookInfo is the webhook configuration echoed on a video; secrets are
 // never returned by the API.
 type WebhookInfo struct {
-	URL       string   `json:"url,omitempty"`
-	Events    []string `json:"events,omitempty"`
-	HasSecret bool     `json:"has_secret,omitempty"`
+	URL string `json:"url,omitempty"`
+	// EndpointID is the workspace endpoint subscribed (the newest API
+	// revision), which echoes no URL.
+	EndpointID string   `json:"endpoint_id,omitempty"`
+	Events     []string `json:"events,omitempty"`
+	HasSecret  bool     `json:"has_secret,omitempty"`
 }
 
 // VideoList is one page of GET /videos.
