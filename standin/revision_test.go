@@ -17,7 +17,7 @@ func TestWebhookEndpointRevision(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t, nil)
 	b := setup(t, standin.Config{QueuedFor: time.Second, ProcessingFor: 10 * time.Second,
-		WebhookRevision: standin.WebhookRevisionEndpoint,
+		WebhookRevision:  standin.WebhookRevisionEndpoint,
 		WebhookEndpoints: map[string]standin.WebhookEndpoint{"we_1": {URL: rc.ts.URL + "/hook", Secret: hookSecret}}})
 	t.Cleanup(b.srv.Close)
 	body := map[string]any{"model": "google/veo-3.1-lite", "prompt": "p",
