@@ -32,6 +32,7 @@ type Metrics struct {
 	bytesStored        prometheus.Counter
 	polls              prometheus.Counter
 	pollLateness       prometheus.Histogram
+	webhookRefused     prometheus.Counter
 }
 
 // latencyBuckets spans 10 ms to about 1.5 hours.
@@ -77,6 +78,8 @@ func New() *Metrics {
 			Buckets: PollLatenessBuckets,
 		}),
 	}
+	m.webhookRefused = newWebhookRefused()
+	m.reg.MustRegister(m.webhookRefused)
 	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
