@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -12,10 +11,9 @@ import (
 // Fields returns the request fields a 400 validation_error names: the
 // first element of each validation detail's path (the gateway sends zod
 // issues, {"path":["webhook","url"],…}; a "field" or "param" member is
-// read too), in order, without repeats. Without parsable details it falls
-// back to the top-level field names of the create request that the
-// description names as words (e.g. "webhook.url is not supported").
-// Other errors name no field.
+// read too), in order, without repeats. The description is never read:
+// human text may quote the request (a 400 echoing the body names every
+// field in it). Other errors name no field.
 func (e *APIError) Fields() []string {
 	if e.StatusCode != http.StatusBadRequest || e.Code != "validation_error" {
 		return nil
@@ -42,19 +40,9 @@ func (e *APIError) Fields() []string {
 			f, _, _ := strings.Cut(firstNonEmpty(it.Field, it.Param), ".")
 			add(f)
 		}
-		if len(out) > 0 {
-			return out
-		}
-	}
-	for _, m := range createFieldWord.FindAllStringSubmatch(e.Description, -1) {
-		add(m[1])
 	}
 	return out
 }
-
-// createFieldWord finds the create request's fields that a validation
-// error's description may name when it carries no details.
-var createFieldWord = regexp.MustCompile(`\b(webhook|model|prompt|duration|size|resolution|aspect_ratio|seed|sample_count|input_references|provider_params|output|provider)\b`)
 
 // IsWebhookRejected reports whether err is the API refusing a create's
 // webhook member (400 validation_error naming the field webhook): the

@@ -18,7 +18,9 @@ func TestWebhookRejectedClassified(t *testing.T) {
 	}{
 		{"zod path", &apiclient.APIError{StatusCode: 400, Code: "validation_error", Details: json.RawMessage(`[{"path":["webhook","url"],"code":"unrecognized_keys","message":"x"}]`)}, true},
 		{"field member", &apiclient.APIError{StatusCode: 400, Code: "validation_error", Details: json.RawMessage(`[{"field":"webhook.secret"}]`)}, true},
-		{"description only", &apiclient.APIError{StatusCode: 400, Code: "validation_error", Description: "webhook.url is not supported: use webhook.endpoint_id"}, true},
+		// Human text is never read: it may quote the whole request.
+		{"description only", &apiclient.APIError{StatusCode: 400, Code: "validation_error", Description: "webhook.url is not supported: use webhook.endpoint_id"}, false},
+		{"details quoting the request", &apiclient.APIError{StatusCode: 400, Code: "validation_error", Details: json.RawMessage(`[{"request":{"webhook":{"url":"u"}}}]`)}, false},
 		{"wrapped", fmt.Errorf("create: %w", &apiclient.APIError{StatusCode: 400, Code: "validation_error", Details: json.RawMessage(`[{"path":["webhook"]}]`)}), true},
 		{"another field", &apiclient.APIError{StatusCode: 400, Code: "validation_error", Details: json.RawMessage(`[{"path":["prompt"]}]`), Description: "prompt too long (webhook fine)"}, false},
 		{"not a validation error", &apiclient.APIError{StatusCode: 400, Code: "invalid_json", Description: "webhook"}, false},
