@@ -164,27 +164,29 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult
 // a *ValidationError naming every problem.
 func (c *Client) Validate(req Request) error { return c.validate(req) }
 
-// asynqEnqueue is asynq v0.26's own enqueue script (internal/rdb enqueueCmd):
-// KEYS task key, pending list; ARGV encoded message, task id, now in ns.
-// It returns 0 when a task with the id exists (asynq's ErrTaskIDConflict,
-// which counts as done here, as in enqueue).
-var asynqEnqueue = redis.NewScript(`
-if redis.call("EXISTS", KEYS[1]) == 1 then
-	return 0
+// asynqEnqueueMany is asynq v0.26's own enqueue script (internal/rdb
+// enqueueCmd) looped over many tasks. KEYS: task key and pending list of
+// each task in turn; ARGV: encoded message and task id of each task, then
+// the time in ns. A task whose id exists is left alone (asynq's
+// ErrTaskIDConflict, which counts as done here, as in enqueue). It
+// returns how many it enqueued.
+var asynqEnqueueMany = redis.NewScript(`
+local n = 0
+for i = 1, #KEYS, 2 do
+  if redis.call("EXISTS", KEYS[i]) == 0 then
+    redis.call("HSET", KEYS[i], "msg", ARGV[i], "state", "pending", "pending_since", ARGV[#ARGV])
+    redis.call("LPUSH", KEYS[i + 1], ARGV[i + 1])
+    n = n + 1
+  end
 end
-redis.call("HSET", KEYS[1],
-           "msg", ARGV[1],
-           "state", "pending",
-           "pending_since", ARGV[3])
-redis.call("LPUSH", KEYS[2], ARGV[2])
-return 1
+return n
 `)
 
 // enqueueMany enqueues ns. asynq v0.26 has no batch enqueue, so the
 // create tasks (due at once, the only kind a submit makes) are written as
-// asynq writes them, with its script and its message encoding
-// (createMessage), in one pipeline, then announced with one wake-up per
-// queue. Any other task goes through enqueue, one call each.
+// asynq writes them, with its script (looped over chunks of tasks) and
+// its message encoding (createMessage), in one pipeline, then announced
+// with one wake-up. Any other task goes through enqueue, one call each.
 func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
 	if len(ns) == 0 {
 		return nil
@@ -207,34 +209,44 @@ func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
 	if err := c.rdb.SAdd(ctx, "asynq:queues", QueueCreate).Err(); err != nil {
 		return fmt.Errorf("enqueue: %w", jobs.ClassifyRedis(err))
 	}
-	pending := batch
-	for attempt := 0; len(pending) > 0; attempt++ {
-		pipe := c.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(pending))
-		now := strconv.FormatInt(time.Now().UnixNano(), 10)
-		for j, n := range pending {
+	// enqueueChunk tasks per script call keep each under a millisecond.
+	const enqueueChunk = 100
+	var chunkKeys [][]string
+	var chunkArgs [][]any
+	now := strconv.FormatInt(time.Now().UnixNano(), 10)
+	for i := 0; i < len(batch); i += enqueueChunk {
+		part := batch[i:min(i+enqueueChunk, len(batch))]
+		keys := make([]string, 0, 2*len(part))
+		args := make([]any, 0, 2*len(part)+1)
+		for _, n := range part {
 			prefix := "asynq:{" + n.Queue + "}:"
-			cmds[j] = asynqEnqueue.EvalSha(ctx, pipe, []string{prefix + "t:" + n.ID, prefix + "pending"},
-				createMessage(n), n.ID, now)
+			keys = append(keys, prefix+"t:"+n.ID, prefix+"pending")
+			args = append(args, createMessage(n), n.ID)
 		}
-		_, _ = pipe.Exec(ctx) // each command's error is looked at below
-		var again []*Next
-		for j, n := range pending {
-			err := cmds[j].Err()
-			switch {
-			case err == nil:
-			case redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0:
-				again = append(again, n)
-			default:
-				return fmt.Errorf("enqueue %s %s: %w", n.Type, n.ID, jobs.ClassifyRedis(err))
+		chunkKeys, chunkArgs = append(chunkKeys, keys), append(chunkArgs, append(args, now))
+	}
+	cmds := make([]*redis.Cmd, len(chunkKeys))
+	for attempt := 0; ; attempt++ {
+		pipe := c.rdb.Pipeline()
+		for j := range cmds {
+			if cmds[j] == nil || redis.HasErrorPrefix(cmds[j].Err(), "NOSCRIPT") {
+				cmds[j] = asynqEnqueueMany.EvalSha(ctx, pipe, chunkKeys[j], chunkArgs[j]...)
 			}
 		}
-		if len(again) > 0 {
-			if err := asynqEnqueue.Load(ctx, c.rdb).Err(); err != nil {
-				return fmt.Errorf("enqueue: load script: %w", jobs.ClassifyRedis(err))
-			}
+		_, err := pipe.Exec(ctx)
+		if attempt > 0 || err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			break
 		}
-		pending = again
+		// Nothing ran for a chunk that got NOSCRIPT: load the script and
+		// send those chunks again.
+		if err := asynqEnqueueMany.Load(ctx, c.rdb).Err(); err != nil {
+			return fmt.Errorf("enqueue: load script: %w", jobs.ClassifyRedis(err))
+		}
+	}
+	for j, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			return fmt.Errorf("enqueue %d create tasks from %s: %w", len(chunkKeys[j])/2, chunkArgs[j][1], jobs.ClassifyRedis(err))
+		}
 	}
 	_ = c.wake.AnnouncePending(ctx, QueueCreate) // lost: found at the next idle check
 	return nil
