@@ -65,9 +65,10 @@ func (e *BatchError) Is(target error) bool { return target == ErrInvalidRequest 
 // SubmitMany submits up to MaxBatch jobs at once. Every request is
 // validated first: if any is invalid, nothing is accepted and the error
 // is a *BatchError naming each bad one by index. Otherwise the records
-// are created in one pipeline and the create tasks enqueued in another,
-// with one wake-up for the whole batch: a batch costs about three round
-// trips to Redis, not two per job.
+// are created in one pipeline and the create tasks enqueued in another
+// (each a few scripts, every one over a chunk of jobs), with one wake-up
+// for the whole batch: a batch of new jobs costs three round trips to
+// Redis, not three per job.
 //
 // Each job is idempotent by its own JobID exactly as in SubmitCreated:
 // a job found already with the same request is reported with New false
@@ -204,11 +205,6 @@ func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	// The queue set asynq's inspector and servers list queues from (what
-	// asynq's client adds once per process).
-	if err := c.rdb.SAdd(ctx, "asynq:queues", QueueCreate).Err(); err != nil {
-		return fmt.Errorf("enqueue: %w", jobs.ClassifyRedis(err))
-	}
 	// enqueueChunk tasks per script call keep each under a millisecond.
 	const enqueueChunk = 100
 	var chunkKeys [][]string
@@ -226,8 +222,14 @@ func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
 		chunkKeys, chunkArgs = append(chunkKeys, keys), append(chunkArgs, append(args, now))
 	}
 	cmds := make([]*redis.Cmd, len(chunkKeys))
+	var queues *redis.IntCmd
 	for attempt := 0; ; attempt++ {
 		pipe := c.rdb.Pipeline()
+		if attempt == 0 {
+			// The queue set asynq's inspector and servers list queues from
+			// (what asynq's client adds once per process).
+			queues = pipe.SAdd(ctx, "asynq:queues", QueueCreate)
+		}
 		for j := range cmds {
 			if cmds[j] == nil || redis.HasErrorPrefix(cmds[j].Err(), "NOSCRIPT") {
 				cmds[j] = asynqEnqueueMany.EvalSha(ctx, pipe, chunkKeys[j], chunkArgs[j]...)
@@ -242,6 +244,9 @@ func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
 		if err := asynqEnqueueMany.Load(ctx, c.rdb).Err(); err != nil {
 			return fmt.Errorf("enqueue: load script: %w", jobs.ClassifyRedis(err))
 		}
+	}
+	if err := queues.Err(); err != nil {
+		return fmt.Errorf("enqueue: %w", jobs.ClassifyRedis(err))
 	}
 	for j, cmd := range cmds {
 		if err := cmd.Err(); err != nil {
