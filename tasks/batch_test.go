@@ -103,8 +103,9 @@ func TestSubmitManyResubmitted(t *testing.T) {
 	}
 }
 
+// Not parallel: it flushes the server's scripts, which no other test may
+// be loading meanwhile.
 func TestSubmitManyThousand(t *testing.T) {
-	t.Parallel()
 	b := setup(t)
 	reqs := batchOf(tasks.MaxBatch, "k")
 	// The scripts are not loaded yet: the batch loads them and sends
