@@ -283,9 +283,12 @@ func (e *VideoError) String() string {
 // WebhookInfo is the webhook configuration echoed on a video; secrets are
 // never returned by the API.
 type WebhookInfo struct {
-	URL       string   `json:"url,omitempty"`
-	Events    []string `json:"events,omitempty"`
-	HasSecret bool     `json:"has_secret,omitempty"`
+	URL string `json:"url,omitempty"`
+	// EndpointID is the workspace endpoint subscribed (the newest API
+	// revision), which echoes no URL.
+	EndpointID string   `json:"endpoint_id,omitempty"`
+	Events     []string `json:"events,omitempty"`
+	HasSecret  bool     `json:"has_secret,omitempty"`
 }
 
 // VideoList is one page of GET /videos.
@@ -331,16 +334,23 @@ type OutputOptions struct {
 
 // WebhookSubscription subscribes a URL to job events. Secret signs the
 // deliveries; it is sent to the API and never logged.
+//
+// The API's newest revision takes only a workspace-managed endpoint
+// (EndpointID, with Events) and refuses the inline URL and Secret: set
+// EndpointID and leave those empty; the endpoint's own URL and secret
+// are configured at the API.
 type WebhookSubscription struct {
-	URL    string   `json:"url"`
-	Events []string `json:"events,omitempty"`
-	Secret string   `json:"secret,omitempty"`
+	URL        string   `json:"url,omitempty"`
+	EndpointID string   `json:"endpoint_id,omitempty"`
+	Events     []string `json:"events,omitempty"`
+	Secret     string   `json:"secret,omitempty"`
 }
 
 // LogValue keeps the secret out of logs.
 func (w WebhookSubscription) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("url", w.URL),
+		slog.String("endpoint_id", w.EndpointID),
 		slog.Any("events", w.Events),
 		slog.Bool("has_secret", w.Secret != ""),
 	)
@@ -394,7 +404,7 @@ func firstNonEmpty(v ...string) string {
 
 // String keeps the secret out of formatted output.
 func (w WebhookSubscription) String() string {
-	return fmt.Sprintf("{url:%s events:%v has_secret:%t}", w.URL, w.Events, w.Secret != "")
+	return fmt.Sprintf("{url:%s endpoint_id:%s events:%v has_secret:%t}", w.URL, w.EndpointID, w.Events, w.Secret != "")
 }
 
 // GoString keeps the secret out of %#v output.

@@ -84,46 +84,10 @@ return 1
 // Create stores rec if no record with its id exists. It reports whether it
 // created the record; when one existed already, it returns that one.
 func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) {
-	if rec.ID == "" {
-		return false, nil, errors.New("create job: empty id")
+	keys, args, err := s.createCall(rec)
+	if err != nil {
+		return false, nil, err
 	}
-	now := s.now()
-	if rec.SubmittedAt.IsZero() {
-		rec.SubmittedAt = now
-	}
-	if rec.State == "" {
-		rec.State = StateQueued
-	}
-	rec.UpdatedAt = now
-	fields := []any{
-		FieldVersion, recordVersion,
-		FieldID, rec.ID,
-		FieldState, string(rec.State),
-		FieldSubmittedAt, encodeValue(rec.SubmittedAt),
-		FieldUpdatedAt, encodeValue(rec.UpdatedAt),
-	}
-	if !rec.Deadline.IsZero() {
-		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
-	}
-	if rec.RetentionMS > 0 {
-		fields = append(fields, FieldRetention, rec.RetentionMS)
-	}
-	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
-	// A short request without labels stays in the record; anything longer
-	// goes under the spec key (see spec).
-	req := encodeValue(rec.Request)
-	sp := ""
-	if len(req) <= compactValueMax && len(rec.Labels) == 0 {
-		fields = append(fields, FieldRequest, req)
-	} else {
-		b, err := json.Marshal(spec{Request: rec.Request, Labels: rec.Labels})
-		if err != nil {
-			return false, nil, fmt.Errorf("create job %s: %w", rec.ID, err)
-		}
-		sp = string(b)
-	}
-	args := append([]any{string(ev), rec.SubmittedAt.UnixMilli(), rec.ID, sp}, fields...)
-	keys := []string{s.jobKey(rec.ID), s.eventsKey(rec.ID), s.indexKey(), s.activeKey(), s.specKey(rec.ID)}
 	if s.cluster {
 		pipe := s.rdb.Pipeline()
 		pipe.ZAdd(ctx, s.indexKey(), redis.Z{Score: float64(rec.SubmittedAt.UnixMilli()), Member: rec.ID})

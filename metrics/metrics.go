@@ -33,6 +33,7 @@ type Metrics struct {
 	polls              prometheus.Counter
 	pollLateness       prometheus.Histogram
 	jobsForgotten      *prometheus.CounterVec
+	webhookRefused     prometheus.Counter
 }
 
 // latencyBuckets spans 10 ms to about 1.5 hours.
@@ -82,6 +83,8 @@ func New() *Metrics {
 		}, []string{"archived"}),
 	}
 	m.reg.MustRegister(m.jobsForgotten)
+	m.webhookRefused = newWebhookRefused()
+	m.reg.MustRegister(m.webhookRefused)
 	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

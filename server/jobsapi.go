@@ -83,6 +83,7 @@ type jobsAPI struct {
 
 func (a *jobsAPI) routes(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
 	mux.Handle("POST /v1/jobs", wrap(http.HandlerFunc(a.create)))
+	mux.Handle("POST /v1/jobs/batch", wrap(http.HandlerFunc(a.createBatch)))
 	mux.Handle("GET /v1/jobs", wrap(http.HandlerFunc(a.list)))
 	mux.Handle("GET /v1/jobs/{id}", wrap(http.HandlerFunc(a.get)))
 	mux.Handle("POST /v1/jobs/{id}/cancel", wrap(http.HandlerFunc(a.cancel)))
@@ -295,11 +296,16 @@ func validState(s jobs.State) bool {
 // decodeBody reads a capped JSON body that has no unknown fields, or
 // writes a 4xx naming the problem.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	return decodeBodyMax(w, r, v, maxRequestBody)
+}
+
+// decodeBodyMax is decodeBody with a cap of limit bytes.
+func decodeBodyMax(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json", nil)
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
@@ -312,7 +318,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body larger than %d bytes", maxRequestBody), nil)
+		writeError(w, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("body larger than %d bytes", limit), nil)
 	case errors.As(err, &te):
 		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", map[string]string{strings.TrimPrefix(te.Field, "CreateRequest."): "must be " + te.Type.String()})
 	case strings.HasPrefix(err.Error(), "json: unknown field "):

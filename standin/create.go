@@ -152,8 +152,13 @@ func oneOf(f fields, name string, allowed []string) (string, bool) {
 	return s, ok
 }
 
-// parseCreate validates a create body (reference 3.1, 7 and 9).
-func parseCreate(body []byte) (createParams, *apiError) {
+// parseCreate validates a create body (reference 3.1, 7 and 9) as the
+// inline webhook revision does.
+func parseCreate(body []byte) (createParams, *apiError) { return parseCreateFor(body, nil) }
+
+// parseCreateFor validates a create body; endpoints non-nil selects the
+// endpoint webhook revision, with these endpoints (see parseWebhook).
+func parseCreateFor(body []byte, endpoints map[string]WebhookEndpoint) (createParams, *apiError) {
 	var p createParams
 	var details []detail
 	f := fields{details: &details}
@@ -286,7 +291,7 @@ func parseCreate(body []byte) (createParams, *apiError) {
 			p.access = accessMode(slices.Index(accessNames[:], a))
 		}
 	}
-	p.webhook = parseWebhook(f)
+	p.webhook = parseWebhook(f, endpoints)
 
 	if len(details) > 0 {
 		return createParams{}, validationError("invalid create request: "+details[0].Message, details...)
@@ -343,20 +348,40 @@ func checkReferences(f fields) {
 	}
 }
 
-// parseWebhook validates the webhook member (reference section 7).
-func parseWebhook(f fields) *webhook {
+// parseWebhook validates the webhook member (reference section 7). With
+// endpoints nil it is the inline revision: {url, events?, secret?}, and
+// endpoint_id is refused. Otherwise it is the newest revision (reference
+// 3.1, "Revision drift"): {endpoint_id, events?} naming one of endpoints,
+// whose URL and secret the deliveries use; an inline url or secret is
+// refused with a validation error on the webhook field.
+func parseWebhook(f fields, endpoints map[string]WebhookEndpoint) *webhook {
 	wf, ok := f.object("webhook")
 	if !ok {
 		return nil
 	}
 	wf.strict(func(k string) bool { return k == "url" || k == "events" || k == "secret" || k == "endpoint_id" })
-	if wf.has("endpoint_id") {
-		wf.add(wf.path("endpoint_id"), "custom", "webhook.endpoint_id (managed endpoints) is not supported by the stand-in; use webhook.url")
-	}
 	hook := &webhook{events: defaultHooks}
-	hook.url = requiredString(wf, "url")
-	if problem := checkWebhookURL(hook.url); hook.url != "" && problem != "" {
-		wf.add(wf.path("url"), "invalid_string", "webhook.url %s", problem)
+	if endpoints != nil {
+		for _, k := range []string{"url", "secret"} {
+			if wf.has(k) {
+				wf.add(wf.path(k), "unrecognized_keys", "webhook.%s is not accepted: subscribe a workspace webhook endpoint with webhook.endpoint_id", k)
+			}
+		}
+		id := requiredString(wf, "endpoint_id")
+		if ep, ok := endpoints[id]; ok {
+			hook.url, hook.secret, hook.endpointID = ep.URL, ep.Secret, id
+		} else if id != "" {
+			wf.add(wf.path("endpoint_id"), "custom", "webhook.endpoint_id: no such webhook endpoint in this workspace")
+		}
+	} else {
+		if wf.has("endpoint_id") {
+			wf.add(wf.path("endpoint_id"), "custom", "webhook.endpoint_id (managed endpoints) is not supported by this API revision; use webhook.url")
+		}
+		hook.url = requiredString(wf, "url")
+		if problem := checkWebhookURL(hook.url); hook.url != "" && problem != "" {
+			wf.add(wf.path("url"), "invalid_string", "webhook.url %s", problem)
+		}
+		hook.secret, _ = decode[string](wf, "secret", "a string")
 	}
 	if events, ok := decode[[]string](wf, "events", "an array of strings"); ok {
 		hook.events = normalizeEvents(events)
@@ -364,7 +389,6 @@ func parseWebhook(f fields) *webhook {
 			wf.add(wf.path("events"), "custom", "webhook.events needs at least one video event (job.* or video.* with a phase of %s)", strings.Join(eventPhases, ", "))
 		}
 	}
-	hook.secret, _ = decode[string](wf, "secret", "a string")
 	return hook
 }
 
@@ -476,7 +500,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, c *call) {
 		writeError(w, e)
 		return
 	}
-	p, e := parseCreate(body)
+	p, e := parseCreateFor(body, s.endpoints)
 	if e != nil {
 		writeError(w, e)
 		return

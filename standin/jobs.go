@@ -97,6 +97,8 @@ type webhook struct {
 	url    string
 	events []string
 	secret string
+	// endpointID is the workspace endpoint subscribed (endpoint revision).
+	endpointID string
 }
 
 // newID returns prefix followed by 20 random hex digits.

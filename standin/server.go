@@ -97,10 +97,33 @@ type Config struct {
 	// WebhookFaults is the initial webhook fault injection; see
 	// [Server.SetWebhookFaults].
 	WebhookFaults WebhookFaults
+	// WebhookRevision is the create's webhook contract:
+	// [WebhookRevisionInline] ("" or "inline": {url, events, secret}) or
+	// [WebhookRevisionEndpoint] ("endpoint": the newest source's
+	// {endpoint_id, events}, refusing an inline url or secret with a 400
+	// validation_error on the webhook field).
+	WebhookRevision string
+	// WebhookEndpoints are the workspace's webhook endpoints by id, for
+	// the endpoint revision: deliveries go to the endpoint's URL, signed
+	// with its secret.
+	WebhookEndpoints map[string]WebhookEndpoint
 	// WebhookTransport sends the webhook requests, e.g. the client
 	// transport of an httptest TLS server; nil means the server's own.
 	// Redirects are never followed either way.
 	WebhookTransport http.RoundTripper
+}
+
+// The webhook revisions of Config.WebhookRevision.
+const (
+	WebhookRevisionInline   = "inline"
+	WebhookRevisionEndpoint = "endpoint"
+)
+
+// WebhookEndpoint is a workspace-managed webhook endpoint (the API's Beta
+// Webhook Endpoints): where its deliveries go and the secret signing them.
+type WebhookEndpoint struct {
+	URL    string
+	Secret string
 }
 
 // Faults injects failures. Each rate is a probability per request in 0..1,
@@ -188,6 +211,9 @@ type Server struct {
 	now         func() time.Time
 	signKey     []byte // HMAC key for signed links, random per server
 	workspaceID string
+	// endpoints are Config.WebhookEndpoints in the endpoint webhook
+	// revision (never nil then), nil in the inline one.
+	endpoints map[string]WebhookEndpoint
 
 	faultMu     sync.Mutex
 	faults      Faults
@@ -245,6 +271,7 @@ func New(cfg Config, logger *slog.Logger) *Server {
 		now:         now,
 		signKey:     key,
 		workspaceID: "ws_standin",
+		endpoints:   webhookEndpoints(cfg),
 		faultRNG:    rand.New(rand.NewPCG(uint64(cfg.Seed), 0x5eed_fa17)),
 		byID:        make(map[string]*job),
 		stats: Stats{
@@ -265,6 +292,19 @@ func New(cfg Config, logger *slog.Logger) *Server {
 	s.SetFaults(cfg.Faults)
 	s.SetWebhookFaults(cfg.WebhookFaults)
 	return s
+}
+
+// webhookEndpoints returns the endpoints of the endpoint revision (a
+// non-nil map), or nil for the inline revision.
+func webhookEndpoints(cfg Config) map[string]WebhookEndpoint {
+	if cfg.WebhookRevision != WebhookRevisionEndpoint {
+		return nil
+	}
+	eps := maps.Clone(cfg.WebhookEndpoints)
+	if eps == nil {
+		eps = map[string]WebhookEndpoint{}
+	}
+	return eps
 }
 
 func clamp01(f float64) float64 {

@@ -146,11 +146,12 @@ type billingJSON struct {
 }
 
 type webhookJSON struct {
-	URL       string               `json:"url"`
-	Events    []string             `json:"events"`
-	HasSecret bool                 `json:"has_secret"`
-	Delivery  *webhookDeliveryJSON `json:"delivery,omitempty"` // once attempted
-	Attempts  []webhookAttemptJSON `json:"attempts,omitempty"` // the last 10
+	URL        string               `json:"url,omitempty"`         // inline revision
+	EndpointID string               `json:"endpoint_id,omitempty"` // endpoint revision
+	Events     []string             `json:"events"`
+	HasSecret  bool                 `json:"has_secret"`
+	Delivery   *webhookDeliveryJSON `json:"delivery,omitempty"` // once attempted
+	Attempts   []webhookAttemptJSON `json:"attempts,omitempty"` // the last 10
 }
 
 // webhookDeliveryJSON is the gateway's delivery summary.
@@ -332,6 +333,9 @@ func (s *Server) render(sn *snapshot, base string, now time.Time) videoJSON {
 	}
 	if sn.webhook != nil {
 		v.Webhook = &webhookJSON{URL: sn.webhook.url, Events: sn.webhook.events, HasSecret: sn.webhook.secret != ""}
+		if sn.webhook.endpointID != "" { // the endpoint's URL is the workspace's, not echoed
+			v.Webhook.URL, v.Webhook.EndpointID = "", sn.webhook.endpointID
+		}
 		renderHook(&v, &sn.hook)
 	}
 	if !sn.status.terminal() {

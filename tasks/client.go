@@ -96,6 +96,7 @@ type ClientOptions struct {
 // Client is the producer API: it submits video jobs and looks them up.
 // It is safe for concurrent use.
 type Client struct {
+	rdb         redis.UniversalClient
 	aq          *asynq.Client
 	wake        *wake.Publisher // nil: announce nothing
 	insp        *asynq.Inspector
@@ -116,7 +117,7 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	if tmpl == "" {
 		tmpl = storage.DefaultKeyTemplate
 	}
-	c := &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
+	c := &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
 	if !opts.NoWake {
 		c.wake = wake.NewPublisher(rdb)
 	}
@@ -146,12 +147,7 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, e
 	if id == "" {
 		id = newJobID()
 	}
-	now := time.Now().UTC()
-	rec := &jobs.Record{ID: string(id), State: jobs.StateQueued, Request: req.Video, Labels: req.Labels, SubmittedAt: now}
-	if req.Timeout > 0 {
-		rec.Deadline = now.Add(req.Timeout)
-	}
-	rec.RetentionMS = req.Retention.Milliseconds()
+	rec := newRecord(id, req, time.Now().UTC())
 	created, existing, err := c.store.Create(ctx, rec)
 	if err != nil {
 		return "", false, fmt.Errorf("submit %s: %w", id, err)
@@ -596,4 +592,16 @@ func enqueue(ctx context.Context, aq *asynq.Client, pub *wake.Publisher, n *Next
 		return fmt.Errorf("enqueue %s %s: %w", n.Type, n.ID, err)
 	}
 	return nil
+}
+
+// newRecord is the record of a job submitted now with req: Submit and
+// SubmitMany both build it here, so that a field of the request is never
+// kept by one and lost by the other.
+func newRecord(id JobID, req Request, now time.Time) *jobs.Record {
+	rec := &jobs.Record{ID: string(id), State: jobs.StateQueued, Request: req.Video, Labels: req.Labels, SubmittedAt: now}
+	if req.Timeout > 0 {
+		rec.Deadline = now.Add(req.Timeout)
+	}
+	rec.RetentionMS = req.Retention.Milliseconds()
+	return rec
 }

@@ -138,6 +138,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Attempt = attempt
 
 	jobID, status, reason := h.findJob(ctx, r, ev.Data.ID)
+	if status == 0 && jobID == "" {
+		// No job id in the URL (webhook endpoint ids) and no job owns the
+		// video yet: the create's answer is not saved yet.
+		owner, done := h.earlyVideo(ctx, w, ev.Data.ID, eventType, key, hd.Attempt)
+		if done {
+			return
+		}
+		jobID = owner
+	}
 	if status != 0 {
 		outcome := OutcomeUnknownJob
 		if status == http.StatusConflict {
@@ -237,8 +246,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // findJob finds the job a delivery is about: the job_id query parameter
 // that the worker put into the webhook URL, checked against the owner of
-// the video; or, without it, the video's owner. A non-zero status means
-// the request is refused with that status and reason.
+// the video; or, without it (webhook endpoint ids), the video's owner. A
+// non-zero status means the request is refused with that status and
+// reason; "" and 0 mean that there is no job id and no job owns the video
+// yet.
 func (h *Handler) findJob(ctx context.Context, r *http.Request, videoID string) (string, int, string) {
 	owners, err := h.jobs.Owners(ctx, []string{videoID})
 	if err != nil {
@@ -252,7 +263,7 @@ func (h *Handler) findJob(ctx context.Context, r *http.Request, videoID string) 
 	case jobID != "" && owner != "" && owner != jobID:
 		return "", http.StatusConflict, "the event's video belongs to another job"
 	case jobID == "" && owner == "":
-		return "", http.StatusNotFound, "no job owns this video"
+		return "", 0, "" // unclaimed yet: earlyVideo
 	case jobID == "":
 		jobID = owner
 	}
@@ -262,6 +273,33 @@ func (h *Handler) findJob(ctx context.Context, r *http.Request, videoID string) 
 		return "", http.StatusInternalServerError, "job store unavailable"
 	}
 	return jobID, 0, ""
+}
+
+// earlyVideo handles a delivery that names no job (webhook endpoint ids)
+// about a video that no job has claimed yet: the API delivered before the
+// create's answer was saved. The delivery is kept under the video id for
+// jobs.EarlyVideoTTL (jobs.Store.RecordEarlyVideo) and the create step
+// checks the job's status at once when it saves that id. When a job has
+// claimed the video meanwhile, it returns that job (done false) and the
+// delivery goes the usual way. Progress ticks are not kept.
+func (h *Handler) earlyVideo(ctx context.Context, w http.ResponseWriter, videoID, eventType, key string, attempt int) (string, bool) {
+	if !wantsCheck(eventType) {
+		h.count(ctx, OutcomeEarly, "")
+		writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "no job owns this video yet"})
+		return "", true
+	}
+	owner, err := h.jobs.RecordEarlyVideo(ctx, jobs.WebhookDelivery{Key: key, EventType: eventType, Attempt: attempt, VideoID: videoID})
+	if err != nil {
+		h.reject(ctx, w, http.StatusInternalServerError, OutcomeError, "job store unavailable")
+		return "", true
+	}
+	if owner != "" {
+		return owner, false
+	}
+	h.count(ctx, OutcomeEarly, "")
+	h.log.InfoContext(ctx, "webhook early: no job owns the video yet; status check when its id is saved", "video_id", videoID, "event", eventType, "delivery_key", key, "attempt", attempt)
+	writeJSON(w, http.StatusAccepted, reply{Status: "early", Reason: "no job owns this video yet; its job's status is checked as soon as the id is saved"})
+	return "", true
 }
 
 // wantsCheck reports whether an event type calls for a status check:

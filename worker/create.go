@@ -167,6 +167,13 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (lockAfter, error
 	req := rec.Request
 	req.Webhook = w.webhookFor(rec.ID)
 	v, cerr := w.api.Create(ctx, req, apiclient.CreateOptions{IdempotencyKey: rec.ID})
+	if req.Webhook != nil && apiclient.IsWebhookRejected(cerr) {
+		// A 400 created nothing: create again at once without the
+		// webhook; the job goes on by polling.
+		w.webhookRefused(ctx, cerr)
+		req.Webhook = nil
+		v, cerr = w.api.Create(ctx, req, apiclient.CreateOptions{IdempotencyKey: rec.ID})
+	}
 	end := w.now()
 	if cerr == nil {
 		return lockReleased, w.adopt(ctx, rec, v, fmt.Sprintf("created in %s", end.Sub(start).Round(time.Millisecond)), "")
@@ -217,6 +224,9 @@ func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video
 	if err := w.checkEarly(ctx, saved); err != nil {
 		return err
 	}
+	if err := w.checkEarlyVideo(ctx, saved); err != nil {
+		return err
+	}
 	return w.enqueueNext(ctx, saved, w.pollDelay(v, 0))
 }
 
@@ -256,10 +266,19 @@ func (w *Worker) checkEarly(ctx context.Context, saved *jobs.Record) error {
 	return nil
 }
 
-// webhookFor returns the webhook subscription of a create, with the job id
-// in its URL, or nil when webhooks are off.
+// webhookFor returns the webhook subscription of a create: the
+// configured endpoint id (the API's newest revision: the delivery's URL
+// then names no job, the receiver finds it by the video id), or the
+// inline URL with the job id in it; nil when webhooks are off, or for a
+// while after the API refused an inline subscription (webhookRefused).
 func (w *Worker) webhookFor(jobID string) *apiclient.WebhookSubscription {
-	if w.cfg.Webhook == nil || w.cfg.Webhook.URL == "" {
+	if w.cfg.Webhook == nil {
+		return nil
+	}
+	if id := w.cfg.Webhook.EndpointID; id != "" {
+		return &apiclient.WebhookSubscription{EndpointID: id, Events: w.cfg.Webhook.Events}
+	}
+	if w.cfg.Webhook.URL == "" || w.now().UnixNano() < w.inlineRefusedUntil.Load() {
 		return nil
 	}
 	sub := *w.cfg.Webhook
@@ -285,8 +304,10 @@ const maxReconcilePages = 50
 // last attempt the job ends failed with code create_ambiguous and the
 // candidates recorded for an operator.
 //
-// A job is recognised by the webhook URL carrying our job id when
-// webhooks are on. Otherwise: same model, created within the call's
+// A job is recognised by the webhook URL carrying our job id when inline
+// webhooks are on. Otherwise (webhook endpoint ids, whose deliveries and
+// echoes carry no job id; webhooks off; a create sent without its refused
+// webhook): same model, created within the call's
 // window (widened by the clock tolerance and corrected by the API's Date
 // header), and not owned by another job. Because creates of a model are
 // serialised and every answered create claims its video before the lock
@@ -304,7 +325,12 @@ func (w *Worker) reconcile(ctx context.Context, rec *jobs.Record) (bool, error) 
 	}
 	from, to = from.Add(offset-w.cfg.ClockTolerance), to.Add(offset+w.cfg.ClockTolerance)
 
+	// With an endpoint id (or no webhook) no video carries a marker: the
+	// time-window rule alone decides.
 	marker := w.webhookFor(rec.ID)
+	if marker != nil && marker.URL == "" {
+		marker = nil
+	}
 	var loose []apiclient.Video
 	for _, v := range list {
 		if !strings.EqualFold(v.Model, rec.Request.Model) {

@@ -32,6 +32,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -144,7 +145,9 @@ type Config struct {
 	// documents to storage (JOB_ARCHIVE=off).
 	NoArchive bool
 	// Webhook, when set, is subscribed on every create. The job id is
-	// added to its URL as the query parameter job_id.
+	// added to its URL as the query parameter job_id. With EndpointID set
+	// (a workspace webhook endpoint, the API's newest revision) creates
+	// send {endpoint_id, events} and no URL or secret.
 	Webhook *apiclient.WebhookSubscription
 }
 
@@ -220,6 +223,8 @@ type Worker struct {
 	// reconciliation miss a create that was still in flight).
 	apiTimeout time.Duration
 	now        func() time.Time
+	// inlineRefusedUntil: see webhookRefused.
+	inlineRefusedUntil atomic.Int64
 }
 
 // New returns a Worker. It validates the key template and the deps.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,19 @@ func standinFlags(fs *flag.FlagSet) *standin.Config {
 	fs.Float64Var(&c.WebhookFaults.OutOfOrderRate, "webhook-out-of-order-rate", 0, "fraction of webhook events held back until the job's next event")
 	fs.DurationVar(&c.WebhookFaults.Latency, "webhook-latency", 0, "wait before each webhook attempt")
 	fs.Float64Var(&c.WebhookTimeScale, "webhook-time-scale", 1, "multiplies the webhook retry delays (1, 5, 15 min) and the 30 s delivery timeout")
+	fs.StringVar(&c.WebhookRevision, "webhook-revision", standin.WebhookRevisionInline, "the create's webhook contract: inline ({url, events, secret}) or endpoint (the newest API: {endpoint_id, events} only; inline url/secret answered 400)")
+	fs.Func("webhook-endpoint", "with -webhook-revision endpoint: a workspace webhook endpoint, ID=URL, signed with the first of WEBHOOK_SECRETS (repeatable)", func(v string) error {
+		id, u, ok := strings.Cut(v, "=")
+		if !ok || id == "" || u == "" {
+			return errors.New("want ID=URL")
+		}
+		secret, _, _ := strings.Cut(os.Getenv("WEBHOOK_SECRETS"), ",")
+		if c.WebhookEndpoints == nil {
+			c.WebhookEndpoints = map[string]standin.WebhookEndpoint{}
+		}
+		c.WebhookEndpoints[id] = standin.WebhookEndpoint{URL: u, Secret: strings.TrimSpace(secret)}
+		return nil
+	})
 	return c
 }
 
@@ -49,6 +63,9 @@ func runStandin(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg := standinFlags(fs)
 	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
 		return err
+	}
+	if r := cfg.WebhookRevision; r != standin.WebhookRevisionInline && r != standin.WebhookRevisionEndpoint {
+		return fmt.Errorf("standin: -webhook-revision %q: want inline or endpoint", r)
 	}
 	log := newLogger(stderr, envOr("LOG_FORMAT", "auto"), envOr("LOG_LEVEL", "info"))
 	ln, err := net.Listen("tcp", *addr)

@@ -22,6 +22,7 @@ import (
 type ServeConfig struct {
 	Addr           string        `envconfig:"SERVE_ADDR" default:":8080" desc:"listen address of videoworker serve"`
 	PublicURL      string        `envconfig:"WEBHOOK_PUBLIC_URL" desc:"URL the API delivers webhooks to (https, or http://localhost for development); with WEBHOOK_SECRETS it turns webhooks on"`
+	EndpointID     string        `envconfig:"WEBHOOK_ENDPOINT_ID" desc:"a workspace webhook endpoint of the API (its newest revision takes only these): creates subscribe it instead of WEBHOOK_PUBLIC_URL; its secret goes first in WEBHOOK_SECRETS, its URL (set at the API) must reach this receiver"`
 	Secrets        []string      `envconfig:"WEBHOOK_SECRETS" desc:"webhook signing secrets, comma separated; the first signs new jobs, all verify (rotation). Secret"`
 	Tolerance      time.Duration `envconfig:"WEBHOOK_TOLERANCE" default:"5m" desc:"how far a delivery's timestamp may be from now"`
 	Progress       bool          `envconfig:"WEBHOOK_PROGRESS" default:"false" desc:"also subscribe progress events"`
@@ -35,7 +36,7 @@ type ServeConfig struct {
 
 // LogValue keeps the secrets out of logs.
 func (c ServeConfig) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("addr", c.Addr), slog.String("webhook_public_url", c.PublicURL),
+	return slog.GroupValue(slog.String("addr", c.Addr), slog.String("webhook_public_url", c.PublicURL), slog.String("webhook_endpoint_id", c.EndpointID),
 		slog.Int("webhook_secrets", len(c.Secrets)), slog.Duration("webhook_tolerance", c.Tolerance),
 		slog.Bool("api_tokens_set", c.APITokens != ""), slog.Bool("operators_set", c.Operators != ""),
 		slog.String("trusted_proxies", c.TrustedProxies))
@@ -76,6 +77,9 @@ func (c ServeConfig) Validate() error {
 		if len(c.Secrets) == 0 {
 			errs = append(errs, errors.New("WEBHOOK_SECRETS: required with WEBHOOK_PUBLIC_URL (the API signs deliveries with it)"))
 		}
+	}
+	if c.EndpointID != "" && len(c.Secrets) == 0 {
+		errs = append(errs, errors.New("WEBHOOK_SECRETS: required with WEBHOOK_ENDPOINT_ID (the endpoint's secret verifies its deliveries)"))
 	}
 	for i, s := range c.Secrets {
 		if len(s) < 16 {
@@ -123,12 +127,15 @@ func checkWebhookURL(s string) error {
 // Subscription is the webhook each new job subscribes, or nil when
 // webhooks are off.
 func (c ServeConfig) Subscription() *apiclient.WebhookSubscription {
-	if c.PublicURL == "" || len(c.Secrets) == 0 {
+	if (c.PublicURL == "" && c.EndpointID == "") || len(c.Secrets) == 0 {
 		return nil
 	}
 	events := []string{"video.completed", "video.failed", "video.cancelled", "video.expired"}
 	if c.Progress {
 		events = append(events, "video.progress")
+	}
+	if c.EndpointID != "" {
+		return &apiclient.WebhookSubscription{EndpointID: c.EndpointID, Events: events}
 	}
 	return &apiclient.WebhookSubscription{URL: c.PublicURL, Events: events, Secret: c.Secrets[0]}
 }
