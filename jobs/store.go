@@ -102,6 +102,9 @@ func (s *Store) Create(ctx context.Context, rec *Record) (bool, *Record, error) 
 	if !rec.Deadline.IsZero() {
 		fields = append(fields, FieldDeadline, encodeValue(rec.Deadline))
 	}
+	if rec.CallbackURL != "" {
+		fields = append(fields, FieldCallbackURL, rec.CallbackURL)
+	}
 	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
 	// A short request without labels stays in the record; anything longer
 	// goes under the spec key (see spec).
@@ -302,7 +305,7 @@ if ARGV[5] == '1' then
   local flat = redis.call('HGETALL', KEYS[1])
   for j = 1, #flat, 2 do cur[flat[j]] = flat[j+1] end
 else
-  local names = {'state', 'id'}
+  local names = {'state', 'id', 'waiter'}
   for _, c in ipairs(conds) do names[#names+1] = c[1] end
   for _, c in ipairs(incs) do names[#names+1] = c[1] end
   for _, c in ipairs(sets) do if c[3] then names[#names+1] = c[1] end end
@@ -355,8 +358,38 @@ elseif terminal(was) and not terminal(st) then
   redis.call('SADD', KEYS[3], cur['id'] or '')
 end
 if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
+if cur['waiter'] and terminal(st) and not terminal(was) then redis.call('PUBLISH', KEYS[1] .. ':done', st) end
 return reply(1)
 `)
+
+// waitScript marks a job as waited on (FieldWaiter) unless it has ended,
+// and returns its state (” when there is no such job).
+var waitScript = redis.NewScript(scriptLib + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return '' end
+if not terminal(st) then redis.call('HSET', KEYS[1], 'waiter', '1') end
+return st
+`)
+
+// DoneChannel is the pub/sub channel on which the transition that ends
+// the job publishes its state, once MarkWaiter has marked it.
+func (s *Store) DoneChannel(id string) string { return s.jobKey(id) + ":done" }
+
+// MarkWaiter marks the job as waited on and returns its state: from then
+// on, the transition that ends it publishes on DoneChannel (one PUBLISH,
+// only for jobs someone waits on). Subscribe first, then mark: a job that
+// ends in between is seen ended here. A missing job gives an error
+// wrapping ErrNotFound.
+func (s *Store) MarkWaiter(ctx context.Context, id string) (State, error) {
+	st, err := waitScript.Run(ctx, s.rdb, []string{s.jobKey(id)}).Text()
+	if err != nil {
+		return "", fmt.Errorf("wait for job %s: %w", id, ClassifyRedis(err))
+	}
+	if st == "" {
+		return "", fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	return State(st), nil
+}
 
 // Apply applies c to the record of id atomically. A record that does not
 // exist gives an error wrapping ErrNotFound; unmet conditions give an

@@ -32,6 +32,7 @@ type Metrics struct {
 	bytesStored        prometheus.Counter
 	polls              prometheus.Counter
 	pollLateness       prometheus.Histogram
+	callbacks          *prometheus.CounterVec
 }
 
 // latencyBuckets spans 10 ms to about 1.5 hours.
@@ -76,8 +77,11 @@ func New() *Metrics {
 			Name: "videoworker_poll_lateness_seconds", Help: "How long after its scheduled time a delayed poll started (0 when it started early).",
 			Buckets: PollLatenessBuckets,
 		}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "videoworker_callback_attempts_total", Help: "Completion callback delivery attempts, by the delivery's status after them (delivered, retrying, failed).",
+		}, []string{"status"}),
 	}
-	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness,
+	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness, m.callbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -133,6 +137,15 @@ func (m *Metrics) Webhook(outcome string) {
 		return
 	}
 	m.webhooks.WithLabelValues(outcome).Inc()
+}
+
+// CallbackAttempt records one completion callback attempt by the
+// delivery's status after it.
+func (m *Metrics) CallbackAttempt(status string) {
+	if m == nil {
+		return
+	}
+	m.callbacks.WithLabelValues(status).Inc()
 }
 
 // StatusCheck records one status check.

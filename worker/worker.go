@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -38,6 +39,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/callback"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
@@ -138,6 +140,9 @@ type Config struct {
 	// Webhook, when set, is subscribed on every create. The job id is
 	// added to its URL as the query parameter job_id.
 	Webhook *apiclient.WebhookSubscription
+	// Callback tunes the delivery of completion callbacks to the jobs'
+	// callback URLs.
+	Callback CallbackConfig
 }
 
 func (c *Config) setDefaults() {
@@ -176,6 +181,7 @@ func (c *Config) setDefaults() {
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
+	c.Callback.setDefaults()
 }
 
 // Deps are the worker's collaborators.
@@ -209,6 +215,8 @@ type Worker struct {
 	// reconciliation miss a create that was still in flight).
 	apiTimeout time.Duration
 	now        func() time.Time
+	// callbacks delivers completion callbacks (SSRF-guarded).
+	callbacks *http.Client
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -246,7 +254,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
 		aq: asynq.NewClientFromRedisClient(d.Redis), insp: asynq.NewInspectorFromRedisClient(d.Redis), wake: pub, met: d.Metrics,
 		apiTimeout: d.API.Timeout(),
-		now:        func() time.Time { return d.Now().UTC() }}, nil
+		now:        func() time.Time { return d.Now().UTC() },
+		callbacks:  callback.NewHTTPClient(cfg.Callback.Policy, cfg.Callback.Timeout)}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
@@ -256,6 +265,7 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(tasks.TypePoll, w.handlePoll)
 	mux.HandleFunc(tasks.TypeDownload, w.handleDownload)
 	mux.HandleFunc(tasks.TypeCancel, w.handleCancel)
+	mux.HandleFunc(tasks.TypeCallback, w.handleCallback)
 	return mux
 }
 
@@ -541,6 +551,11 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 	if res.Applied {
 		w.met.JobFinished(string(to))
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", err.Error())
+		if err := w.enqueueEnded(context.WithoutCancel(ctx), rec, to); err != nil {
+			// The job has ended; only its callback is late: the next
+			// retry of this task, or an operator's, enqueues it.
+			w.log.ErrorContext(ctx, "could not enqueue the job's callback", "job_id", rec.ID, "err", err.Error())
+		}
 	}
 }
 
