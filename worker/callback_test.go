@@ -268,4 +268,3 @@ func TestCallbackOfFailedJob(t *testing.T) {
 		t.Errorf("event %+v, record %s %s callback %q", d.event, rec.State, rec.ErrorCode, rec.CallbackStatus)
 	}
 }
-
