@@ -36,12 +36,15 @@ const maxRequestBody = 256 << 10
 const maxTimeoutSeconds = int(tasks.MaxTimeout / time.Second)
 
 // createJobRequest is the body of POST /v1/jobs: the API's generation
-// fields, plus a client job id, a timeout and labels.
+// fields, plus a client job id, a timeout, labels and a callback URL.
 type createJobRequest struct {
 	JobID string `json:"job_id,omitempty"`
 	apiclient.CreateRequest
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty"`
 	Labels         map[string]string `json:"labels,omitempty"`
+	// CallbackURL receives the job's terminal state (see the README,
+	// "Completion callbacks").
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // jobView is a job as the API shows it.
@@ -104,7 +107,7 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 	// (202); the others find it (200) or differ from it (409).
 	id, created, err := a.producer.SubmitCreated(r.Context(), tasks.Request{
 		JobID: tasks.JobID(req.JobID), Video: req.CreateRequest,
-		Timeout: time.Duration(req.TimeoutSeconds) * time.Second, Labels: req.Labels,
+		Timeout: time.Duration(req.TimeoutSeconds) * time.Second, Labels: req.Labels, CallbackURL: req.CallbackURL,
 	})
 	var ve *tasks.ValidationError
 	switch {

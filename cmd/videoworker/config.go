@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/callback"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -64,6 +66,14 @@ type Config struct {
 	IdleCheckInterval    time.Duration `envconfig:"WORKER_IDLE_CHECK_INTERVAL" default:"2s" desc:"how often an idle worker looks at its queues and scheduled tasks without a wake-up (bounds the delay of a lost wake-up)"`
 	TaskCheckInterval    time.Duration `envconfig:"WORKER_TASK_CHECK_INTERVAL" default:"20ms" desc:"asynq's pause after finding the queues empty (local while the wake-up gate is on)"`
 	DelayedCheckInterval time.Duration `envconfig:"WORKER_DELAYED_CHECK_INTERVAL" default:"200ms" desc:"how often due scheduled tasks (polls, retries) are moved to their queues; bounds how late a poll fires"`
+
+	// Completion callbacks to producers (package callback).
+	CallbackURL           string        `envconfig:"CALLBACK_URL" desc:"default callback URL of a job submitted without one (empty: none); see Completion callbacks"`
+	CallbackSecrets       []string      `envconfig:"CALLBACK_SECRETS" desc:"worker: secrets that sign completion callbacks, comma separated, the first signs (receivers verify with any during a rotation). Secret"`
+	CallbackAllowPrivate  bool          `envconfig:"CALLBACK_ALLOW_PRIVATE" default:"false" desc:"let callback URLs reach private, link-local, CGNAT and metadata addresses"`
+	CallbackAllowLoopback bool          `envconfig:"CALLBACK_ALLOW_LOOPBACK" default:"false" desc:"let callback URLs reach loopback addresses, over plain http too (development)"`
+	CallbackTimeout       time.Duration `envconfig:"CALLBACK_TIMEOUT" default:"10s" desc:"worker: timeout of one callback delivery attempt"`
+	CallbackMaxAge        time.Duration `envconfig:"CALLBACK_MAX_AGE" default:"24h" desc:"worker: how long after a job ended its callback is still retried"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -258,6 +268,22 @@ func (c Config) Validate() error {
 	if c.DelayedCheckInterval < 10*time.Millisecond || c.DelayedCheckInterval > time.Minute {
 		add("WORKER_DELAYED_CHECK_INTERVAL: want 10ms-1m")
 	}
+	if c.CallbackURL != "" {
+		if err := c.callbackPolicy().CheckURL(c.CallbackURL); err != nil {
+			add("CALLBACK_URL: %v", err)
+		}
+	}
+	for i, s := range c.CallbackSecrets {
+		if len(strings.TrimSpace(s)) < 16 {
+			add("CALLBACK_SECRETS: secret %d is shorter than 16 characters", i+1)
+		}
+	}
+	if c.CallbackTimeout <= 0 || c.CallbackTimeout > 5*time.Minute {
+		add("CALLBACK_TIMEOUT: want more than 0, at most 5m")
+	}
+	if c.CallbackMaxAge < time.Minute {
+		add("CALLBACK_MAX_AGE: want at least 1m")
+	}
 	switch c.LogFormat {
 	case "auto", "text", "json":
 	default:
@@ -286,6 +312,18 @@ func (c Config) insecureAPIAllowed() bool {
 		}
 	}
 	return false
+}
+
+// callbackPolicy is which addresses callback URLs may reach.
+func (c Config) callbackPolicy() callback.Policy {
+	return callback.Policy{AllowPrivate: c.CallbackAllowPrivate, AllowLoopback: c.CallbackAllowLoopback}
+}
+
+// producerOptions are the tasks.Client options of the commands that
+// submit jobs.
+func (c Config) producerOptions(log *slog.Logger) tasks.ClientOptions {
+	return tasks.ClientOptions{Prefix: c.KeyPrefix, Logger: log, KeyTemplate: c.KeyTemplate, NoWake: !c.Wake,
+		DefaultCallbackURL: c.CallbackURL, CallbackPolicy: c.callbackPolicy()}
 }
 
 // validateStorage checks STORAGE_URL and, for s3:// URLs, the S3 settings.

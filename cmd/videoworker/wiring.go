@@ -86,6 +86,9 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		TaskCheckInterval:        cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
 		IdleCheckInterval:        cfg.IdleCheckInterval,
+
+		Callback: worker.CallbackConfig{Secrets: cfg.CallbackSecrets, Policy: cfg.callbackPolicy(),
+			Timeout: cfg.CallbackTimeout, MaxAge: cfg.CallbackMaxAge},
 	}
 	if !cfg.Wake {
 		wc.IdleCheckInterval = -1
