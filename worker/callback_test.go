@@ -9,8 +9,11 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/callback"
@@ -266,5 +269,61 @@ func TestCallbackOfFailedJob(t *testing.T) {
 	rec := e.waitCallback(id, 10*time.Second)
 	if d.event.State != "failed" || d.event.ErrorCode == "" || d.event.ErrorCode != rec.ErrorCode || rec.CallbackStatus != jobs.CallbackDelivered {
 		t.Errorf("event %+v, record %s %s callback %q", d.event, rec.State, rec.ErrorCode, rec.CallbackStatus)
+	}
+}
+
+// TestLostCallbackTaskIsRecovered: an ended job whose callback task was
+// lost (as a Redis failover could lose it) is in the set of callbacks
+// due, and the stranded-job reconciler enqueues its task again; a
+// finished delivery leaves the set.
+func TestLostCallbackTaskIsRecovered(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	var up atomic.Bool
+	rcv := newReceiver(t, func(_ int, w http.ResponseWriter) int {
+		if up.Load() {
+			return http.StatusOK
+		}
+		w.Header().Set("Retry-After", "3600")
+		return http.StatusServiceUnavailable
+	})
+	producer := tasks.NewClient(e.rdb, tasks.ClientOptions{CallbackPolicy: loopback, DefaultCallbackURL: rcv.URL})
+	id, err := producer.Submit(t.Context(), tasks.Request{JobID: "lost-cb", Video: e.request("lost-cb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := callbackConfig("s3cret")
+	cfg.Callback.MaxDelay = time.Hour
+	cfg.StrandedGrace = time.Nanosecond
+	cfg.StrandedCheckInterval = -1 // driven by hand below
+	stop := e.startWorker(cfg, nil)
+	rcv.waitFor(t, 1, 20*time.Second)
+	stop()
+	due := func() []string {
+		ids, err := e.rdb.SMembers(t.Context(), "videoworker:callbacks_due").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if got := due(); len(got) != 1 || got[0] != "lost-cb" {
+		t.Fatalf("callbacks due %v, want [lost-cb]", got)
+	}
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	if err := insp.DeleteTask(tasks.QueuePoll, tasks.CallbackTaskID("lost-cb:stored:0")); err != nil {
+		t.Fatalf("delete the callback task (waiting an hour in the retry set): %v", err)
+	}
+	up.Store(true)
+	w := e.newWorker(cfg, nil)
+	if n, err := w.RecoverStranded(t.Context()); err != nil || n != 1 {
+		t.Fatalf("RecoverStranded = %d, %v; want the callback task re-enqueued", n, err)
+	}
+	e.startWorker(cfg, nil)
+	rec := e.waitCallback(id, 20*time.Second)
+	if rec.CallbackStatus != jobs.CallbackDelivered || rec.CallbackAttempts != 2 {
+		t.Errorf("callback %q after %d attempts, want delivered at the second", rec.CallbackStatus, rec.CallbackAttempts)
+	}
+	if got := due(); len(got) != 0 {
+		t.Errorf("callbacks due %v after the delivery, want none", got)
 	}
 }
