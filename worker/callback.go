@@ -90,7 +90,9 @@ func (w *Worker) handleCallback(ctx context.Context, t *asynq.Task) error {
 	var code int
 	var hdr http.Header
 	var perr error
-	if len(cfg.Secrets) == 0 || cfg.Secrets[0] == "" {
+	if err := cfg.Policy.CheckURL(rec.CallbackURL); err != nil {
+		perr = err // this worker's policy refuses it (ErrForbiddenURL): failed
+	} else if len(cfg.Secrets) == 0 || cfg.Secrets[0] == "" {
 		perr = errors.New("no CALLBACK_SECRETS configured on this worker")
 	} else {
 		code, hdr, perr = callback.Post(ctx, w.callbacks, rec.CallbackURL, cfg.Secrets[0], p.Event, attempt, body, w.now())

@@ -327,3 +327,25 @@ func TestLostCallbackTaskIsRecovered(t *testing.T) {
 		t.Errorf("callbacks due %v after the delivery, want none", got)
 	}
 }
+
+// TestCallbackOfCancelledJob: a cancelled job's callback goes once the
+// cancel step has recorded the API's answer.
+func TestCallbackOfCancelledJob(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	rcv := newReceiver(t, func(int, http.ResponseWriter) int { return http.StatusOK })
+	producer := tasks.NewClient(e.rdb, tasks.ClientOptions{CallbackPolicy: loopback, DefaultCallbackURL: rcv.URL})
+	id, err := producer.Submit(t.Context(), tasks.Request{JobID: "cancel-cb", Video: e.request("cancel-cb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := producer.Cancel(t.Context(), id, "changed my mind"); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(callbackConfig("s3cret"), nil)
+	d := rcv.waitFor(t, 1, 20*time.Second)[0]
+	rec := e.waitCallback(id, 10*time.Second)
+	if d.event.State != "cancelled" || d.event.ID != "cancel-cb:cancelled:0" || rec.CancelOutcome == "" || rec.CallbackStatus != jobs.CallbackDelivered {
+		t.Errorf("event %+v; record cancel outcome %q, callback %q", d.event, rec.CancelOutcome, rec.CallbackStatus)
+	}
+}
