@@ -278,8 +278,8 @@ func (c Config) Validate() error {
 			add("CALLBACK_SECRETS: secret %d is shorter than 16 characters", i+1)
 		}
 	}
-	if c.CallbackTimeout <= 0 || c.CallbackTimeout > 5*time.Minute {
-		add("CALLBACK_TIMEOUT: want more than 0, at most 5m")
+	if c.CallbackTimeout <= 0 || c.CallbackTimeout > time.Minute {
+		add("CALLBACK_TIMEOUT: want more than 0, at most 1m (the callback task's own timeout is 2m)")
 	}
 	if c.CallbackMaxAge < time.Minute {
 		add("CALLBACK_MAX_AGE: want at least 1m")
