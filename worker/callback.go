@@ -175,5 +175,10 @@ func (w *Worker) enqueueEnded(ctx context.Context, rec *jobs.Record, to jobs.Sta
 	}
 	after := *rec
 	after.State = to
+	if to == jobs.StateCancelled && after.CancelOutcome == "" {
+		// Cancelled by the API: there is nothing to ask it, so the
+		// callback comes next rather than a cancel task.
+		after.CancelOutcome = "cancelled by the API"
+	}
 	return w.enqueueNext(ctx, &after, 0)
 }

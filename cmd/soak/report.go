@@ -35,6 +35,8 @@ type Report struct {
 	// APICalls counts the stand-in's calls by endpoint.
 	APICalls map[string]int `json:"api_calls"`
 	Webhooks Webhooks       `json:"webhooks"`
+	// Callbacks are the completion callbacks received (-callbacks).
+	Callbacks Callbacks `json:"callbacks,omitzero"`
 	// Problems lists jobs that were lost, created twice, stored wrong or
 	// failed unexpectedly, each with its history (as videoworker status
 	// prints it); at most maxProblems.
