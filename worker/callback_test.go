@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -347,5 +348,29 @@ func TestCallbackOfCancelledJob(t *testing.T) {
 	rec := e.waitCallback(id, 10*time.Second)
 	if d.event.State != "cancelled" || d.event.ID != "cancel-cb:cancelled:0" || rec.CancelOutcome == "" || rec.CallbackStatus != jobs.CallbackDelivered {
 		t.Errorf("event %+v; record cancel outcome %q, callback %q", d.event, rec.CancelOutcome, rec.CallbackStatus)
+	}
+}
+
+// TestCallbackRefusedByTheWorkersPolicy: a URL the producer accepted but
+// the worker's policy refuses (loopback, here) fails the delivery at once
+// without a request; the job keeps its state.
+func TestCallbackRefusedByTheWorkersPolicy(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	rcv := newReceiver(t, func(int, http.ResponseWriter) int { return http.StatusOK })
+	producer := tasks.NewClient(e.rdb, tasks.ClientOptions{CallbackPolicy: loopback, DefaultCallbackURL: strings.Replace(rcv.URL, "127.0.0.1", "localhost", 1)})
+	id, err := producer.Submit(t.Context(), tasks.Request{JobID: "refused-cb", Video: e.request("refused-cb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := callbackConfig("s3cret")
+	cfg.Callback.Policy = callback.Policy{}
+	e.startWorker(cfg, nil)
+	rec := e.waitCallback(id, 20*time.Second)
+	if rec.State != jobs.StateStored || rec.CallbackStatus != jobs.CallbackFailed || rec.CallbackAttempts != 1 || !strings.Contains(rec.CallbackLastError, "not allowed") {
+		t.Errorf("record %s, callback %q after %d attempts (%s); want stored, failed at once", rec.State, rec.CallbackStatus, rec.CallbackAttempts, rec.CallbackLastError)
+	}
+	if n := len(rcv.deliveries()); n != 0 {
+		t.Errorf("the receiver got %d requests", n)
 	}
 }
