@@ -156,6 +156,9 @@ func (s *Store) createCall(rec *Record) ([]string, []any, error) {
 	if rec.RetentionMS > 0 {
 		fields = append(fields, FieldRetention, rec.RetentionMS)
 	}
+	if rec.CallbackURL != "" {
+		fields = append(fields, FieldCallbackURL, rec.CallbackURL)
+	}
 	// A short request without labels stays in the record; anything longer
 	// goes under the spec key (see spec).
 	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})

@@ -144,6 +144,45 @@ type Record struct {
 	// the job failed: running that task again (asynqmon's "retry" on the
 	// dead letter) retries the job.
 	DeadTask string `json:"dead_task,omitempty"`
+
+	// CallbackURL is where the job's terminal state is POSTed (empty:
+	// nowhere). The delivery of the current terminal state
+	// (CallbackEventID) is recorded by CallbackAttempted: its attempts,
+	// the last attempt's time, HTTP status (0: no answer) and error, and
+	// its status: CallbackRetrying, CallbackDelivered or CallbackFailed.
+	// The fields describe the delivery named by CallbackEvent; a retried
+	// job that ends again has a new event.
+	CallbackURL       string    `json:"callback_url,omitempty"`
+	CallbackEvent     string    `json:"callback_event,omitempty"`
+	CallbackStatus    string    `json:"callback_status,omitempty"`
+	CallbackAttempts  int       `json:"callback_attempts,omitempty"`
+	CallbackLastAt    time.Time `json:"callback_last_at,omitzero"`
+	CallbackLastCode  int       `json:"callback_last_code,omitempty"`
+	CallbackLastError string    `json:"callback_last_error,omitempty"`
+}
+
+// The statuses of a callback delivery.
+const (
+	CallbackRetrying  = "retrying"
+	CallbackDelivered = "delivered"
+	CallbackFailed    = "failed"
+)
+
+// CallbackEventID is the id of the delivery of the job's current state:
+// "<job>:<state>:<retries>", the same on every attempt of that delivery
+// and different after a retry of the job.
+func (r *Record) CallbackEventID() string {
+	return r.ID + ":" + string(r.State) + ":" + strconv.Itoa(r.Retries)
+}
+
+// CallbackDue reports whether the job has a callback to deliver: it has
+// ended, has a callback URL, and the delivery of this terminal state has
+// not finished (delivered or failed for good).
+func (r *Record) CallbackDue() bool {
+	if r.CallbackURL == "" || !r.State.Terminal() {
+		return false
+	}
+	return r.CallbackEvent != r.CallbackEventID() || (r.CallbackStatus != CallbackDelivered && r.CallbackStatus != CallbackFailed)
 }
 
 // Field names of the Redis hash. They are part of the stored format.
@@ -196,6 +235,16 @@ const (
 	FieldCancelOutcome      = "cancel_outcome"
 	FieldDeadTask           = "dead_task"
 	FieldRetention          = "retention_ms"
+	FieldCallbackURL        = "callback_url"
+	FieldCallbackEvent      = "callback_event"
+	FieldCallbackStatus     = "callback_status"
+	FieldCallbackAttempts   = "callback_attempts"
+	FieldCallbackLastAt     = "callback_last_at"
+	FieldCallbackLastCode   = "callback_last_code"
+	FieldCallbackLastError  = "callback_last_error"
+	// FieldWaiter is set by Store.MarkWaiter: the terminal transition
+	// publishes on the job's done channel only when it is set.
+	FieldWaiter = "waiter"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -239,18 +288,22 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		VideoID:   m[FieldVideoID],
 		APIStatus: m[FieldAPIStatus],
 
-		ExpectedSHA256:   m[FieldExpectedSHA256],
-		StorageKey:       m[FieldStorageKey],
-		Location:         m[FieldLocation],
-		SHA256:           m[FieldSHA256],
-		ErrorCode:        m[FieldErrorCode],
-		Error:            m[FieldError],
-		Reconcile:        m[FieldReconcile],
-		FailedStep:       m[FieldFailedStep],
-		LastWebhookEvent: m[FieldLastWebhookEvent],
-		CancelOutcome:    m[FieldCancelOutcome],
-		DeadTask:         m[FieldDeadTask],
-		CreateInDoubt:    m[FieldCreateInDoubt] == "1",
+		ExpectedSHA256:    m[FieldExpectedSHA256],
+		StorageKey:        m[FieldStorageKey],
+		Location:          m[FieldLocation],
+		SHA256:            m[FieldSHA256],
+		ErrorCode:         m[FieldErrorCode],
+		Error:             m[FieldError],
+		Reconcile:         m[FieldReconcile],
+		FailedStep:        m[FieldFailedStep],
+		LastWebhookEvent:  m[FieldLastWebhookEvent],
+		CancelOutcome:     m[FieldCancelOutcome],
+		DeadTask:          m[FieldDeadTask],
+		CallbackURL:       m[FieldCallbackURL],
+		CallbackEvent:     m[FieldCallbackEvent],
+		CallbackStatus:    m[FieldCallbackStatus],
+		CallbackLastError: m[FieldCallbackLastError],
+		CreateInDoubt:     m[FieldCreateInDoubt] == "1",
 
 		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
 		EarlyWebhookKey:   m[FieldEarlyWebhookKey],
@@ -267,7 +320,8 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		}
 	}
 	ints := map[string]*int{FieldProgress: &r.Progress, FieldOutputs: &r.Outputs, FieldCreateAttempts: &r.CreateAttempts, FieldPolls: &r.Polls, FieldPollSeq: &r.PollSeq, FieldDownloadAttempts: &r.DownloadAttempts,
-		FieldWebhookDeliveries: &r.WebhookDeliveries, FieldWebhookDuplicates: &r.WebhookDuplicates, FieldLastWebhookAttempt: &r.LastWebhookAttempt, FieldRetries: &r.Retries}
+		FieldWebhookDeliveries: &r.WebhookDeliveries, FieldWebhookDuplicates: &r.WebhookDuplicates, FieldLastWebhookAttempt: &r.LastWebhookAttempt, FieldRetries: &r.Retries,
+		FieldCallbackAttempts: &r.CallbackAttempts, FieldCallbackLastCode: &r.CallbackLastCode}
 	for f, p := range ints {
 		if s := m[f]; s != "" {
 			n, err := strconv.Atoi(s)
@@ -298,7 +352,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		FieldSubmittedAt: &r.SubmittedAt, FieldCreateStartedAt: &r.CreateStartedAt, FieldCreateEndedAt: &r.CreateEndedAt,
 		FieldCreatedAt: &r.CreatedAt, FieldCompletedAt: &r.CompletedAt, FieldDownloadStartedAt: &r.DownloadStartedAt,
 		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline, FieldLastWebhookAt: &r.LastWebhookAt, FieldRetriedAt: &r.RetriedAt,
-		FieldEarlyWebhookAt: &r.EarlyWebhookAt,
+		FieldEarlyWebhookAt: &r.EarlyWebhookAt, FieldCallbackLastAt: &r.CallbackLastAt,
 	}
 	for f, p := range times {
 		if s := m[f]; s != "" {

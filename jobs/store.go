@@ -62,6 +62,7 @@ func (s *Store) webhooksKey(id string) string { return s.prefix + "job:{" + id +
 func (s *Store) webhookStatsKey() string      { return s.prefix + "webhook_stats" }
 func (s *Store) claimsKey() string            { return s.prefix + "claims" }
 func (s *Store) activeKey() string            { return s.prefix + "active" }
+func (s *Store) callbacksKey() string         { return s.prefix + "callbacks_due" }
 func (s *Store) createLockKey(model string) string {
 	return s.prefix + "create_lock:" + strings.ToLower(model)
 }
@@ -261,7 +262,9 @@ var scriptLib = func() string {
 // retention_ms, else ARGV 8); a job that comes back (Retried) leaves it,
 // whatever this store's retention.
 //
-// KEYS: job, events, active, claims, create lock, finished.
+// KEYS: job, events, active, claims, create lock, finished, callbacks due
+// (the ended jobs whose callback delivery has not finished: kept in step
+// only for jobs with a callback URL, on a single Redis, not on a Cluster).
 // ARGV: from, to, now, event, return, claim video, release owner,
 // retention (ms, 0: off), then
 // the counted lists: conditions (field, value, unset matches), sets
@@ -286,7 +289,7 @@ if ARGV[5] == '1' then
   local flat = redis.call('HGETALL', KEYS[1])
   for j = 1, #flat, 2 do cur[flat[j]] = flat[j+1] end
 else
-  local names = {'state', 'id'}
+  local names = {'state', 'id', 'waiter', 'callback_url', 'callback_event', 'callback_status', 'retries'}
   for _, c in ipairs(conds) do names[#names+1] = c[1] end
   for _, c in ipairs(incs) do names[#names+1] = c[1] end
   for _, c in ipairs(sets) do if c[3] then names[#names+1] = c[1] end end
@@ -349,9 +352,44 @@ if KEYS[6] ~= KEYS[1] then
     redis.call('ZREM', KEYS[6], cur['id'] or '')
   end
 end
+if KEYS[7] ~= KEYS[1] and (cur['callback_url'] or '') ~= '' and (terminal(st) ~= terminal(was) or upd['callback_status']) then
+  local done = cur['callback_event'] == (cur['id'] or '') .. ':' .. st .. ':' .. (cur['retries'] or '0') and
+    (cur['callback_status'] == 'delivered' or cur['callback_status'] == 'failed')
+  if terminal(st) and not done then redis.call('SADD', KEYS[7], cur['id'] or '') else redis.call('SREM', KEYS[7], cur['id'] or '') end
+end
 if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
+if cur['waiter'] and terminal(st) and not terminal(was) then redis.call('PUBLISH', KEYS[1] .. ':done', st) end
 return reply(1)
 `)
+
+// waitScript marks a job as waited on (FieldWaiter) unless it has ended,
+// and returns its state (” when there is no such job).
+var waitScript = redis.NewScript(scriptLib + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return '' end
+if not terminal(st) then redis.call('HSET', KEYS[1], 'waiter', '1') end
+return st
+`)
+
+// DoneChannel is the pub/sub channel on which the transition that ends
+// the job publishes its state, once MarkWaiter has marked it.
+func (s *Store) DoneChannel(id string) string { return s.jobKey(id) + ":done" }
+
+// MarkWaiter marks the job as waited on and returns its state: from then
+// on, the transition that ends it publishes on DoneChannel (one PUBLISH,
+// only for jobs someone waits on). Subscribe first, then mark: a job that
+// ends in between is seen ended here. A missing job gives an error
+// wrapping ErrNotFound.
+func (s *Store) MarkWaiter(ctx context.Context, id string) (State, error) {
+	st, err := waitScript.Run(ctx, s.rdb, []string{s.jobKey(id)}).Text()
+	if err != nil {
+		return "", fmt.Errorf("wait for job %s: %w", id, ClassifyRedis(err))
+	}
+	if st == "" {
+		return "", fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	return State(st), nil
+}
 
 // Apply applies c to the record of id atomically. A record that does not
 // exist gives an error wrapping ErrNotFound; unmet conditions give an
@@ -413,7 +451,7 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	for k, v := range c.Incr {
 		args = append(args, k, v)
 	}
-	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey()}
+	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey(), s.callbacksKey()}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
 	}
@@ -447,7 +485,7 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	args[6] = ""
-	keys[2], keys[3], keys[4], keys[5] = keys[0], keys[0], keys[0], keys[0]
+	keys[2], keys[3], keys[4], keys[5], keys[6] = keys[0], keys[0], keys[0], keys[0], keys[0]
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
@@ -904,6 +942,37 @@ func (s *Store) ScanActive(ctx context.Context, fn func(ids []string) error) err
 		}
 		cursor = next
 	}
+}
+
+// ScanCallbacksDue calls fn for every job id in the set of ended jobs
+// whose callback delivery has not finished (kept by the transitions on a
+// single Redis; empty on a Cluster), in batches, until fn returns an error
+// or the set is walked.
+func (s *Store) ScanCallbacksDue(ctx context.Context, fn func(ids []string) error) error {
+	var cursor uint64
+	for {
+		ids, next, err := s.rdb.SScan(ctx, s.callbacksKey(), cursor, "", 500).Result()
+		if err != nil {
+			return fmt.Errorf("scan callbacks due: %w", ClassifyRedis(err))
+		}
+		if len(ids) > 0 {
+			if err := fn(ids); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// CallbacksDone removes ids from the set of callbacks due.
+func (s *Store) CallbacksDone(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return ClassifyRedis(s.rdb.SRem(ctx, s.callbacksKey(), ids).Err())
 }
 
 // Deactivate removes ids from the set of unfinished jobs.

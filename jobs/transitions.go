@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -66,6 +67,9 @@ const (
 	TDeadLettered Transition = "dead_lettered"
 	// TReenqueued: the stranded-job reconciler enqueued the missing task.
 	TReenqueued Transition = "reenqueued"
+	// TCallbackAttempted: one attempt to deliver the job's terminal state
+	// to its callback URL is recorded; the job's state never changes.
+	TCallbackAttempted Transition = "callback_attempted"
 )
 
 // Rule is one row of the transition table: the states a transition may
@@ -79,6 +83,7 @@ type Rule struct {
 var (
 	unfinished = []State{StateQueued, StateSubmitting, StateGenerating, StateDownloading}
 	ended      = []State{StateFailed, StateTimedOut}
+	terminal   = []State{StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
 )
 
 // Table is the job's life: every transition, where it may start and where
@@ -102,6 +107,7 @@ var Table = []Rule{
 	{TRetried, ended, []State{StateQueued, StateSubmitting, StateGenerating, StateDownloading}},
 	{TDeadLettered, AllStates, nil},
 	{TReenqueued, unfinished, nil},
+	{TCallbackAttempted, terminal, nil},
 }
 
 // RuleOf returns the table's row of t.
@@ -498,6 +504,37 @@ func (o Reenqueued) change(time.Time) (Change, applyExtra) {
 	return Change{Event: string(TReenqueued), Detail: "its " + o.Task + " task was missing"}, applyExtra{}
 }
 
+// CallbackAttempted records one attempt to deliver the job's terminal
+// state (event Event, made at retry count Retries: an attempt for a job
+// retried since does not apply). Status is the delivery's status after
+// the attempt (jobs.CallbackRetrying, CallbackDelivered, CallbackFailed);
+// Code the receiver's HTTP status (0: no answer); Err what went wrong.
+type CallbackAttempted struct {
+	Event   string
+	Retries int
+	Attempt int
+	Status  string
+	Code    int
+	Err     string
+}
+
+// Transition implements Op.
+func (CallbackAttempted) Transition() Transition { return TCallbackAttempted }
+
+func (o CallbackAttempted) change(now time.Time) (Change, applyExtra) {
+	detail := o.Status + ", attempt " + strconv.Itoa(o.Attempt)
+	if o.Code != 0 {
+		detail += ", http " + strconv.Itoa(o.Code)
+	}
+	if o.Err != "" {
+		detail += ": " + clip(o.Err)
+	}
+	return Change{Set: map[string]any{FieldCallbackEvent: o.Event, FieldCallbackStatus: o.Status, FieldCallbackAttempts: o.Attempt,
+		FieldCallbackLastAt: now, FieldCallbackLastCode: o.Code, FieldCallbackLastError: clip(o.Err)},
+		IfEqual: map[string]any{FieldRetries: o.Retries},
+		Event:   string(TCallbackAttempted), Detail: detail}, applyExtra{}
+}
+
 // Retried brings a failed or timed-out job back; PlanRetry makes it.
 type Retried struct {
 	From, To State
@@ -579,6 +616,9 @@ const (
 	StepPoll     Step = "poll"
 	StepDownload Step = "download"
 	StepCancel   Step = "cancel"
+	// StepCallback: an ended job's terminal state is to be delivered to
+	// its callback URL.
+	StepCallback Step = "callback"
 )
 
 // Wait is the task a record waits on: its step, and what makes the task
@@ -621,6 +661,11 @@ func NextWait(rec *Record) Wait {
 		if rec.CancelOutcome != "" {
 			w.Step = StepNone
 		}
+	}
+	if w.Step == StepNone && rec.CallbackDue() {
+		// An ended job with a callback to deliver waits on its delivery
+		// (a cancelled one after the API's answer to the cancellation).
+		w.Step = StepCallback
 	}
 	if w.Step == StepNone {
 		return Wait{}

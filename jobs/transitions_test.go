@@ -32,6 +32,7 @@ var ops = []jobs.Op{
 	jobs.CancelAnswered{Outcome: "ok"},
 	jobs.DeadLettered{Task: "q/id"},
 	jobs.Reenqueued{Task: "video:poll"},
+	jobs.CallbackAttempted{Event: "e", Status: jobs.CallbackDelivered, Attempt: 1, Code: 200},
 }
 
 // TestTableCoversEveryTransition: every operation has its row, every row
@@ -250,6 +251,14 @@ func TestNextWait(t *testing.T) {
 		{"failed", jobs.Record{State: jobs.StateFailed, VideoID: "v"}, jobs.Wait{}},
 		{"timed out", jobs.Record{State: jobs.StateTimedOut}, jobs.Wait{}},
 		{"expired", jobs.Record{State: jobs.StateExpired}, jobs.Wait{}},
+		{"stored, callback due", jobs.Record{ID: "j", State: jobs.StateStored, CallbackURL: "https://x"}, jobs.Wait{Step: jobs.StepCallback}},
+		{"stored, callback retrying", jobs.Record{ID: "j", State: jobs.StateStored, CallbackURL: "https://x", CallbackEvent: "j:stored:0", CallbackStatus: jobs.CallbackRetrying}, jobs.Wait{Step: jobs.StepCallback}},
+		{"stored, callback delivered", jobs.Record{ID: "j", State: jobs.StateStored, CallbackURL: "https://x", CallbackEvent: "j:stored:0", CallbackStatus: jobs.CallbackDelivered}, jobs.Wait{}},
+		{"failed, callback given up", jobs.Record{ID: "j", State: jobs.StateFailed, CallbackURL: "https://x", CallbackEvent: "j:failed:0", CallbackStatus: jobs.CallbackFailed}, jobs.Wait{}},
+		{"stored after a retry, earlier failure delivered", jobs.Record{ID: "j", State: jobs.StateStored, Retries: 1, CallbackURL: "https://x", CallbackEvent: "j:failed:0", CallbackStatus: jobs.CallbackDelivered}, jobs.Wait{Step: jobs.StepCallback, Generation: 1}},
+		{"cancelled with a callback, API not asked yet", jobs.Record{State: jobs.StateCancelled, CallbackURL: "https://x"}, jobs.Wait{Step: jobs.StepCancel}},
+		{"cancelled with a callback, answered", jobs.Record{ID: "j", State: jobs.StateCancelled, CancelOutcome: "ok", CallbackURL: "https://x"}, jobs.Wait{Step: jobs.StepCallback}},
+		{"generating with a callback", jobs.Record{State: jobs.StateGenerating, VideoID: "v", PollSeq: 1, CallbackURL: "https://x"}, jobs.Wait{Step: jobs.StepPoll, Seq: 1, VideoID: "v"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := jobs.NextWait(&tt.rec); got != tt.want {
@@ -298,5 +307,41 @@ func TestLongRequestKeepsTheRecordCompact(t *testing.T) {
 	}
 	if r, err := b.store.Load(b.ctx, "long"); err != nil || r.Request.Prompt != "" {
 		t.Errorf("Load(long) = %+v, %v; want the record without its spec", r, err)
+	}
+}
+
+// TestDoneChannel: the transition that ends a job publishes its state on
+// the job's done channel only when someone marked the job as waited on
+// (a job nobody waits on costs no PUBLISH).
+func TestDoneChannel(t *testing.T) {
+	b := setup(t)
+	b.create(t, "plain", "m")
+	b.create(t, "waited", "m")
+	sub := b.rdb.Subscribe(b.ctx, b.store.DoneChannel("plain"), b.store.DoneChannel("waited"))
+	defer sub.Close()
+	for range 2 {
+		if _, err := sub.Receive(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err := b.store.MarkWaiter(b.ctx, "waited"); err != nil || st != jobs.StateQueued {
+		t.Fatalf("MarkWaiter = %s, %v", st, err)
+	}
+	if _, err := b.store.MarkWaiter(b.ctx, "missing"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("MarkWaiter of a missing job: %v, want ErrNotFound", err)
+	}
+	for _, id := range []string{"plain", "waited"} { // plain ends first
+		if _, err := b.store.Do(b.ctx, id, jobs.Cancelled{Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	m, err := sub.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Channel != b.store.DoneChannel("waited") || m.Payload != "cancelled" {
+		t.Errorf("first message %s %q; want the waited job's state (the other job has no waiter)", m.Channel, m.Payload)
 	}
 }

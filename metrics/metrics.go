@@ -34,6 +34,7 @@ type Metrics struct {
 	pollLateness       prometheus.Histogram
 	jobsForgotten      *prometheus.CounterVec
 	webhookRefused     prometheus.Counter
+	callbacks          *prometheus.CounterVec
 }
 
 // latencyBuckets spans 10 ms to about 1.5 hours.
@@ -81,11 +82,14 @@ func New() *Metrics {
 		jobsForgotten: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "videoworker_jobs_forgotten_total", Help: "Finished jobs removed from Redis after their retention by this process's sweeps, by whether their archive was written (archived=\"true\") or archiving is off.",
 		}, []string{"archived"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "videoworker_callback_attempts_total", Help: "Completion callback delivery attempts, by the delivery's status after them (delivered, retrying, failed).",
+		}, []string{"status"}),
 	}
 	m.reg.MustRegister(m.jobsForgotten)
 	m.webhookRefused = newWebhookRefused()
 	m.reg.MustRegister(m.webhookRefused)
-	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness,
+	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness, m.callbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -151,6 +155,15 @@ func (m *Metrics) Webhook(outcome string) {
 		return
 	}
 	m.webhooks.WithLabelValues(outcome).Inc()
+}
+
+// CallbackAttempt records one completion callback attempt by the
+// delivery's status after it.
+func (m *Metrics) CallbackAttempt(status string) {
+	if m == nil {
+		return
+	}
+	m.callbacks.WithLabelValues(status).Inc()
 }
 
 // StatusCheck records one status check.

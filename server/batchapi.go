@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -65,13 +64,12 @@ func (a *jobsAPI) createBatch(w http.ResponseWriter, r *http.Request) {
 			}
 			j.JobID = j.IdempotencyKey
 		}
-		if j.TimeoutSeconds < 0 || j.TimeoutSeconds > maxTimeoutSeconds {
-			bad[fmt.Sprintf("jobs[%d].timeout_seconds", i)] = fmt.Sprintf("must be between 1 and %d (%s); omit it for the default", maxTimeoutSeconds, tasks.MaxTimeout)
+		if field, msg := j.checkSeconds(); field != "" {
+			bad[fmt.Sprintf("jobs[%d].%s", i, field)] = msg
 			skip[i] = true
 			continue
 		}
-		reqs[i] = tasks.Request{JobID: tasks.JobID(j.JobID), Video: j.CreateRequest,
-			Timeout: time.Duration(j.TimeoutSeconds) * time.Second, Labels: j.Labels}
+		reqs[i] = j.taskRequest()
 	}
 	if len(bad) > 0 {
 		// Name the problems of the other jobs too, so that one answer

@@ -37,7 +37,7 @@ const maxRequestBody = 256 << 10
 const maxTimeoutSeconds = int(tasks.MaxTimeout / time.Second)
 
 // createJobRequest is the body of POST /v1/jobs: the API's generation
-// fields, plus a client job id, a timeout and labels.
+// fields, plus a client job id, a timeout, labels and a callback URL.
 type createJobRequest struct {
 	JobID string `json:"job_id,omitempty"`
 	apiclient.CreateRequest
@@ -46,6 +46,33 @@ type createJobRequest struct {
 	// RetentionSeconds is how long the job stays in Redis once finished
 	// (0: the fleet's JOB_RETENTION).
 	RetentionSeconds int64 `json:"retention_seconds,omitempty"`
+	// CallbackURL receives the job's terminal state (see the README,
+	// "Completion callbacks").
+	CallbackURL string `json:"callback_url,omitempty"`
+}
+
+// checkSeconds bounds r's numbers of seconds before they become
+// Durations (18446744074 s would wrap to a deadline a fraction of a second
+// away): it names the first field out of range and why, or "".
+func (r createJobRequest) checkSeconds() (string, string) {
+	if r.TimeoutSeconds < 0 || r.TimeoutSeconds > maxTimeoutSeconds {
+		return "timeout_seconds", fmt.Sprintf("must be between 1 and %d (%s); omit it for the default", maxTimeoutSeconds, tasks.MaxTimeout)
+	}
+	if r.RetentionSeconds < 0 || r.RetentionSeconds > int64(jobs.MaxRetention/time.Second) {
+		return "retention_seconds", fmt.Sprintf("must be between %d and %d; omit it for the fleet's JOB_RETENTION",
+			int64(jobs.MinRetention/time.Second), int64(jobs.MaxRetention/time.Second))
+	}
+	return "", ""
+}
+
+// taskRequest is the producer's request of r: the single and the batch
+// route both build it here, so that neither drops a field.
+func (r createJobRequest) taskRequest() tasks.Request {
+	return tasks.Request{
+		JobID: tasks.JobID(r.JobID), Video: r.CreateRequest,
+		Timeout: time.Duration(r.TimeoutSeconds) * time.Second, Labels: r.Labels, CallbackURL: r.CallbackURL,
+		Retention: time.Duration(r.RetentionSeconds) * time.Second,
+	}
 }
 
 // jobView is a job as the API shows it.
@@ -103,16 +130,8 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 		}
 		req.JobID = key
 	}
-	// Bounded before it becomes a Duration: 18446744074 s would wrap to a
-	// deadline a fraction of a second away.
-	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > maxTimeoutSeconds {
-		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", map[string]string{"timeout_seconds": fmt.Sprintf(
-			"must be between 1 and %d (%s); omit it for the default", maxTimeoutSeconds, tasks.MaxTimeout)})
-		return
-	}
-	if req.RetentionSeconds < 0 || req.RetentionSeconds > int64(jobs.MaxRetention/time.Second) {
-		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", map[string]string{"retention_seconds": fmt.Sprintf(
-			"must be between %d and %d; omit it for the fleet's JOB_RETENTION", int64(jobs.MinRetention/time.Second), int64(jobs.MaxRetention/time.Second))})
+	if field, msg := req.checkSeconds(); field != "" {
+		writeError(w, http.StatusBadRequest, "validation_error", "invalid request", map[string]string{field: msg})
 		return
 	}
 	// A job id whose job was forgotten (its archive exists, its record
@@ -124,11 +143,7 @@ func (a *jobsAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 	// Of concurrent requests with one key exactly one creates the job
 	// (202); the others find it (200) or differ from it (409).
-	id, created, err := a.producer.SubmitCreated(r.Context(), tasks.Request{
-		JobID: tasks.JobID(req.JobID), Video: req.CreateRequest,
-		Timeout: time.Duration(req.TimeoutSeconds) * time.Second, Labels: req.Labels,
-		Retention: time.Duration(req.RetentionSeconds) * time.Second,
-	})
+	id, created, err := a.producer.SubmitCreated(r.Context(), req.taskRequest())
 	var ve *tasks.ValidationError
 	switch {
 	case errors.As(err, &ve):

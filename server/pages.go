@@ -168,6 +168,13 @@ type webhookPanel struct {
 	Jobs, Deliveries, Duplicates int
 }
 
+// callbackPanel counts, over the window, the completion callbacks of
+// ended jobs with a callback URL: still to deliver (first attempt due or
+// retrying), delivered, and failed for good.
+type callbackPanel struct {
+	Pending, Retrying, Delivered, Failed int
+}
+
 type pollPanel struct {
 	Total, Jobs, Max int
 	MaxJob           string
@@ -195,6 +202,7 @@ type snapshot struct {
 	Failed       []*jobs.Record
 	Recent       []*jobs.Record
 	Webhooks     webhookPanel
+	Callbacks    callbackPanel
 	Polls        pollPanel
 	StorageRoot  string
 	Charts       chartPanel
@@ -301,6 +309,7 @@ func (p *pages) snapshot(ctx context.Context) (*snapshot, error) {
 		}
 		s.Webhooks.Deliveries += rec.WebhookDeliveries
 		s.Webhooks.Duplicates += rec.WebhookDuplicates
+		countCallback(&s.Callbacks, rec)
 		if rec.Polls > 0 {
 			s.Polls.Jobs++
 			s.Polls.Total += rec.Polls
@@ -559,6 +568,37 @@ func (p *pages) act(w http.ResponseWriter, r *http.Request, action string, do fu
 	http.Redirect(w, r, "/jobs/"+url.PathEscape(id)+"?result="+result, http.StatusSeeOther)
 }
 
+// countCallback counts rec's callback delivery (if it has one) in c.
+func countCallback(c *callbackPanel, rec *jobs.Record) {
+	switch {
+	case rec.CallbackURL == "" || !rec.State.Terminal():
+	case rec.CallbackDue():
+		c.Pending++
+		if rec.CallbackEvent == rec.CallbackEventID() && rec.CallbackStatus == jobs.CallbackRetrying {
+			c.Retrying++
+		}
+	case rec.CallbackStatus == jobs.CallbackDelivered:
+		c.Delivered++
+	default:
+		c.Failed++
+	}
+}
+
+// redactURL is u without user info, query or fragment (a callback URL
+// may carry a token), for pages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unreadable)"
+	}
+	tail := ""
+	if u.RawQuery != "" || u.Fragment != "" {
+		tail = "?…"
+	}
+	u.User, u.RawQuery, u.Fragment, u.RawFragment, u.ForceQuery = nil, "", "", "", false
+	return u.String() + tail
+}
+
 // recordFields lists the record's set fields by their JSON names, in
 // record order; the request, labels, id and state are shown apart.
 func recordFields(rec *jobs.Record) []field {
@@ -573,6 +613,9 @@ func recordFields(rec *jobs.Record) []field {
 		}
 		switch name {
 		case "id", "state", "request", "labels":
+			continue
+		case "callback_url":
+			out = append(out, field{Name: name, Value: redactURL(rec.CallbackURL)})
 			continue
 		}
 		switch x := fv.Interface().(type) {
@@ -647,6 +690,9 @@ func jobTasks(rec *jobs.Record) []taskRef {
 			out = append(out, r)
 		}
 	}
+	if rec.CallbackURL != "" && rec.State.Terminal() {
+		out = append(out, taskRef{Step: "callback", Queue: tasks.QueuePoll, ID: tasks.CallbackTaskID(rec.CallbackEventID())})
+	}
 	if rec.DeadTask != "" {
 		if q, id, ok := strings.Cut(rec.DeadTask, "/"); ok {
 			out = append(out, taskRef{Step: "dead letter", Queue: q, ID: id, Status: "archived"})
@@ -697,6 +743,13 @@ func currentStep(rec *jobs.Record) *taskRef {
 			return &r
 		}
 		return nil
+	}
+	if rec.CallbackDue() && (rec.State != jobs.StateCancelled || rec.CancelOutcome != "") {
+		status := "pending"
+		if rec.CallbackStatus == jobs.CallbackRetrying && rec.CallbackEvent == rec.CallbackEventID() {
+			status = "retry"
+		}
+		return &taskRef{Step: "callback", Queue: tasks.QueuePoll, ID: tasks.CallbackTaskID(rec.CallbackEventID()), Status: status}
 	}
 	if q, id, ok := strings.Cut(rec.DeadTask, "/"); ok {
 		return &taskRef{Step: "dead letter", Queue: q, ID: id, Status: "archived"}

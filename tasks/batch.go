@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -82,6 +83,12 @@ func (e *BatchError) Is(target error) bool { return target == ErrInvalidRequest 
 func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult, error) {
 	if len(reqs) == 0 || len(reqs) > MaxBatch {
 		return nil, &BatchError{TooMany: true}
+	}
+	if c.cbDefault != "" {
+		reqs = slices.Clone(reqs)
+		for i := range reqs {
+			reqs[i] = c.withDefaults(reqs[i])
+		}
 	}
 	bad := map[int]*ValidationError{}
 	seen := make(map[JobID]int, len(reqs))

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/callback"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/wake"
@@ -52,6 +53,13 @@ type Request struct {
 	// finished (jobs.MinRetention to jobs.MaxRetention), instead of the
 	// fleet's JOB_RETENTION. It applies only where retention is on.
 	Retention time.Duration
+	// CallbackURL, when set, receives the job's terminal state as a signed
+	// POST (see the README, "Completion callbacks"; VerifyCallback checks
+	// one). It must be https (plain http only to a loopback host, when
+	// ClientOptions.CallbackPolicy allows loopback) and may not name a
+	// private, link-local or metadata address unless the policy allows
+	// private addresses. Empty: ClientOptions.DefaultCallbackURL.
+	CallbackURL string
 }
 
 // ErrJobIDConflict is returned when a job id is reused with a different
@@ -91,6 +99,16 @@ type ClientOptions struct {
 	// must be the workers' (see jobs.Store.SetRetention): a user's cancel
 	// ends a job here.
 	Retention time.Duration
+	// DefaultCallbackURL is the callback URL of a Request without one
+	// (CALLBACK_URL); empty: none.
+	DefaultCallbackURL string
+	// CallbackPolicy says which callback URLs Submit accepts; the workers
+	// check the addresses a name resolves to at every delivery with theirs.
+	CallbackPolicy callback.Policy
+	// WaitPollInterval is how often Wait reads a job's record besides
+	// listening for the transition that ends it (a fallback for a lost
+	// message). Default 30 s.
+	WaitPollInterval time.Duration
 }
 
 // Client is the producer API: it submits video jobs and looks them up.
@@ -103,6 +121,9 @@ type Client struct {
 	store       *jobs.Store
 	log         *slog.Logger
 	keyTemplate string
+	cbDefault   string
+	cbPolicy    callback.Policy
+	waitPoll    time.Duration
 }
 
 // NewClient returns a Client that uses rdb. The client holds nothing but
@@ -117,7 +138,11 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 	if tmpl == "" {
 		tmpl = storage.DefaultKeyTemplate
 	}
-	c := &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl}
+	c := &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl,
+		rdb: rdb, cbDefault: opts.DefaultCallbackURL, cbPolicy: opts.CallbackPolicy, waitPoll: opts.WaitPollInterval}
+	if c.waitPoll <= 0 {
+		c.waitPoll = 30 * time.Second
+	}
 	if !opts.NoWake {
 		c.wake = wake.NewPublisher(rdb)
 	}
@@ -140,6 +165,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (JobID, error) {
 // find the job and report false, or ErrJobIDConflict when their request
 // differs from its (video request, labels or timeout).
 func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, error) {
+	req = c.withDefaults(req)
 	if err := c.validate(req); err != nil {
 		return "", false, err
 	}
@@ -188,7 +214,7 @@ func (c *Client) History(ctx context.Context, id JobID) ([]jobs.Event, error) {
 // JSON names: job_id, model, prompt, negative_prompt, size, resolution,
 // aspect_ratio, duration, sample_count, seed, compression_quality,
 // input_references, provider_params, provider, person_generation,
-// resize_mode, labels, webhook, timeout). errors.Is(err, ErrInvalidRequest) is true for it.
+// resize_mode, labels, webhook, timeout, callback_url). errors.Is(err, ErrInvalidRequest) is true for it.
 type ValidationError struct {
 	Fields map[string]string
 	order  []string
@@ -281,6 +307,11 @@ func (c *Client) validate(req Request) error {
 	}
 	if req.Retention != 0 && (req.Retention < jobs.MinRetention || req.Retention > jobs.MaxRetention) {
 		ve.add("retention", fmt.Sprintf("retention must be 0 (the fleet's) or between %s and %s", jobs.MinRetention, jobs.MaxRetention))
+	}
+	if req.CallbackURL != "" {
+		if err := c.cbPolicy.CheckURL(req.CallbackURL); err != nil {
+			ve.add("callback_url", "callback_url: "+err.Error())
+		}
 	}
 	if len(ve.Fields) > 0 {
 		return ve
@@ -386,7 +417,7 @@ func labelsProblem(labels map[string]string) string {
 func sameRequest(existing *jobs.Record, req Request) bool {
 	ja, _ := json.Marshal(existing.Request)
 	jb, _ := json.Marshal(req.Video)
-	if string(ja) != string(jb) || !maps.Equal(existing.Labels, req.Labels) {
+	if string(ja) != string(jb) || !maps.Equal(existing.Labels, req.Labels) || existing.CallbackURL != req.CallbackURL {
 		return false
 	}
 	// The timeout is kept as the deadline, in milliseconds, counted from
@@ -603,5 +634,16 @@ func newRecord(id JobID, req Request, now time.Time) *jobs.Record {
 		rec.Deadline = now.Add(req.Timeout)
 	}
 	rec.RetentionMS = req.Retention.Milliseconds()
+	rec.CallbackURL = req.CallbackURL
 	return rec
+}
+
+// withDefaults fills in what the client's options give a request that
+// does not say (the default callback URL); Submit and SubmitMany both use
+// it.
+func (c *Client) withDefaults(req Request) Request {
+	if req.CallbackURL == "" {
+		req.CallbackURL = c.cbDefault
+	}
+	return req
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/callback"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -95,4 +97,25 @@ func ExampleClient_Status() {
 	// product-demo-42 queued veo-3 terminal: false
 	// queued submitted model veo-3
 	// unknown job: true
+}
+
+func ExampleVerifyCallback() {
+	// What a receiver got (here signed by hand as a worker would sign it
+	// with the first of its CALLBACK_SECRETS).
+	body := []byte(`{"event_id":"order-7:stored:0","job_id":"order-7","state":"stored"}`)
+	now := time.Unix(1_800_000_000, 0)
+	ts := fmt.Sprint(now.Unix())
+	header := http.Header{}
+	header.Set("X-Videoworker-Timestamp", ts)
+	header.Set("X-Videoworker-Signature", callback.Sign("whsec_callbacks_0123456789", ts, body))
+	header.Set("X-Videoworker-Event-Id", "order-7:stored:0")
+
+	secrets := []string{"whsec_callbacks_0123456789"}
+	fmt.Println(tasks.VerifyCallback(secrets, 5*time.Minute, header, body, now))
+	fmt.Println(tasks.VerifyCallback(secrets, 5*time.Minute, header, []byte(`{"state":"failed"}`), now))
+	fmt.Println(tasks.VerifyCallback(secrets, 5*time.Minute, header, body, now.Add(time.Hour)))
+	// Output:
+	// <nil>
+	// callback: signature does not match
+	// callback: timestamp outside the tolerance
 }

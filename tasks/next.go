@@ -47,6 +47,10 @@ func NextTask(rec *jobs.Record, delay time.Duration) (*Next, error) {
 			n.ID += ":" + w.VideoID
 		}
 		n.Task, err = NewCancelTask(rec.ID, asynq.TaskID(n.ID))
+	case jobs.StepCallback:
+		ev := rec.CallbackEventID()
+		n.Type, n.Queue, n.ID = TypeCallback, QueuePoll, CallbackTaskID(ev)
+		n.Task, err = NewCallbackTask(rec.ID, ev)
 	default:
 		return nil, nil
 	}

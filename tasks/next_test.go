@@ -27,6 +27,8 @@ func TestNextTask(t *testing.T) {
 		{"downloading after a retry", jobs.Record{ID: "j", State: jobs.StateDownloading, VideoID: "v", Retries: 1}, tasks.TypeDownload, tasks.QueueDownload, "download:j:r1", 0, 0},
 		{"cancelled before a video", jobs.Record{ID: "j", State: jobs.StateCancelled}, tasks.TypeCancel, tasks.QueuePoll, "cancel:j", 0, 0},
 		{"cancelled with a video", jobs.Record{ID: "j", State: jobs.StateCancelled, VideoID: "v"}, tasks.TypeCancel, tasks.QueuePoll, "cancel:j:v", 0, 0},
+		{"stored with a callback", jobs.Record{ID: "j", State: jobs.StateStored, CallbackURL: "https://x"}, tasks.TypeCallback, tasks.QueuePoll, "callback:j:stored:0", 0, 0},
+		{"failed after a retry with a callback", jobs.Record{ID: "j", State: jobs.StateFailed, Retries: 1, CallbackURL: "https://x"}, tasks.TypeCallback, tasks.QueuePoll, "callback:j:failed:1", 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := tasks.NextTask(&tc.rec, tc.delay)

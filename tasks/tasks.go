@@ -30,6 +30,10 @@ const (
 	// TypeCancel asks the API to cancel a job that a user cancelled, and
 	// records the answer.
 	TypeCancel = "video:cancel"
+	// TypeCallback delivers an ended job's terminal state to the job's
+	// callback URL (queue QueuePoll), retried with backoff for a bounded
+	// time.
+	TypeCallback = "video:callback"
 )
 
 // Queue names, one per step, so that workers can be given roles (for
@@ -208,6 +212,32 @@ func NewCancelTask(jobID string, opts ...asynq.Option) (*asynq.Task, error) {
 	return asynq.NewTask(TypeCancel, b, append(base, opts...)...), nil
 }
 
+// CallbackPayload is the payload of TypeCallback.
+type CallbackPayload struct {
+	Version int    `json:"v"`
+	JobID   string `json:"job_id"`
+	// Event is the delivery's event id (jobs.Record.CallbackEventID).
+	Event string `json:"event"`
+}
+
+// CallbackTaskID is the id of the task delivering event (an event id,
+// jobs.Record.CallbackEventID): one task per terminal state per retry of
+// the job.
+func CallbackTaskID(event string) string { return "callback:" + event }
+
+// NewCallbackTask returns the task that delivers event of jobID: queue
+// QueuePoll, 25 retries (waits for a receiver that is down do not count:
+// the worker bounds those by time), a 2-minute timeout, TaskID
+// CallbackTaskID(event).
+func NewCallbackTask(jobID, event string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(CallbackPayload{Version: PayloadVersion, JobID: jobID, Event: event})
+	if err != nil {
+		return nil, err
+	}
+	base := []asynq.Option{asynq.Queue(QueuePoll), asynq.MaxRetry(25), asynq.Timeout(2 * time.Minute), asynq.TaskID(CallbackTaskID(event))}
+	return asynq.NewTask(TypeCallback, b, append(base, opts...)...), nil
+}
+
 // versioned is implemented by every payload.
 type versioned interface{ check() error }
 
@@ -215,6 +245,7 @@ func (p *CreatePayload) check() error   { return checkCommon(p.Version, p.JobID)
 func (p *PollPayload) check() error     { return checkCommon(p.Version, p.JobID) }
 func (p *DownloadPayload) check() error { return checkCommon(p.Version, p.JobID) }
 func (p *CancelPayload) check() error   { return checkCommon(p.Version, p.JobID) }
+func (p *CallbackPayload) check() error { return checkCommon(p.Version, p.JobID) }
 
 func checkCommon(v int, jobID string) error {
 	if v < 1 || v > PayloadVersion {

@@ -50,10 +50,17 @@ func (w *Worker) handleCancel(ctx context.Context, t *asynq.Task) error {
 			outcome = "the API refused to cancel: " + err.Error()
 		}
 	}
-	if _, err := w.jobs.Do(ctx, rec.ID, jobs.CancelAnswered{Outcome: outcome, APIStatus: apiStatus}); err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
+	res, err := w.jobs.Do(ctx, rec.ID, jobs.CancelAnswered{Outcome: outcome, APIStatus: apiStatus})
+	if err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
 		return err
 	}
 	w.log.InfoContext(ctx, "job cancel", "job_id", rec.ID, "video_id", rec.VideoID, "outcome", outcome)
+	if res.Applied && rec.CallbackURL != "" {
+		// The cancellation is settled: the callback is what comes next.
+		after := *rec
+		after.CancelOutcome = outcome
+		return w.enqueueNext(ctx, &after, 0)
+	}
 	return nil
 }
 

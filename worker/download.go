@@ -34,8 +34,16 @@ func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) 
 	case errors.Is(err, jobs.ErrIllegalTransition) && rec != nil:
 		// Stored already, ended, or not there yet; or the dead letter of
 		// a failed download run again.
-		_, err := w.revived(ctx, rec)
-		return err
+		if ok, err := w.revived(ctx, rec); ok || err != nil {
+			return err
+		}
+		// A retry of the task that stored the job, whose callback task
+		// could not be enqueued: enqueue it now (nothing without a
+		// callback URL).
+		if rec.State.Terminal() {
+			return w.enqueueNext(ctx, rec, 0)
+		}
+		return nil
 	case err != nil:
 		return err
 	}
@@ -66,6 +74,7 @@ func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) 
 		w.met.Stored(total, start, rec.CompletedAt, w.now())
 		w.log.InfoContext(ctx, "job stored", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(jobs.StateStored),
 			"location", first.Location, "bytes", total)
+		return w.enqueueEnded(ctx, rec, jobs.StateStored)
 	}
 	return nil
 }

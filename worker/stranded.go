@@ -42,12 +42,12 @@ func (w *Worker) runStrandedChecks(ctx context.Context, interval time.Duration) 
 }
 
 // RecoverStranded finds every unfinished job whose next task is missing
-// (lost in a Redis failover or restart, evicted, or archived by mistake)
+// (lost in a Redis failover or restart, evicted, or archived by mistake),
+// and every ended job whose callback task is (the set of callbacks due),
 // and enqueues it again; it returns how many it re-enqueued. Jobs changed
 // within StrandedGrace are left alone: their next task may be on its way.
 // Re-enqueueing is safe: every step checks the job's record first.
 func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
-	insp := w.insp
 	now := w.now()
 	n := 0
 	err := w.jobs.ScanActive(ctx, func(ids []string) error {
@@ -68,27 +68,72 @@ func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 			if now.Sub(rec.UpdatedAt) < w.cfg.StrandedGrace {
 				continue
 			}
-			next, err := tasks.NextTask(rec, 0)
-			if err != nil || next == nil {
-				continue
-			}
-			info, err := insp.GetTaskInfo(next.Queue, next.ID)
-			switch {
-			case err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
-				continue // alive
-			case err == nil:
-				_ = insp.DeleteTask(next.Queue, next.ID) // dead or done, yet the job is not: run it again
-			case !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) && !strings.Contains(err.Error(), "not found") && !strings.Contains(err.Error(), "does not exist"):
+			ok, err := w.reenqueue(ctx, rec)
+			if err != nil {
 				return err
 			}
-			if err := w.enqueue(ctx, next); err != nil {
-				return err
+			if ok {
+				n++
 			}
-			n++
-			_, _ = w.jobs.Do(ctx, rec.ID, jobs.Reenqueued{Task: next.Type})
-			w.log.WarnContext(ctx, "stranded job re-enqueued", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(rec.State), "task", next.Type)
 		}
 		return w.jobs.Deactivate(ctx, done...)
 	})
+	if err != nil {
+		return n, err
+	}
+	err = w.jobs.ScanCallbacksDue(ctx, func(ids []string) error {
+		var done []string
+		for _, id := range ids {
+			rec, err := w.jobs.Load(ctx, id)
+			if errors.Is(err, jobs.ErrNotFound) {
+				done = append(done, id)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !rec.CallbackDue() {
+				done = append(done, id)
+				continue
+			}
+			if now.Sub(rec.UpdatedAt) < w.cfg.StrandedGrace {
+				continue
+			}
+			ok, err := w.reenqueue(ctx, rec)
+			if err != nil {
+				return err
+			}
+			if ok {
+				n++
+			}
+		}
+		return w.jobs.CallbacksDone(ctx, done...)
+	})
 	return n, err
+}
+
+// reenqueue enqueues the task rec waits on unless it exists and is alive;
+// it reports whether it enqueued it.
+func (w *Worker) reenqueue(ctx context.Context, rec *jobs.Record) (bool, error) {
+	next, err := tasks.NextTask(rec, 0)
+	if err != nil || next == nil {
+		return false, nil
+	}
+	info, err := w.insp.GetTaskInfo(next.Queue, next.ID)
+	switch {
+	case err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
+		return false, nil // alive
+	case err == nil:
+		_ = w.insp.DeleteTask(next.Queue, next.ID) // dead or done, yet the job is not: run it again
+	case !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) && !strings.Contains(err.Error(), "not found") && !strings.Contains(err.Error(), "does not exist"):
+		return false, err
+	}
+	if err := w.enqueue(ctx, next); err != nil {
+		return false, err
+	}
+	if !rec.State.Terminal() {
+		_, _ = w.jobs.Do(ctx, rec.ID, jobs.Reenqueued{Task: next.Type})
+	}
+	w.log.WarnContext(ctx, "stranded job re-enqueued", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(rec.State), "task", next.Type)
+	return true, nil
 }

@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/callback"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
@@ -149,6 +151,9 @@ type Config struct {
 	// (a workspace webhook endpoint, the API's newest revision) creates
 	// send {endpoint_id, events} and no URL or secret.
 	Webhook *apiclient.WebhookSubscription
+	// Callback tunes the delivery of completion callbacks to the jobs'
+	// callback URLs.
+	Callback CallbackConfig
 }
 
 func (c *Config) setDefaults() {
@@ -190,6 +195,7 @@ func (c *Config) setDefaults() {
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
+	c.Callback.setDefaults()
 }
 
 // Deps are the worker's collaborators.
@@ -225,6 +231,8 @@ type Worker struct {
 	now        func() time.Time
 	// inlineRefusedUntil: see webhookRefused.
 	inlineRefusedUntil atomic.Int64
+	// callbacks delivers completion callbacks (SSRF-guarded).
+	callbacks *http.Client
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -262,7 +270,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	return &Worker{cfg: cfg, rdb: d.Redis, api: d.API, store: d.Store, jobs: d.Jobs, log: d.Logger,
 		aq: asynq.NewClientFromRedisClient(d.Redis), insp: asynq.NewInspectorFromRedisClient(d.Redis), wake: pub, met: d.Metrics,
 		apiTimeout: d.API.Timeout(),
-		now:        func() time.Time { return d.Now().UTC() }}, nil
+		now:        func() time.Time { return d.Now().UTC() },
+		callbacks:  callback.NewHTTPClient(cfg.Callback.Policy, cfg.Callback.Timeout)}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
@@ -272,6 +281,7 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(tasks.TypePoll, w.handlePoll)
 	mux.HandleFunc(tasks.TypeDownload, w.handleDownload)
 	mux.HandleFunc(tasks.TypeCancel, w.handleCancel)
+	mux.HandleFunc(tasks.TypeCallback, w.handleCallback)
 	return mux
 }
 
@@ -564,6 +574,11 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 	if res.Applied {
 		w.met.JobFinished(string(to))
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", err.Error())
+		if err := w.enqueueEnded(context.WithoutCancel(ctx), rec, to); err != nil {
+			// The job has ended; only its callback is late: the next
+			// retry of this task, or an operator's, enqueues it.
+			w.log.ErrorContext(ctx, "could not enqueue the job's callback", "job_id", rec.ID, "err", err.Error())
+		}
 	}
 }
 

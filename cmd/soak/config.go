@@ -47,7 +47,10 @@ type Config struct {
 	ExpireRate  float64       // jobs the API expires
 
 	// Webhooks: a separate `videoworker serve` receives them.
-	Webhooks               bool
+	Webhooks bool
+	// Callbacks: every job has a callback URL to a receiver in the soak
+	// process; the drain waits for the deliveries too.
+	Callbacks              bool
 	WebhookDropRate        float64 // lost deliveries
 	WebhookDuplicateRate   float64
 	WebhookWrongSecretRate float64
@@ -121,6 +124,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.Float64Var(&c.FailRate, "fail-rate", c.FailRate, "fraction of jobs the API fails")
 	fs.Float64Var(&c.ExpireRate, "expire-rate", c.ExpireRate, "fraction of jobs the API expires")
 	fs.BoolVar(&c.Webhooks, "webhooks", c.Webhooks, "deliver webhooks to a separate `videoworker serve`")
+	fs.BoolVar(&c.Callbacks, "callbacks", c.Callbacks, "give every job a callback URL (a receiver in this process) and check each terminal state arrives, signed")
 	fs.Float64Var(&c.WebhookDropRate, "webhook-drop-rate", c.WebhookDropRate, "fraction of webhook deliveries lost")
 	fs.Float64Var(&c.WebhookDuplicateRate, "webhook-dup-rate", c.WebhookDuplicateRate, "fraction of webhook deliveries sent twice")
 	fs.StringVar(&c.Out, "out", "", "JSON report path (default bench/results/soak-<UTC time>.json)")

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/callback"
 	"github.com/videoworker/videoworker/internal/redistest"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/standin"
@@ -70,6 +71,7 @@ type harness struct {
 	webhookURL    string
 	webhookSecret string
 	fleet         *fleet
+	callbacks     *callbackReceiver // nil unless -callbacks
 
 	restartCount atomic.Int64
 	restartsMu   sync.Mutex // guards rep.Chaos.RedisRestarts while running
@@ -159,7 +161,12 @@ func (h *harness) setup(ctx context.Context) error {
 		return err
 	}
 	h.rdb = redis.NewClient(&redis.Options{Addr: h.redis.Addr(), MaxRetries: 2, DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
-	h.producer = tasks.NewClient(h.rdb, tasks.ClientOptions{})
+	popts := tasks.ClientOptions{}
+	if h.cfg.Callbacks {
+		h.callbacks = newCallbackReceiver()
+		popts.DefaultCallbackURL, popts.CallbackPolicy = h.callbacks.srv.URL+"/video-done", callback.Policy{AllowLoopback: true}
+	}
+	h.producer = tasks.NewClient(h.rdb, popts)
 	if info, err := h.rdb.Info(ctx, "server").Result(); err == nil {
 		for _, line := range strings.Split(info, "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
@@ -178,6 +185,9 @@ func (h *harness) setup(ctx context.Context) error {
 			return err
 		}
 		env = append(env, "WEBHOOK_PUBLIC_URL="+h.webhookURL, "WEBHOOK_SECRETS="+h.webhookSecret)
+	}
+	if h.cfg.Callbacks {
+		env = append(env, "CALLBACK_SECRETS="+callbackSecret, "CALLBACK_ALLOW_LOOPBACK=true")
 	}
 	h.fleet = newFleet(h.bin, env, h.logDir, h.t0)
 	if err := h.fleet.start(h.cfg.Workers); err != nil {
@@ -339,6 +349,9 @@ func (h *harness) teardown() {
 		_ = h.apiHTTP.Close()
 		<-h.apiDone
 	}
+	if h.callbacks != nil {
+		h.callbacks.srv.Close()
+	}
 	if h.rdb != nil {
 		_ = h.rdb.Close()
 	}
@@ -393,7 +406,7 @@ func (h *harness) runLoad(ctx context.Context) {
 			h.rep.Timings.SubmitSec = roundSec(time.Unix(0, end).Sub(submitStart))
 			h.logf("all %d jobs submitted in %s", h.cfg.Jobs, time.Unix(0, end).Sub(submitStart).Round(10*time.Millisecond))
 		}
-		drained := end != 0 && h.track.pendingCount() == 0
+		drained := end != 0 && h.track.pendingCount() == 0 && (!h.cfg.Callbacks || h.callbacksDue(ctx) == 0)
 		timedOut := !deadline.IsZero() && time.Now().After(deadline)
 		if drained || timedOut || ctx.Err() != nil || time.Since(lastPrint) >= 5*time.Second {
 			lastPrint = time.Now()

@@ -35,6 +35,8 @@ type Report struct {
 	// APICalls counts the stand-in's calls by endpoint.
 	APICalls map[string]int `json:"api_calls"`
 	Webhooks Webhooks       `json:"webhooks"`
+	// Callbacks are the completion callbacks received (-callbacks).
+	Callbacks Callbacks `json:"callbacks,omitzero"`
 	// Problems lists jobs that were lost, created twice, stored wrong or
 	// failed unexpectedly, each with its history (as videoworker status
 	// prints it); at most maxProblems.
@@ -342,6 +344,9 @@ func (r *Report) writeText(w io.Writer) {
 		row("webhooks duplicated", r.Faults.WebhookDup, "")
 		row("webhooks wrongly signed", r.Faults.WebhookBadSig, "")
 		row("webhook events", r.Webhooks.Events, fmt.Sprintf("(%d attempts, %d delivered, %d failed, %d given up)", r.Webhooks.Attempts, r.Webhooks.Delivered, r.Webhooks.Failed, r.Webhooks.FailedPermanently))
+	}
+	if r.Callbacks.On {
+		row("callback events", r.Callbacks.Events, fmt.Sprintf("(%d requests, %d repeats of an event, %d badly signed, %d terminal jobs without theirs)", r.Callbacks.Requests, r.Callbacks.Duplicates, r.Callbacks.BadSignature, r.Callbacks.Missing))
 	}
 	fmt.Fprintln(tw, "timings\t\t")
 	row("setup", secs(r.Timings.SetupSec), fmt.Sprintf("(build %s)", secs(r.Timings.BuildSec)))

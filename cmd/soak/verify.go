@@ -169,6 +169,9 @@ func (h *harness) verify(ctx context.Context) error {
 			rep.Webhooks.Receiver = m
 		}
 	}
+	if h.callbacks != nil {
+		rep.Callbacks = h.callbacks.report(recs, add)
+	}
 	kills, exits, started := h.fleet.snapshot()
 	rep.Chaos.Kills, rep.Chaos.KillList, rep.Chaos.UnexpectedExits, rep.Chaos.WorkersStarted = len(kills), kills, exits, started
 
@@ -469,6 +472,9 @@ func (h *harness) verdict() {
 	}
 	if r.Objects.Corrupt > 0 {
 		fail("%d corrupt objects", r.Objects.Corrupt)
+	}
+	if r.Callbacks.Missing > 0 || r.Callbacks.BadSignature > 0 {
+		fail("%d terminal jobs without their callback, %d callbacks with a bad signature", r.Callbacks.Missing, r.Callbacks.BadSignature)
 	}
 	if r.Objects.Duplicate > 0 || r.Objects.Extra > 0 {
 		fail("%d duplicate objects, %d extra objects", r.Objects.Duplicate, r.Objects.Extra)

@@ -36,6 +36,7 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	aspect := fs.String("aspect-ratio", "", "16:9, 9:16, 1:1, …")
 	samples := fs.Int("sample-count", 0, "outputs per job (1-4)")
 	timeout := fs.Duration("timeout", 0, "overall deadline of each job (default: the worker's JOB_TIMEOUT)")
+	callbackURL := fs.String("callback-url", "", "URL that receives each job's terminal state as a signed POST (default: CALLBACK_URL)")
 	labels := labelFlags{}
 	fs.Var(labels, "label", "key=value label kept with the job (repeatable)")
 	if done, err := parseFlags(fs, args, stdout, stderr); done || err != nil {
@@ -54,13 +55,14 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer rdb.Close()
-	c := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, Logger: log, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake, Retention: cfg.retention()})
+	c := tasks.NewClient(rdb, cfg.producerOptions(log))
 	for i := 1; i <= *count; i++ {
 		req := tasks.Request{
 			Video: apiclient.CreateRequest{Model: *model, Prompt: *prompt, Duration: *duration, Size: *size,
 				Resolution: *resolution, AspectRatio: *aspect, SampleCount: *samples},
-			Timeout: *timeout,
-			Labels:  labels,
+			Timeout:     *timeout,
+			Labels:      labels,
+			CallbackURL: *callbackURL,
 		}
 		if *count > 1 {
 			req.Video.Prompt = fmt.Sprintf("%s #%d", *prompt, i)

@@ -66,6 +66,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if sub == nil {
 		log.Info("webhooks off (WEBHOOK_PUBLIC_URL and WEBHOOK_SECRETS not set): jobs finish by polling alone")
 	}
+	if len(cfg.CallbackSecrets) == 0 {
+		log.Info("CALLBACK_SECRETS not set: jobs with a callback_url wait (retried up to CALLBACK_MAX_AGE) for a worker that can sign their callback")
+	}
 	w, err := newWorker(cfg, rdb, api, store, log, m, func(wc *worker.Config) { wc.Webhook = sub })
 	if err != nil {
 		return err

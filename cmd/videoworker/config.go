@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/callback"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
@@ -72,6 +74,14 @@ type Config struct {
 	JobRetention           string        `envconfig:"JOB_RETENTION" default:"7d" desc:"how long a finished job stays in Redis; then one worker archives it to storage and removes it: a duration (e.g. 72h, 7d) or off (keep every job forever); a job may carry its own (retention_seconds)"`
 	JobArchive             string        `envconfig:"JOB_ARCHIVE" default:"on" desc:"on: write each finished job's record and history to storage (records/…json) before it leaves Redis; off: forget it without an archive"`
 	RetentionSweepInterval time.Duration `envconfig:"JOB_RETENTION_SWEEP_INTERVAL" default:"1m" desc:"how often one worker of the fleet forgets the finished jobs whose retention has passed"`
+
+	// Completion callbacks to producers (package callback).
+	CallbackURL           string        `envconfig:"CALLBACK_URL" desc:"default callback URL of a job submitted without one (empty: none); see Completion callbacks"`
+	CallbackSecrets       []string      `envconfig:"CALLBACK_SECRETS" desc:"worker: secrets that sign completion callbacks, comma separated, the first signs (receivers verify with any during a rotation). Secret"`
+	CallbackAllowPrivate  bool          `envconfig:"CALLBACK_ALLOW_PRIVATE" default:"false" desc:"let callback URLs reach private, link-local, CGNAT and metadata addresses"`
+	CallbackAllowLoopback bool          `envconfig:"CALLBACK_ALLOW_LOOPBACK" default:"false" desc:"let callback URLs reach loopback addresses, over plain http too (development)"`
+	CallbackTimeout       time.Duration `envconfig:"CALLBACK_TIMEOUT" default:"10s" desc:"worker: timeout of one callback delivery attempt"`
+	CallbackMaxAge        time.Duration `envconfig:"CALLBACK_MAX_AGE" default:"24h" desc:"worker: how long after a job ended its callback is still retried"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -275,6 +285,22 @@ func (c Config) Validate() error {
 	if c.RetentionSweepInterval < time.Second || c.RetentionSweepInterval > time.Hour {
 		add("JOB_RETENTION_SWEEP_INTERVAL: want 1s-1h")
 	}
+	if c.CallbackURL != "" {
+		if err := c.callbackPolicy().CheckURL(c.CallbackURL); err != nil {
+			add("CALLBACK_URL: %v", err)
+		}
+	}
+	for i, s := range c.CallbackSecrets {
+		if len(strings.TrimSpace(s)) < 16 {
+			add("CALLBACK_SECRETS: secret %d is shorter than 16 characters", i+1)
+		}
+	}
+	if c.CallbackTimeout <= 0 || c.CallbackTimeout > time.Minute {
+		add("CALLBACK_TIMEOUT: want more than 0, at most 1m (the callback task's own timeout is 2m)")
+	}
+	if c.CallbackMaxAge < time.Minute {
+		add("CALLBACK_MAX_AGE: want at least 1m")
+	}
 	switch c.LogFormat {
 	case "auto", "text", "json":
 	default:
@@ -303,6 +329,18 @@ func (c Config) insecureAPIAllowed() bool {
 		}
 	}
 	return false
+}
+
+// callbackPolicy is which addresses callback URLs may reach.
+func (c Config) callbackPolicy() callback.Policy {
+	return callback.Policy{AllowPrivate: c.CallbackAllowPrivate, AllowLoopback: c.CallbackAllowLoopback}
+}
+
+// producerOptions are the tasks.Client options of the commands that
+// submit jobs.
+func (c Config) producerOptions(log *slog.Logger) tasks.ClientOptions {
+	return tasks.ClientOptions{Prefix: c.KeyPrefix, Logger: log, KeyTemplate: c.KeyTemplate, NoWake: !c.Wake,
+		DefaultCallbackURL: c.CallbackURL, CallbackPolicy: c.callbackPolicy(), Retention: c.retention()}
 }
 
 // validateStorage checks STORAGE_URL and, for s3:// URLs, the S3 settings.

@@ -87,6 +87,9 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		IdleCheckInterval:        cfg.IdleCheckInterval,
 		RetentionSweepInterval:   cfg.RetentionSweepInterval,
 		NoArchive:                cfg.JobArchive == "off",
+
+		Callback: worker.CallbackConfig{Secrets: cfg.CallbackSecrets, Policy: cfg.callbackPolicy(),
+			Timeout: cfg.CallbackTimeout, MaxAge: cfg.CallbackMaxAge},
 	}
 	if !cfg.Wake {
 		wc.IdleCheckInterval = -1
