@@ -140,6 +140,15 @@ type Record struct {
 	// the job failed: running that task again (asynqmon's "retry" on the
 	// dead letter) retries the job.
 	DeadTask string `json:"dead_task,omitempty"`
+
+	// What the API says the job costs, in exact micro-dollars: its
+	// estimate after the create (EstimatedCost), and once the generation
+	// ended the settled cost and the billing state (pending, estimated,
+	// settled, void: a failed, cancelled or expired generation settles at
+	// 0.00). Unknown costs have Known false.
+	EstimatedCost apiclient.Cost `json:"estimated_cost_usd,omitzero"`
+	SettledCost   apiclient.Cost `json:"settled_cost_usd,omitzero"`
+	BillingState  string         `json:"billing_state,omitempty"`
 }
 
 // Field names of the Redis hash. They are part of the stored format.
@@ -191,6 +200,9 @@ const (
 	FieldRetriedAt          = "retried_at"
 	FieldCancelOutcome      = "cancel_outcome"
 	FieldDeadTask           = "dead_task"
+	FieldEstimatedCost      = "estimated_cost_usd" // decimal dollars; empty: unknown
+	FieldSettledCost        = "settled_cost_usd"   // decimal dollars; empty: unknown
+	FieldBillingState       = "billing_state"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -221,6 +233,11 @@ func encodeValue(v any) string {
 		return "0"
 	case nil:
 		return ""
+	case apiclient.Cost:
+		if !x.Known {
+			return ""
+		}
+		return apiclient.FormatMicros(x.Micros)
 	default:
 		b, _ := json.Marshal(x)
 		return string(b)
@@ -245,6 +262,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		LastWebhookEvent: m[FieldLastWebhookEvent],
 		CancelOutcome:    m[FieldCancelOutcome],
 		DeadTask:         m[FieldDeadTask],
+		BillingState:     m[FieldBillingState],
 		CreateInDoubt:    m[FieldCreateInDoubt] == "1",
 
 		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
@@ -280,6 +298,15 @@ func decodeRecord(m map[string]string) (*Record, error) {
 				return nil, errors.New("job record: " + f + ": not a number")
 			}
 			*p = n
+		}
+	}
+	for f, p := range map[string]*apiclient.Cost{FieldEstimatedCost: &r.EstimatedCost, FieldSettledCost: &r.SettledCost} {
+		if s := m[f]; s != "" {
+			n, err := apiclient.ParseMicros(s)
+			if err != nil {
+				return nil, errors.New("job record: " + f + ": not an amount")
+			}
+			*p = apiclient.Cost{Micros: n, Known: true}
 		}
 	}
 	times := map[string]*time.Time{

@@ -278,10 +278,12 @@ var scriptLib = func() string {
 // conditions: a video the API made for this job is the job's whatever its
 // state) and the release of the model's create lock go in the same step.
 //
-// KEYS: job, events, active, claims, create lock.
+// KEYS: job, events, active, claims, create lock, and the day's spend
+// hash when the change adds spend.
 // ARGV: from, to, now, event, return, claim video, release owner, then
 // the counted lists: conditions (field, value, unset matches), sets
-// (field, value), increments (field, delta), read (field).
+// (field, value), increments (field, delta), then with a spend key the
+// model, the micro-dollars and the hash's TTL in seconds.
 var applyScript = redis.NewScript(scriptLib + `
 local i = 8
 local nif = tonumber(ARGV[i]); i = i + 1
@@ -297,6 +299,7 @@ end
 local ninc = tonumber(ARGV[i]); i = i + 1
 local incs = {}
 for _ = 1, ninc do incs[#incs+1] = {ARGV[i], tonumber(ARGV[i+1])}; i = i + 2 end
+local spendAt = i
 local cur = {}
 if ARGV[5] == '1' then
   local flat = redis.call('HGETALL', KEYS[1])
@@ -355,6 +358,12 @@ elseif terminal(was) and not terminal(st) then
   redis.call('SADD', KEYS[3], cur['id'] or '')
 end
 if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
+if KEYS[6] and KEYS[6] ~= KEYS[1] then
+  -- the day's spend of a model: a new field sets the hash's expiry
+  if redis.call('HINCRBY', KEYS[6], ARGV[spendAt], ARGV[spendAt+1]) == tonumber(ARGV[spendAt+1]) then
+    redis.call('EXPIRE', KEYS[6], ARGV[spendAt+2])
+  end
+end
 return reply(1)
 `)
 
@@ -375,6 +384,8 @@ type applyExtra struct {
 	claimVideo  string // claim this video for the job first
 	lockModel   string // release this model's create lock if the job holds it
 	releaseLock bool
+	spendModel  string // add spendMicros to the day's spend of this model
+	spendMicros int64
 }
 
 func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (Outcome, error) {
@@ -419,6 +430,10 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 		args = append(args, k, v)
 	}
 	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey}
+	if x.spendMicros != 0 {
+		keys = append(keys, s.SpendKey(now))
+		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second))
+	}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
 	}
@@ -452,6 +467,10 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	args[6] = ""
+	spendKey := ""
+	if len(keys) > 5 {
+		spendKey, keys[5] = keys[5], keys[0]
+	}
 	keys[2], keys[3], keys[4] = keys[0], keys[0], keys[0]
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
@@ -461,6 +480,11 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 	if err == nil && out.Applied && c.To.Terminal() {
 		if err := s.rdb.SRem(ctx, s.activeKey(), id).Err(); err != nil {
 			return out, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
+		}
+	}
+	if err == nil && out.Applied && spendKey != "" {
+		if err := s.addSpend(ctx, spendKey, x.spendModel, x.spendMicros); err != nil {
+			return out, err
 		}
 	}
 	if x.releaseLock {

@@ -199,7 +199,7 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (lockAfter, error
 // the model's create lock in the same step) and starts the poll chain.
 func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video, how, note string) error {
 	res, err := w.jobs.Do(ctx, rec.ID, jobs.Adopted{VideoID: v.ID, APIStatus: string(v.Status), CreatedAt: v.CreatedAt.Time,
-		Model: rec.Request.Model, How: how, Reconcile: note})
+		Model: rec.Request.Model, How: how, Reconcile: note, EstimatedCost: v.Billing.EstimatedUserCost})
 	switch {
 	case errors.Is(err, jobs.ErrIllegalTransition) && res.State == jobs.StateCancelled:
 		// Cancelled while the create call ran: keep the video id and ask

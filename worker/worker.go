@@ -528,18 +528,25 @@ func (w *Worker) badPayload(ctx context.Context, t *asynq.Task, err error) error
 // puts a terminal status just seen into rec.APIStatus); a status of a
 // generation still running is cleared, since nobody looks again.
 func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error) {
+	w.failJobBilled(ctx, rec, to, code, err, jobs.Billing{})
+}
+
+// failJobBilled is failJob recording the API's billing of the ended
+// generation too.
+func (w *Worker) failJobBilled(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error, bill jobs.Billing) {
 	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
 	switch code {
 	case "generation_failed", "expired", "cancelled":
 		step = "generation"
 	}
-	res, uerr := w.jobs.Do(ctx, rec.ID, jobs.Failed{To: to, Code: code, Err: err.Error(), Step: step, APIStatus: lastAPIStatus(rec.APIStatus)})
+	res, uerr := w.jobs.Do(ctx, rec.ID, jobs.Failed{To: to, Code: code, Err: err.Error(), Step: step, APIStatus: lastAPIStatus(rec.APIStatus), Billing: bill})
 	if uerr != nil && !errors.Is(uerr, jobs.ErrIllegalTransition) {
 		w.log.ErrorContext(ctx, "could not record job failure", "job_id", rec.ID, "err", uerr.Error())
 		return
 	}
 	if res.Applied {
 		w.met.JobFinished(string(to))
+		w.met.Spend(bill.Model, "", bill.Settled.Micros)
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", err.Error())
 	}
 }
