@@ -22,6 +22,14 @@ type Cost struct {
 // USD is the amount in dollars, for display.
 func (c Cost) USD() float64 { return float64(c.Micros) / MicrosPerUSD }
 
+// String is the amount as a decimal dollar string, or "unknown".
+func (c Cost) String() string {
+	if !c.Known {
+		return "unknown"
+	}
+	return FormatMicros(c.Micros)
+}
+
 // UnmarshalJSON accepts "0.05", 0.05 and null.
 func (c *Cost) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)

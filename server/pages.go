@@ -194,6 +194,28 @@ type snapshot struct {
 	Polls        pollPanel
 	StorageRoot  string
 	Charts       chartPanel
+	Spend        spendPanel
+}
+
+// spendPanel is the fleet's settled spend today and this month (UTC).
+type spendPanel struct {
+	Today, Month string       // dollars
+	ByModel      []modelSpend // this month, most first
+}
+
+type modelSpend struct{ Model, Today, Month string }
+
+func newSpendPanel(sp jobs.Spend) spendPanel {
+	out := spendPanel{Today: apiclient.FormatMicros(jobs.Total(sp.Today)), Month: apiclient.FormatMicros(jobs.Total(sp.Month))}
+	models := make([]string, 0, len(sp.Month))
+	for m := range sp.Month {
+		models = append(models, m)
+	}
+	sort.Slice(models, func(i, j int) bool { return sp.Month[models[i]] > sp.Month[models[j]] })
+	for _, m := range models {
+		out.ByModel = append(out.ByModel, modelSpend{Model: m, Today: apiclient.FormatMicros(sp.Today[m]), Month: apiclient.FormatMicros(sp.Month[m])})
+	}
+	return out
 }
 
 // chartPanel holds the dashboard's charts, drawn once per snapshot.
@@ -229,6 +251,11 @@ func (p *pages) snapshot(ctx context.Context) (*snapshot, error) {
 	if s.Active, err = p.jobs.ActiveCount(ctx); err != nil {
 		return nil, err
 	}
+	sp, err := p.jobs.SpendSummary(ctx, start)
+	if err != nil {
+		return nil, err
+	}
+	s.Spend = newSpendPanel(sp)
 	ids, _, err := p.jobs.Page(ctx, jobs.Cursor{}, dashboardWindow)
 	if err != nil {
 		return nil, err
