@@ -200,6 +200,11 @@ func NewBudgeter(rdb redis.UniversalClient, prefix string, cfg BudgetConfig) *Bu
 	return &Budgeter{rdb: rdb, prefix: prefix, budgets: cfg.Budgets, prices: cfg.Prices, ttl: ttl, now: time.Now}
 }
 
+// Applies reports whether some budget limits model.
+func (b *Budgeter) Applies(model string) bool {
+	return slices.ContainsFunc(b.budgets, func(bg Budget) bool { return bg.Model == "" || bg.Model == model })
+}
+
 // Price prices a request; ok false: the model has no price.
 func (b *Budgeter) Price(req apiclient.CreateRequest) (int64, bool) { return Estimate(b.prices, req) }
 

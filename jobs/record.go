@@ -24,6 +24,9 @@ type State string
 const (
 	// Queued: accepted; the create call has not been made.
 	StateQueued State = "queued"
+	// BudgetWait: the job's estimated cost does not fit a budget now; its
+	// create waits (a delayed retry of its create task), with no API call.
+	StateBudgetWait State = "budget_wait"
 	// Submitting: a create call is in flight, or its outcome is in doubt
 	// and must be reconciled before anything is submitted again.
 	StateSubmitting State = "submitting"
@@ -53,7 +56,7 @@ func (s State) Terminal() bool {
 }
 
 // AllStates lists every state in life order.
-var AllStates = []State{StateQueued, StateSubmitting, StateGenerating, StateDownloading, StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
+var AllStates = []State{StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading, StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
 
 // ErrNotFound is returned for a job id without a record.
 var ErrNotFound = errors.New("job not found")

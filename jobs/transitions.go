@@ -26,6 +26,9 @@ const (
 	// TSubmitting: a create call is about to be made (the record says "in
 	// doubt" until its outcome is known).
 	TSubmitting Transition = "submitting"
+	// TBudgetWait: the job's estimate does not fit a budget; its create
+	// waits without an API call.
+	TBudgetWait Transition = "budget_wait"
 	// TCreateInDoubt: the create call got no answer; the API may have
 	// started a job, which must be reconciled before submitting again.
 	TCreateInDoubt Transition = "create_in_doubt"
@@ -79,7 +82,7 @@ type Rule struct {
 }
 
 var (
-	unfinished = []State{StateQueued, StateSubmitting, StateGenerating, StateDownloading}
+	unfinished = []State{StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading}
 	ended      = []State{StateFailed, StateTimedOut}
 )
 
@@ -87,7 +90,8 @@ var (
 // it may lead. Store.Do refuses anything else with a *TransitionError.
 // The README's state diagram is checked against it.
 var Table = []Rule{
-	{TSubmitting, []State{StateQueued, StateSubmitting}, []State{StateSubmitting}},
+	{TSubmitting, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateSubmitting}},
+	{TBudgetWait, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateBudgetWait}},
 	{TCreateInDoubt, []State{StateSubmitting}, nil},
 	{TCreateFailed, []State{StateSubmitting}, nil},
 	{TReconciled, []State{StateSubmitting}, nil},
@@ -208,6 +212,20 @@ func (Submitting) change(now time.Time) (Change, applyExtra) {
 		IfEqual: map[string]any{FieldVideoID: "", FieldCreateInDoubt: false},
 		Event:   "create_started",
 	}, applyExtra{}
+}
+
+// BudgetWaited records that the job's estimated cost does not fit a
+// budget (Reason names it): the job waits in budget_wait, without an API
+// call, for its create task's delayed retry.
+type BudgetWaited struct{ Reason string }
+
+// Transition implements Op.
+func (BudgetWaited) Transition() Transition { return TBudgetWait }
+
+func (o BudgetWaited) change(time.Time) (Change, applyExtra) {
+	return Change{To: StateBudgetWait, Set: map[string]any{FieldErrorCode: "budget_wait", FieldError: clip(o.Reason)},
+		IfEqual: map[string]any{FieldVideoID: "", FieldCreateInDoubt: false},
+		Event:   string(TBudgetWait), Detail: clip(o.Reason)}, applyExtra{}
 }
 
 // CreateInDoubt records a create call that got no answer: the doubt stays.
@@ -643,6 +661,7 @@ type Wait struct {
 // NextWait refines it for one record.
 var WaitsOn = map[State]Step{
 	StateQueued:      StepCreate,
+	StateBudgetWait:  StepCreate,
 	StateSubmitting:  StepCreate,
 	StateGenerating:  StepPoll,
 	StateDownloading: StepDownload,

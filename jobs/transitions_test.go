@@ -18,6 +18,7 @@ import (
 // ops is one operation of each transition, as a handler would make it.
 var ops = []jobs.Op{
 	jobs.Submitting{},
+	jobs.BudgetWaited{Reason: "budget day=1.00: 1.00 used"},
 	jobs.CreateInDoubt{Code: "timeout", Err: "no answer"},
 	jobs.CreateFailed{Code: "http_400", Err: "refused"},
 	jobs.Reconciled{Note: "no job created", NothingCreated: true},

@@ -182,6 +182,9 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 		}
 		if res.Applied {
 			w.met.Spend(done.Billing.Model, "", done.Billing.Settled.Micros)
+			if w.cfg.Budgets != nil {
+				w.settleBudget(ctx, rec, done.Billing)
+			}
 			w.log.InfoContext(ctx, "job generated", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(jobs.StateDownloading))
 		}
 		if res.State != jobs.StateDownloading {

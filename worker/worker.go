@@ -138,6 +138,14 @@ type Config struct {
 	// Webhook, when set, is subscribed on every create. The job id is
 	// added to its URL as the query parameter job_id.
 	Webhook *apiclient.WebhookSubscription
+	// Budgets, when set, prices each job and reserves its estimate before
+	// the create call (nil: budgets off, no Redis command added).
+	Budgets *jobs.Budgeter
+	// BudgetPolicy is BudgetWait (default) or BudgetReject.
+	BudgetPolicy string
+	// BudgetRetryInterval is how often a job in budget_wait tries again.
+	// Default 30 s.
+	BudgetRetryInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -173,6 +181,7 @@ func (c *Config) setDefaults() {
 		c.StrandedCheckInterval = 30 * time.Second
 	}
 	def(&c.StrandedGrace, time.Minute)
+	def(&c.BudgetRetryInterval, 30*time.Second)
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
@@ -547,6 +556,9 @@ func (w *Worker) failJobBilled(ctx context.Context, rec *jobs.Record, to jobs.St
 	if res.Applied {
 		w.met.JobFinished(string(to))
 		w.met.Spend(bill.Model, "", bill.Settled.Micros)
+		if w.cfg.Budgets != nil {
+			w.settleBudget(ctx, rec, bill)
+		}
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", err.Error())
 	}
 }
