@@ -86,6 +86,9 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		TaskCheckInterval:        cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
 		IdleCheckInterval:        cfg.IdleCheckInterval,
+
+		Budgets:      cfg.budgeter(rdb),
+		BudgetPolicy: cfg.BudgetPolicy,
 	}
 	if !cfg.Wake {
 		wc.IdleCheckInterval = -1
