@@ -112,6 +112,7 @@ var sections = []section{
 	{name: "transfer", define: defineTransfer, run: runTransfer},
 	{name: "producer", define: func(r *recorder, _ sizes) { defineProducer(r) }, run: runProducer},
 	{name: "idle", define: defineIdle, run: runIdle, once: true},
+	{name: "budget", define: func(r *recorder, _ sizes) { defineBudget(r) }, run: runBudget},
 }
 
 func sectionNames() []string {
