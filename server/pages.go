@@ -70,6 +70,7 @@ type pages struct {
 	log        *slog.Logger
 	snaps      snapshotCache
 	hooks      hookHistory
+	budgets    *jobs.Budgeter
 }
 
 func (p *pages) routes(mux *http.ServeMux, a *Auth, csrf func(http.Handler) http.Handler) {
@@ -201,6 +202,13 @@ type snapshot struct {
 type spendPanel struct {
 	Today, Month string       // dollars
 	ByModel      []modelSpend // this month, most first
+	Budgets      []budgetRow  // when budgets are on
+}
+
+// budgetRow is one budget's current window.
+type budgetRow struct {
+	Budget, Spent, Reserved string
+	Full                    bool
 }
 
 type modelSpend struct{ Model, Today, Month string }
@@ -256,6 +264,16 @@ func (p *pages) snapshot(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	s.Spend = newSpendPanel(sp)
+	if p.budgets != nil {
+		use, err := p.budgets.Use(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range use {
+			s.Spend.Budgets = append(s.Spend.Budgets, budgetRow{Budget: u.Budget.String(), Spent: apiclient.FormatMicros(u.Spent),
+				Reserved: apiclient.FormatMicros(u.Reserved), Full: u.Spent+u.Reserved >= u.Budget.Limit})
+		}
+	}
 	ids, _, err := p.jobs.Page(ctx, jobs.Cursor{}, dashboardWindow)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
@@ -32,7 +33,7 @@ type pagesFixture struct {
 
 // setupPages serves everything: job API, dashboard, monitoring and the
 // webhook receiver (with a secret), on a Redis database of its own.
-func setupPages(t *testing.T) *pagesFixture {
+func setupPages(t *testing.T, tune ...func(redis.UniversalClient, *server.Deps)) *pagesFixture {
 	t.Helper()
 	rdb := redisSrv.Client(t, redisSrv.NewDB(t))
 	auth, err := server.NewAuth(apiToken, viewer+":"+viewPass+":viewer,"+opUser+":"+opPass+":operator")
@@ -49,8 +50,12 @@ func setupPages(t *testing.T) *pagesFixture {
 		t.Fatal(err)
 	}
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{})
-	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Store: disk, Producer: producer, Auth: auth, Jobs: store,
-		Monitoring: true, Webhooks: webhook.NewHandler(v, store, asynq.NewClientFromRedisClient(rdb), nil)}))
+	deps := server.Deps{Redis: rdb, Store: disk, Producer: producer, Auth: auth, Jobs: store,
+		Monitoring: true, Webhooks: webhook.NewHandler(v, store, asynq.NewClientFromRedisClient(rdb), nil)}
+	for _, f := range tune {
+		f(rdb, &deps)
+	}
+	srv := httptest.NewServer(server.New(deps))
 	t.Cleanup(srv.Close)
 	return &pagesFixture{
 		fixture: &fixture{t: t, srv: srv, producer: producer, store: store},
@@ -588,7 +593,14 @@ func BenchmarkDashboard(b *testing.B) {
 // on the dashboard, today and this month, by model.
 func TestDashboardShowsSpend(t *testing.T) {
 	t.Parallel()
-	f := setupPages(t)
+	var bud *jobs.Budgeter
+	f := setupPages(t, func(rdb redis.UniversalClient, d *server.Deps) {
+		bud = jobs.NewBudgeter(rdb, "", jobs.BudgetConfig{Budgets: []jobs.Budget{{Window: jobs.WindowDay, Limit: 2_000_000}}})
+		d.Budgets = bud
+	})
+	if err := bud.Reserve(t.Context(), "r1", "openai/sora-2", 1_000_000); err != nil {
+		t.Fatal(err)
+	}
 	f.submit("p1", reqOf("openai/sora-2", "a paid job"))
 	f.move("p1", jobs.StateGenerating, map[string]any{jobs.FieldVideoID: "vid_p1", jobs.FieldPollSeq: 1})
 	bill := jobs.Billing{Settled: apiclient.Cost{Micros: 1_250_000, Known: true}, State: "settled", Model: "openai/sora-2"}
@@ -599,7 +611,8 @@ func TestDashboardShowsSpend(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("dashboard: %d", resp.StatusCode)
 	}
-	for _, s := range []string{`spend today (UTC)</div><div class="v">$1.25</div>`, "this month $1.25", "openai/sora-2: $1.25 today"} {
+	for _, s := range []string{`spend today (UTC)</div><div class="v">$1.25</div>`, "this month $1.25", "openai/sora-2: $1.25 today",
+		`data-budget="day=2.00">budget day=2.00: $0.00 spent + $1.00 reserved`} {
 		if !strings.Contains(body, s) {
 			t.Errorf("dashboard lacks %q", s)
 		}
