@@ -30,28 +30,21 @@ func (c Cost) String() string {
 	return FormatMicros(c.Micros)
 }
 
-// UnmarshalJSON accepts "0.05", 0.05 and null.
+// UnmarshalJSON accepts "0.05", 0.05 and null. Anything else (an object,
+// a word) decodes as unknown rather than failing the whole video: a cost
+// the worker cannot read must not stop it polling the job.
 func (c *Cost) UnmarshalJSON(b []byte) error {
+	*c = Cost{}
 	b = bytes.TrimSpace(b)
-	if string(b) == "null" {
-		*c = Cost{}
-		return nil
-	}
 	s := string(b)
 	if len(b) > 0 && b[0] == '"' {
-		if err := json.Unmarshal(b, &s); err != nil {
-			return fmt.Errorf("cost: %w", err)
-		}
-		if s == "" {
-			*c = Cost{}
+		if json.Unmarshal(b, &s) != nil {
 			return nil
 		}
 	}
-	m, err := ParseMicros(s)
-	if err != nil {
-		return err
+	if m, err := ParseMicros(s); err == nil {
+		*c = Cost{Micros: m, Known: true}
 	}
-	*c = Cost{Micros: m, Known: true}
 	return nil
 }
 

@@ -21,8 +21,10 @@ func TestCostDecode(t *testing.T) {
 		{`"1e-2"`, 10_000, true, false},
 		{`null`, 0, false, false},
 		{`""`, 0, false, false},
-		{`"abc"`, 0, false, true},
-		{`"1.2.3"`, 0, false, true},
+		{`"abc"`, 0, false, false},
+		{`"1.2.3"`, 0, false, false},
+		{`{"usd":1}`, 0, false, false},
+		{`"99999999999999999999"`, 0, false, false},
 	}
 	for _, c := range cases {
 		var got Cost
