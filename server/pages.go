@@ -690,6 +690,8 @@ func currentStep(rec *jobs.Record) *taskRef {
 		return &taskRef{Step: "create", Queue: tasks.QueueCreate, ID: tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries), Status: "pending"}
 	case jobs.StateSubmitting:
 		return &taskRef{Step: "create", Queue: tasks.QueueCreate, ID: tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries), Status: "active"}
+	case jobs.StateBudgetWait:
+		return &taskRef{Step: "create", Queue: tasks.QueueCreate, ID: tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries), Status: "retry"}
 	case jobs.StateGenerating:
 		return &taskRef{Step: "poll", Queue: tasks.QueuePoll, ID: tasks.PollTaskID(rec.ID, rec.PollSeq), Status: "scheduled"}
 	case jobs.StateDownloading:

@@ -543,7 +543,7 @@ func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, c
 // failJobBilled is failJob recording the API's billing of the ended
 // generation too.
 func (w *Worker) failJobBilled(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error, bill jobs.Billing) {
-	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
+	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateBudgetWait: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
 	switch code {
 	case "generation_failed", "expired", "cancelled":
 		step = "generation"
