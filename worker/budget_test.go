@@ -72,3 +72,27 @@ func TestBudgetUnpricedModel(t *testing.T) {
 		t.Fatalf("state %s, code %s, %d create attempts; want failed, unpriced_model, 0", r.State, r.ErrorCode, r.CreateAttempts)
 	}
 }
+
+// TestBudgetWaitResumes: a job in budget_wait goes ahead, with one create,
+// once a reservation that filled the budget is released.
+func TestBudgetWaitResumes(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	cfg := fastConfig()
+	bud := e.budgetsFor(t)
+	cfg.Budgets, cfg.BudgetRetryInterval = bud, 200*time.Millisecond
+	if err := bud.Reserve(t.Context(), "blocker", "google/veo-3.1-lite", 1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(cfg, nil)
+	id := e.submit(1, "google/veo-3.1-lite")[0]
+	e.waitState(id, jobs.StateBudgetWait, 10*time.Second)
+	if err := bud.Settle(t.Context(), "blocker", 0); err != nil {
+		t.Fatal(err)
+	}
+	r := e.waitTerminal([]tasks.JobID{id}, 30*time.Second)[0]
+	e.checkStored([]*jobs.Record{r})
+	if r.CreateAttempts != 1 || r.SettledCost.Micros != 400_000 {
+		t.Fatalf("create attempts %d, settled %v; want 1, 0.40", r.CreateAttempts, r.SettledCost)
+	}
+}
