@@ -32,12 +32,12 @@ soak: ## soak: 2,000 jobs, worker processes SIGKILLed, Redis restarted, API faul
 	$(GO) run ./cmd/soak $(SOAK_FLAGS)
 
 .PHONY: bench
-bench: ## performance figures vs targets: table on stdout, JSON in bench/results/ (about 7.5 min on 2 cores; BENCH_FLAGS=-h lists flags)
+bench: ## performance figures vs targets: table on stdout, JSON in bench/results/ (about 10 min on 2 cores; BENCH_FLAGS=-h lists flags)
 	$(GO) build -o bin/bench ./cmd/bench
 	bin/bench $(BENCH_FLAGS)
 
 .PHONY: bench-quick
-bench-quick: ## every bench figure with small workloads, one run (about 1.5 min)
+bench-quick: ## every bench figure with small workloads, one run (about 2.5 min)
 	$(GO) build -o bin/bench ./cmd/bench
 	bin/bench -quick $(BENCH_FLAGS)
 

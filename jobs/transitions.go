@@ -193,7 +193,7 @@ func (s *Store) Do(ctx context.Context, id string, op Op) (Result, error) {
 	if !out.Applied && !slices.Contains(c.From, out.State) {
 		return Result{State: out.State, Record: out.Record}, &TransitionError{JobID: id, Transition: op.Transition(), From: out.State, To: c.To}
 	}
-	return Result{Applied: out.Applied, State: out.State, Record: out.Record}, nil
+	return Result(out), nil
 }
 
 // Submitting starts a create call: the job is in doubt from now until the

@@ -653,21 +653,31 @@ func labels(m map[string]string) []string {
 }
 
 // jobTasks names the asynq tasks of a job's steps, with the ids the
-// worker gives them (as its stranded-job reconciler does).
+// worker gives them: each is tasks.NextTask of the record in the state
+// that waits on that step, so the ids are made by the one rule the worker,
+// Retry and the stranded-job reconciler use.
 func jobTasks(rec *jobs.Record) []taskRef {
 	cur := currentStep(rec)
-	create := taskRef{Step: "create", Queue: tasks.QueueCreate, ID: tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries)}
-	out := []taskRef{create}
+	var out []taskRef
+	if r, ok := stepTask(rec, jobs.StateQueued); ok {
+		out = append(out, r)
+	}
 	if rec.PollSeq > 0 {
-		out = append(out, taskRef{Step: "poll", Queue: tasks.QueuePoll, ID: tasks.PollTaskID(rec.ID, rec.PollSeq)})
+		if r, ok := stepTask(rec, jobs.StateGenerating); ok {
+			out = append(out, r)
+		}
 	}
 	downloaded := rec.State == jobs.StateDownloading || rec.State == jobs.StateStored || rec.DownloadAttempts > 0 ||
 		!rec.DownloadStartedAt.IsZero() || (!rec.CompletedAt.IsZero() && rec.FailedStep != "generation")
 	if rec.VideoID != "" && downloaded {
-		out = append(out, taskRef{Step: "download", Queue: tasks.QueueDownload, ID: tasks.RetryTaskID(tasks.DownloadTaskID(rec.ID), rec.Retries)})
+		if r, ok := stepTask(rec, jobs.StateDownloading); ok {
+			out = append(out, r)
+		}
 	}
 	if rec.State == jobs.StateCancelled {
-		out = append(out, taskRef{Step: "cancel", Queue: tasks.QueuePoll, ID: tasks.CancelTaskID(rec.ID)})
+		if r, ok := stepTask(rec, jobs.StateCancelled); ok {
+			out = append(out, r)
+		}
 	}
 	if rec.DeadTask != "" {
 		if q, id, ok := strings.Cut(rec.DeadTask, "/"); ok {
@@ -682,20 +692,44 @@ func jobTasks(rec *jobs.Record) []taskRef {
 	return out
 }
 
-// currentStep is the task a job waits on, with the asynqmon tab where it
-// usually is; nil for a finished job without a dead letter.
+// stepNames are the job page's names of the task types.
+var stepNames = map[string]string{tasks.TypeCreate: "create", tasks.TypePoll: "poll", tasks.TypeDownload: "download", tasks.TypeCancel: "cancel"}
+
+// stepTask is the task rec would wait on in state st (tasks.NextTask of a
+// copy of rec in that state, its cancel answer not yet recorded).
+func stepTask(rec *jobs.Record, st jobs.State) (taskRef, bool) {
+	r := *rec
+	r.State, r.CancelOutcome = st, ""
+	n, err := tasks.NextTask(&r, 0)
+	if err != nil || n == nil {
+		return taskRef{}, false
+	}
+	return taskRef{Step: stepNames[n.Type], Queue: n.Queue, ID: n.ID}, true
+}
+
+// currentStepStatus is where the task a job in a state waits on usually
+// is (its asynqmon tab).
+var currentStepStatus = map[jobs.State]string{
+	jobs.StateQueued:      "pending",
+	jobs.StateBudgetWait:  "retry",
+	jobs.StateSubmitting:  "active",
+	jobs.StateGenerating:  "scheduled",
+	jobs.StateDownloading: "active",
+}
+
+// currentStep is the task a job waits on (tasks.NextTask), with the
+// asynqmon tab where it usually is; for an ended job, its dead letter, or
+// nil without one.
 func currentStep(rec *jobs.Record) *taskRef {
-	switch rec.State {
-	case jobs.StateQueued:
-		return &taskRef{Step: "create", Queue: tasks.QueueCreate, ID: tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries), Status: "pending"}
-	case jobs.StateSubmitting:
-		return &taskRef{Step: "create", Queue: tasks.QueueCreate, ID: tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries), Status: "active"}
-	case jobs.StateBudgetWait:
-		return &taskRef{Step: "create", Queue: tasks.QueueCreate, ID: tasks.RetryTaskID(tasks.CreateTaskID(rec.ID), rec.Retries), Status: "retry"}
-	case jobs.StateGenerating:
-		return &taskRef{Step: "poll", Queue: tasks.QueuePoll, ID: tasks.PollTaskID(rec.ID, rec.PollSeq), Status: "scheduled"}
-	case jobs.StateDownloading:
-		return &taskRef{Step: "download", Queue: tasks.QueueDownload, ID: tasks.RetryTaskID(tasks.DownloadTaskID(rec.ID), rec.Retries), Status: "active"}
+	if status, ok := currentStepStatus[rec.State]; ok {
+		if r, ok := stepTask(rec, rec.State); ok {
+			if r.Step == "create" && rec.State == jobs.StateGenerating {
+				status = "pending" // the chain has not started: its create task starts it
+			}
+			r.Status = status
+			return &r
+		}
+		return nil
 	}
 	if q, id, ok := strings.Cut(rec.DeadTask, "/"); ok {
 		return &taskRef{Step: "dead letter", Queue: q, ID: id, Status: "archived"}

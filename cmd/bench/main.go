@@ -66,6 +66,8 @@ type options struct {
 	scaleJobs         int
 	scalePoll         int
 	plot              string
+	// breakdown runs the pipeline section under MONITOR (see monitor).
+	breakdown bool
 }
 
 // sizes are the workloads of a mode.
@@ -129,7 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	var o options
 	var only string
-	fs.BoolVar(&o.quick, "quick", false, "small workloads, one run: every figure in under 3 minutes")
+	fs.BoolVar(&o.quick, "quick", false, "small workloads, one run: every figure in about 2.5 minutes")
 	fs.IntVar(&o.runs, "runs", 0, "runs per figure (default 3; 1 with -quick); the scale section always runs once")
 	fs.StringVar(&o.out, "out", "", "JSON output (default bench/results/bench-<UTC timestamp>.json)")
 	fs.StringVar(&only, "only", "", "comma-separated sections to run: "+strings.Join(sectionNames(), ","))
@@ -141,6 +143,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.models, "models", len(models), "spread jobs over this many models (the catalogue's 3, then made-up names); creates of one model are serialised")
 	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "jobs in flight in the scale section (default 100,000; 5,000 with -quick)")
 	fs.IntVar(&o.scalePoll, "scale-poll", 0, "poll_after_seconds the stand-in sends in the scale section (default 20, the real gateway's; 5 with -quick)")
+	fs.BoolVar(&o.breakdown, "breakdown", false, "run the pipeline section under redis-cli MONITOR and print its Redis commands per job by purpose (asynq's scripts, the job's transitions, ...): counts only, its rates are slowed by MONITOR")
 	fs.StringVar(&o.plot, "plot", "", "SVG plot of the latency distributions (default: next to the JSON, .svg)")
 	if err := fs.Parse(args); err != nil {
 		return o, err

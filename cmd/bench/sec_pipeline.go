@@ -82,6 +82,14 @@ func runPipeline(ctx context.Context, b *bench) error {
 	if err != nil {
 		return err
 	}
+	var mon *monitor
+	if b.opts.breakdown {
+		if mon, err = startMonitor(re.srv.Addr()); err != nil {
+			return err
+		}
+		defer mon.close()
+		b.rec.note("pipeline.jobs", "-breakdown: this run is under MONITOR, its rates and CPU figures are not comparable")
+	}
 	m := metrics.New()
 	cfg := benchWorkerConfigCreates(b.opts.concurrency, b.opts.createConcurrency)
 	// The API completes at once; poll again as soon as asynq can.
@@ -114,6 +122,12 @@ func runPipeline(ctx context.Context, b *bench) error {
 	if serr := w.stop(); err == nil {
 		err = serr
 	}
+	if mon != nil {
+		if r := mon.stop(ctx, re.rdb); r != nil && err == nil {
+			rows, total := commandBreakdown(r, n)
+			b.logf("pipeline: Redis commands per job by purpose (MONITOR, worker side):\n%s", breakdownTable(rows, total))
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -133,7 +147,7 @@ func runPipeline(ctx context.Context, b *bench) error {
 	if err != nil {
 		return err
 	}
-	top := topCommands(cs1, cs2, n, 8)
+	top := topCommands(cs1, cs2, n, 12)
 	b.rec.note("pipeline.cmds_worker", "largest per job: "+top)
 	b.logf("pipeline: Redis commands per job by command: %s", top)
 	// Where a job's time goes, from its record (a sample of 200).

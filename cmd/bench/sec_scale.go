@@ -3,9 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/standin"
@@ -109,6 +114,10 @@ func runScale(ctx context.Context, b *bench) error {
 	}
 	b.rec.add("scale.mem", float64(st1.UsedMemory-st0.UsedMemory)/float64(n))
 	b.rec.add("scale.mem_100k", float64(st1.UsedMemory-st0.UsedMemory)/float64(n)*100_000/(1<<20))
+	if parts, err := memoryByKey(ctx, re.rdb, "scale", n, float64(st1.UsedMemory-st0.UsedMemory)/float64(n)); err == nil {
+		b.rec.note("scale.mem", "by key: "+parts)
+		b.logf("scale: Redis memory per in-flight job by key: %s", parts)
+	}
 
 	r0, err := wp.report()
 	if err != nil {
@@ -173,4 +182,65 @@ func runScale(ctx context.Context, b *bench) error {
 	b.rec.add("scale.worker_rss", float64(final.VmHWMKiB)/1024)
 	b.logf("scale: drained %d in %s", n, drain.Round(time.Millisecond))
 	return wp.stop()
+}
+
+// memoryByKey describes what one in-flight job's keys weigh (MEMORY
+// USAGE, mean over a sample of the n jobs named prefix-%07d, the job id
+// written "ID" in the key names), the keys of no one job (the unfinished
+// set, the index, asynq's scheduled set, ...) divided by n, and the rest
+// of perJob (Redis's key table, allocator overhead).
+func memoryByKey(ctx context.Context, rdb *redis.Client, prefix string, n int, perJob float64) (string, error) {
+	sum := map[string]int64{}
+	k := 0
+	for i := 0; i < n; i += max(n/20, 1) {
+		id := fmt.Sprintf("%s-%07d", prefix, i)
+		var keys []string
+		iter := rdb.Scan(ctx, 0, "*"+id+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return "", err
+		}
+		for _, key := range keys {
+			m, err := rdb.MemoryUsage(ctx, key, 0).Result()
+			if err != nil {
+				return "", err
+			}
+			name := strings.Replace(key, id, "ID", 1)
+			if j := strings.LastIndex(name, "ID:"); j >= 0 && strings.Contains(name, ":t:poll:") {
+				name = name[:j+2] + ":SEQ"
+			}
+			sum[name] += m
+		}
+		k++
+	}
+	var parts []string
+	var total float64
+	for _, name := range slices.Sorted(maps.Keys(sum)) {
+		v := float64(sum[name]) / float64(k)
+		total += v
+		parts = append(parts, fmt.Sprintf("%s %.0f B", name, v))
+	}
+	// Keys of no one job: their weight per job.
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		if strings.Contains(key, prefix+"-") {
+			continue
+		}
+		m, err := rdb.MemoryUsage(ctx, key, 0).Result()
+		if err != nil {
+			return "", err
+		}
+		if v := float64(m) / float64(n); v >= 5 {
+			total += v
+			parts = append(parts, fmt.Sprintf("%s %.0f B", key, v))
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return "", err
+	}
+	parts = append(parts, fmt.Sprintf("rest (key table, allocator) %.0f B", perJob-total))
+	return strings.Join(parts, ", "), nil
 }
