@@ -153,6 +153,9 @@ type Video struct {
 	ExpiresAt        *int64       `json:"expires_at,omitempty"`
 	Error            *VideoError  `json:"error,omitempty"`
 	Webhook          *WebhookInfo `json:"webhook,omitempty"`
+	// Usage and Billing say what the job costs (final at terminal states).
+	Usage   Usage   `json:"usage"`
+	Billing Billing `json:"billing"`
 }
 
 // UnmarshalJSON reads id, falling back to video_id (a cookbook snippet uses

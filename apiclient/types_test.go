@@ -318,6 +318,8 @@ func TestVideoUnmarshalCompleted(t *testing.T) {
 		ExpiresAt:   ptr(int64(1781122600)),
 		Error:       nil,
 		Webhook:     &apiclient.WebhookInfo{URL: "https://example.com/hook", Events: []string{"video.completed"}, HasSecret: true},
+		Usage:       apiclient.Usage{Cost: apiclient.Cost{Micros: 400_000, Known: true}, CostUSD: apiclient.Cost{Micros: 400_000, Known: true}},
+		Billing:     apiclient.Billing{Currency: "usd", SettledUserCost: apiclient.Cost{Micros: 440_000, Known: true}, State: "settled"},
 	}
 	if diff := cmp.Diff(want, v); diff != "" {
 		t.Errorf("decoded video mismatch (-want +got):\n%s", diff)

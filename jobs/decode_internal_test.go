@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/videoworker/videoworker/apiclient"
 )
 
 // TestDecodeCoversEveryField guards against a Record field that is written
@@ -28,6 +30,8 @@ func TestDecodeCoversEveryField(t *testing.T) {
 			m[name] = "1"
 		case f.Type.Kind() == reflect.Map:
 			m[name] = `{"k":"v"}`
+		case f.Type == reflect.TypeOf(apiclient.Cost{}):
+			m[name] = "0.05"
 		case f.Type.Kind() == reflect.Struct:
 			m[name] = `{"model":"m","prompt":"p"}`
 		default:

@@ -24,6 +24,9 @@ type State string
 const (
 	// Queued: accepted; the create call has not been made.
 	StateQueued State = "queued"
+	// BudgetWait: the job's estimated cost does not fit a budget now; its
+	// create waits (a delayed retry of its create task), with no API call.
+	StateBudgetWait State = "budget_wait"
 	// Submitting: a create call is in flight, or its outcome is in doubt
 	// and must be reconciled before anything is submitted again.
 	StateSubmitting State = "submitting"
@@ -53,7 +56,7 @@ func (s State) Terminal() bool {
 }
 
 // AllStates lists every state in life order.
-var AllStates = []State{StateQueued, StateSubmitting, StateGenerating, StateDownloading, StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
+var AllStates = []State{StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading, StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
 
 // ErrNotFound is returned for a job id without a record.
 var ErrNotFound = errors.New("job not found")
@@ -159,6 +162,14 @@ type Record struct {
 	CallbackLastAt    time.Time `json:"callback_last_at,omitzero"`
 	CallbackLastCode  int       `json:"callback_last_code,omitempty"`
 	CallbackLastError string    `json:"callback_last_error,omitempty"`
+	// What the API says the job costs, in exact micro-dollars: its
+	// estimate after the create (EstimatedCost), and once the generation
+	// ended the settled cost and the billing state (pending, estimated,
+	// settled, void: a failed, cancelled or expired generation settles at
+	// 0.00). Unknown costs have Known false.
+	EstimatedCost apiclient.Cost `json:"estimated_cost_usd,omitzero"`
+	SettledCost   apiclient.Cost `json:"settled_cost_usd,omitzero"`
+	BillingState  string         `json:"billing_state,omitempty"`
 }
 
 // The statuses of a callback delivery.
@@ -244,7 +255,10 @@ const (
 	FieldCallbackLastError  = "callback_last_error"
 	// FieldWaiter is set by Store.MarkWaiter: the terminal transition
 	// publishes on the job's done channel only when it is set.
-	FieldWaiter = "waiter"
+	FieldWaiter        = "waiter"
+	FieldEstimatedCost = "estimated_cost_usd" // decimal dollars; empty: unknown
+	FieldSettledCost   = "settled_cost_usd"   // decimal dollars; empty: unknown
+	FieldBillingState  = "billing_state"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -275,6 +289,11 @@ func encodeValue(v any) string {
 		return "0"
 	case nil:
 		return ""
+	case apiclient.Cost:
+		if !x.Known {
+			return ""
+		}
+		return apiclient.FormatMicros(x.Micros)
 	default:
 		b, _ := json.Marshal(x)
 		return string(b)
@@ -303,6 +322,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		CallbackEvent:     m[FieldCallbackEvent],
 		CallbackStatus:    m[FieldCallbackStatus],
 		CallbackLastError: m[FieldCallbackLastError],
+		BillingState:      m[FieldBillingState],
 		CreateInDoubt:     m[FieldCreateInDoubt] == "1",
 
 		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
@@ -346,6 +366,15 @@ func decodeRecord(m map[string]string) (*Record, error) {
 				return nil, errors.New("job record: " + f + ": not a number")
 			}
 			*p = n
+		}
+	}
+	for f, p := range map[string]*apiclient.Cost{FieldEstimatedCost: &r.EstimatedCost, FieldSettledCost: &r.SettledCost} {
+		if s := m[f]; s != "" {
+			n, err := apiclient.ParseMicros(s)
+			if err != nil {
+				return nil, errors.New("job record: " + f + ": not an amount")
+			}
+			*p = apiclient.Cost{Micros: n, Known: true}
 		}
 	}
 	times := map[string]*time.Time{

@@ -264,11 +264,13 @@ var scriptLib = func() string {
 //
 // KEYS: job, events, active, claims, create lock, finished, callbacks due
 // (the ended jobs whose callback delivery has not finished: kept in step
-// only for jobs with a callback URL, on a single Redis, not on a Cluster).
+// only for jobs with a callback URL, on a single Redis, not on a Cluster),
+// and the day's spend hash when the change adds spend.
 // ARGV: from, to, now, event, return, claim video, release owner,
 // retention (ms, 0: off), then
 // the counted lists: conditions (field, value, unset matches), sets
-// (field, value), increments (field, delta), read (field).
+// (field, value), increments (field, delta), then with a spend key the
+// model, the micro-dollars and the hash's TTL in seconds.
 var applyScript = redis.NewScript(scriptLib + `
 local i = 9
 local nif = tonumber(ARGV[i]); i = i + 1
@@ -284,6 +286,7 @@ end
 local ninc = tonumber(ARGV[i]); i = i + 1
 local incs = {}
 for _ = 1, ninc do incs[#incs+1] = {ARGV[i], tonumber(ARGV[i+1])}; i = i + 2 end
+local spendAt = i
 local cur = {}
 if ARGV[5] == '1' then
   local flat = redis.call('HGETALL', KEYS[1])
@@ -359,6 +362,12 @@ if KEYS[7] ~= KEYS[1] and (cur['callback_url'] or '') ~= '' and (terminal(st) ~=
 end
 if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
 if cur['waiter'] and terminal(st) and not terminal(was) then redis.call('PUBLISH', KEYS[1] .. ':done', st) end
+if KEYS[8] and KEYS[8] ~= KEYS[1] then
+  -- the day's spend of a model: a new field sets the hash's expiry
+  if redis.call('HINCRBY', KEYS[8], ARGV[spendAt], ARGV[spendAt+1]) == tonumber(ARGV[spendAt+1]) then
+    redis.call('EXPIRE', KEYS[8], ARGV[spendAt+2])
+  end
+end
 return reply(1)
 `)
 
@@ -408,6 +417,8 @@ type applyExtra struct {
 	claimVideo  string // claim this video for the job first
 	lockModel   string // release this model's create lock if the job holds it
 	releaseLock bool
+	spendModel  string // add spendMicros to the day's spend of this model
+	spendMicros int64
 }
 
 func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (Outcome, error) {
@@ -452,6 +463,10 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 		args = append(args, k, v)
 	}
 	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey(), s.callbacksKey()}
+	if x.spendMicros != 0 {
+		keys = append(keys, s.SpendKey(now))
+		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second))
+	}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
 	}
@@ -485,6 +500,10 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	args[6] = ""
+	spendKey := ""
+	if len(keys) > 7 {
+		spendKey, keys[7] = keys[7], keys[0]
+	}
 	keys[2], keys[3], keys[4], keys[5], keys[6] = keys[0], keys[0], keys[0], keys[0], keys[0]
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
@@ -494,6 +513,11 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 	if err == nil && out.Applied && c.To.Terminal() {
 		if err := s.rdb.SRem(ctx, s.activeKey(), id).Err(); err != nil {
 			return out, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
+		}
+	}
+	if err == nil && out.Applied && spendKey != "" {
+		if err := s.addSpend(ctx, spendKey, x.spendModel, x.spendMicros); err != nil {
+			return out, err
 		}
 	}
 	if x.releaseLock {

@@ -21,8 +21,8 @@ func TestStateTerminal(t *testing.T) {
 		jobs.StateStored: true, jobs.StateFailed: true, jobs.StateCancelled: true,
 		jobs.StateExpired: true, jobs.StateTimedOut: true,
 	}
-	if len(jobs.AllStates) != 9 {
-		t.Fatalf("AllStates has %d states, want 9", len(jobs.AllStates))
+	if len(jobs.AllStates) != 10 {
+		t.Fatalf("AllStates has %d states, want 10", len(jobs.AllStates))
 	}
 	for _, s := range jobs.AllStates {
 		if got := s.Terminal(); got != terminal[s] {

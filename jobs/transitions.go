@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/videoworker/videoworker/apiclient"
 )
 
 // This file is the job's life in one place: the states a job moves
@@ -25,6 +27,9 @@ const (
 	// TSubmitting: a create call is about to be made (the record says "in
 	// doubt" until its outcome is known).
 	TSubmitting Transition = "submitting"
+	// TBudgetWait: the job's estimate does not fit a budget; its create
+	// waits without an API call.
+	TBudgetWait Transition = "budget_wait"
 	// TCreateInDoubt: the create call got no answer; the API may have
 	// started a job, which must be reconciled before submitting again.
 	TCreateInDoubt Transition = "create_in_doubt"
@@ -81,7 +86,7 @@ type Rule struct {
 }
 
 var (
-	unfinished = []State{StateQueued, StateSubmitting, StateGenerating, StateDownloading}
+	unfinished = []State{StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading}
 	ended      = []State{StateFailed, StateTimedOut}
 	terminal   = []State{StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
 )
@@ -90,7 +95,8 @@ var (
 // it may lead. Store.Do refuses anything else with a *TransitionError.
 // The README's state diagram is checked against it.
 var Table = []Rule{
-	{TSubmitting, []State{StateQueued, StateSubmitting}, []State{StateSubmitting}},
+	{TSubmitting, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateSubmitting}},
+	{TBudgetWait, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateBudgetWait}},
 	{TCreateInDoubt, []State{StateSubmitting}, nil},
 	{TCreateFailed, []State{StateSubmitting}, nil},
 	{TReconciled, []State{StateSubmitting}, nil},
@@ -214,6 +220,20 @@ func (Submitting) change(now time.Time) (Change, applyExtra) {
 	}, applyExtra{}
 }
 
+// BudgetWaited records that the job's estimated cost does not fit a
+// budget (Reason names it): the job waits in budget_wait, without an API
+// call, for its create task's delayed retry.
+type BudgetWaited struct{ Reason string }
+
+// Transition implements Op.
+func (BudgetWaited) Transition() Transition { return TBudgetWait }
+
+func (o BudgetWaited) change(time.Time) (Change, applyExtra) {
+	return Change{To: StateBudgetWait, Set: map[string]any{FieldErrorCode: "budget_wait", FieldError: clip(o.Reason)},
+		IfEqual: map[string]any{FieldVideoID: "", FieldCreateInDoubt: false},
+		Event:   string(TBudgetWait), Detail: clip(o.Reason)}, applyExtra{}
+}
+
 // CreateInDoubt records a create call that got no answer: the doubt stays.
 type CreateInDoubt struct {
 	Code, Err string
@@ -275,6 +295,8 @@ type Adopted struct {
 	// Reconcile, when set, is the reconciliation's note (how it knew the
 	// job for its own).
 	Reconcile string
+	// EstimatedCost is the API's billing.estimated_user_cost, when known.
+	EstimatedCost apiclient.Cost
 }
 
 // Transition implements Op.
@@ -289,6 +311,9 @@ func (o Adopted) change(now time.Time) (Change, applyExtra) {
 		FieldCreateInDoubt: false, FieldCreateEndedAt: now, FieldPollSeq: 1, FieldErrorCode: "", FieldError: ""}
 	if o.Reconcile != "" {
 		set[FieldReconcile] = o.Reconcile
+	}
+	if o.EstimatedCost.Known {
+		set[FieldEstimatedCost] = o.EstimatedCost
 	}
 	return Change{To: StateGenerating,
 			Set:     set,
@@ -377,6 +402,37 @@ type Completed struct {
 	ExpectedBytes  int64 // 0: unknown
 	ExpectedSHA256 string
 	SeenBy         string
+	// Billing is what the API charged (see Billing); its settled cost is
+	// added to the fleet's spend counters in the same step.
+	Billing Billing
+}
+
+// Billing is the API's final word on a generation's cost: the settled
+// cost (Known false when the API did not say), the billing state, and the
+// model whose spend counter (spend:<day> in Redis, field model) it adds
+// to. A zero Billing changes nothing.
+type Billing struct {
+	Settled apiclient.Cost
+	State   string
+	Model   string
+}
+
+// BillingOf is v's billing, for Completed and Failed.
+func BillingOf(v *apiclient.Video, model string) Billing {
+	return Billing{Settled: v.Settled(), State: v.Billing.State, Model: model}
+}
+
+// apply adds the billing's fields to set and its spend to x.
+func (b Billing) apply(set map[string]any, x *applyExtra) {
+	if b.Settled.Known {
+		set[FieldSettledCost] = b.Settled
+		if b.Settled.Micros != 0 && b.Model != "" {
+			x.spendModel, x.spendMicros = b.Model, b.Settled.Micros
+		}
+	}
+	if b.State != "" {
+		set[FieldBillingState] = b.State
+	}
 }
 
 // Transition implements Op.
@@ -388,8 +444,10 @@ func (o Completed) change(now time.Time) (Change, applyExtra) {
 	if o.ExpectedBytes > 0 {
 		set[FieldExpectedBytes] = o.ExpectedBytes
 	}
+	var x applyExtra
+	o.Billing.apply(set, &x)
 	return Change{To: StateDownloading, Set: set, Incr: map[string]int64{FieldPolls: 1},
-		Event: string(TCompleted), Detail: "api status completed, " + o.SeenBy}, applyExtra{}
+		Event: string(TCompleted), Detail: "api status completed, " + o.SeenBy}, x
 }
 
 // DownloadStarted counts a download attempt (and notes when the first one
@@ -433,14 +491,19 @@ type Failed struct {
 	// statuses when the API ended the generation too, else "" (unknown),
 	// so that an ended job never shows the API still at work.
 	APIStatus string
+	// Billing is the API's billing of the ended generation (void for a
+	// failed, cancelled or expired one), when the API reported it.
+	Billing Billing
 }
 
 // Transition implements Op.
 func (Failed) Transition() Transition { return TFailed }
 
 func (o Failed) change(time.Time) (Change, applyExtra) {
-	return Change{To: o.To, Set: map[string]any{FieldErrorCode: o.Code, FieldError: clip(o.Err), FieldFailedStep: o.Step, FieldAPIStatus: o.APIStatus},
-		Event: string(TFailed), Detail: o.Code + ": " + clip(o.Err)}, applyExtra{}
+	set := map[string]any{FieldErrorCode: o.Code, FieldError: clip(o.Err), FieldFailedStep: o.Step, FieldAPIStatus: o.APIStatus}
+	var x applyExtra
+	o.Billing.apply(set, &x)
+	return Change{To: o.To, Set: set, Event: string(TFailed), Detail: o.Code + ": " + clip(o.Err)}, x
 }
 
 // Cancelled ends an unfinished job at a user's request. ClearAPIStatus
@@ -638,6 +701,7 @@ type Wait struct {
 // NextWait refines it for one record.
 var WaitsOn = map[State]Step{
 	StateQueued:      StepCreate,
+	StateBudgetWait:  StepCreate,
 	StateSubmitting:  StepCreate,
 	StateGenerating:  StepPoll,
 	StateDownloading: StepDownload,

@@ -11,12 +11,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
 )
 
 // ops is one operation of each transition, as a handler would make it.
 var ops = []jobs.Op{
 	jobs.Submitting{},
+	jobs.BudgetWaited{Reason: "budget day=1.00: 1.00 used"},
 	jobs.CreateInDoubt{Code: "timeout", Err: "no answer"},
 	jobs.CreateFailed{Code: "http_400", Err: "refused"},
 	jobs.Reconciled{Note: "no job created", NothingCreated: true},
@@ -343,5 +345,52 @@ func TestDoneChannel(t *testing.T) {
 	}
 	if m.Channel != b.store.DoneChannel("waited") || m.Payload != "cancelled" {
 		t.Errorf("first message %s %q; want the waited job's state (the other job has no waiter)", m.Channel, m.Payload)
+	}
+}
+
+// TestBillingRecordsCostAndSpend: the API's estimate is kept when the job
+// is adopted, its settled cost when it completes, and the completion adds
+// the cost to the day's spend of the model in the same step; a void
+// failure records 0.00 and adds nothing.
+func TestBillingRecordsCostAndSpend(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, id := range []string{"j1", "j2", "j3"} {
+		b.create(t, id, "m")
+		if _, err := b.store.Do(b.ctx, id, jobs.Adopted{VideoID: "v" + id, APIStatus: "queued", Model: "m", How: "test",
+			EstimatedCost: apiclient.Cost{Micros: 400_000, Known: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.get(t, "j1").EstimatedCost; got.Micros != 400_000 || !got.Known {
+		t.Fatalf("estimated cost %+v", got)
+	}
+	bill := jobs.Billing{Settled: apiclient.Cost{Micros: 400_000, Known: true}, State: "settled", Model: "m"}
+	for _, id := range []string{"j1", "j2"} {
+		if _, err := b.store.Do(b.ctx, id, jobs.Completed{APIStatus: "completed", Outputs: 1, SeenBy: "test", Billing: bill}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A duplicate completion does not apply and adds nothing.
+	if _, err := b.store.Do(b.ctx, "j1", jobs.Completed{APIStatus: "completed", Outputs: 1, SeenBy: "test", Billing: bill}); !errors.Is(err, jobs.ErrIllegalTransition) {
+		t.Fatalf("duplicate completion: %v", err)
+	}
+	void := jobs.Billing{Settled: apiclient.Cost{Known: true}, State: "void", Model: "m"}
+	if _, err := b.store.Do(b.ctx, "j3", jobs.Failed{To: jobs.StateFailed, Code: "generation_failed", Err: "x", Step: "generation", Billing: void}); err != nil {
+		t.Fatal(err)
+	}
+	r1, r3 := b.get(t, "j1"), b.get(t, "j3")
+	if r1.SettledCost.Micros != 400_000 || r1.BillingState != "settled" || !r3.SettledCost.Known || r3.SettledCost.Micros != 0 || r3.BillingState != "void" {
+		t.Fatalf("settled: j1 %+v %s, j3 %+v %s", r1.SettledCost, r1.BillingState, r3.SettledCost, r3.BillingState)
+	}
+	sp, err := b.store.SpendSummary(b.ctx, b.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.Today["m"] != 800_000 || sp.Month["m"] != 800_000 || jobs.Total(sp.Today) != 800_000 {
+		t.Fatalf("spend %+v", sp)
+	}
+	if ttl := b.rdb.TTL(b.ctx, b.store.SpendKey(b.clock.Now())).Val(); ttl <= 0 {
+		t.Fatalf("spend hash TTL %v", ttl)
 	}
 }

@@ -35,6 +35,7 @@ type Metrics struct {
 	jobsForgotten      *prometheus.CounterVec
 	webhookRefused     prometheus.Counter
 	callbacks          *prometheus.CounterVec
+	spend              *prometheus.CounterVec
 }
 
 // latencyBuckets spans 10 ms to about 1.5 hours.
@@ -75,6 +76,9 @@ func New() *Metrics {
 		polls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "videoworker_status_checks_total", Help: "Status checks (polls and webhook-triggered checks) made.",
 		}),
+		spend: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "videoworker_spend_usd_total", Help: "Settled cost of generations (USD) this process saw end, by model and tenant (\"default\" until tenants exist).",
+		}, []string{"model", "tenant"}),
 		pollLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "videoworker_poll_lateness_seconds", Help: "How long after its scheduled time a delayed poll started (0 when it started early).",
 			Buckets: PollLatenessBuckets,
@@ -89,7 +93,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.jobsForgotten)
 	m.webhookRefused = newWebhookRefused()
 	m.reg.MustRegister(m.webhookRefused)
-	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness, m.callbacks,
+	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.jobsFinished, m.submitToStored, m.completionToStored, m.webhooks, m.bytesStored, m.polls, m.pollLateness, m.callbacks, m.spend,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -147,6 +151,18 @@ func (m *Metrics) Stored(bytes int64, submitted, completed, stored time.Time) {
 	if !completed.IsZero() {
 		m.completionToStored.Observe(stored.Sub(completed).Seconds())
 	}
+}
+
+// Spend adds the settled cost of a generation (micro-dollars) to the
+// spend of its model and tenant ("" is "default"). Zero adds nothing.
+func (m *Metrics) Spend(model, tenant string, micros int64) {
+	if m == nil || micros == 0 || model == "" {
+		return
+	}
+	if tenant == "" {
+		tenant = "default"
+	}
+	m.spend.WithLabelValues(model, tenant).Add(float64(micros) / 1e6)
 }
 
 // Webhook records a webhook delivery's outcome.

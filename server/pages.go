@@ -70,6 +70,7 @@ type pages struct {
 	log        *slog.Logger
 	snaps      snapshotCache
 	hooks      hookHistory
+	budgets    *jobs.Budgeter
 }
 
 func (p *pages) routes(mux *http.ServeMux, a *Auth, csrf func(http.Handler) http.Handler) {
@@ -206,6 +207,35 @@ type snapshot struct {
 	Polls        pollPanel
 	StorageRoot  string
 	Charts       chartPanel
+	Spend        spendPanel
+}
+
+// spendPanel is the fleet's settled spend today and this month (UTC).
+type spendPanel struct {
+	Today, Month string       // dollars
+	ByModel      []modelSpend // this month, most first
+	Budgets      []budgetRow  // when budgets are on
+}
+
+// budgetRow is one budget's current window.
+type budgetRow struct {
+	Budget, Spent, Reserved string
+	Full                    bool
+}
+
+type modelSpend struct{ Model, Today, Month string }
+
+func newSpendPanel(sp jobs.Spend) spendPanel {
+	out := spendPanel{Today: apiclient.FormatMicros(jobs.Total(sp.Today)), Month: apiclient.FormatMicros(jobs.Total(sp.Month))}
+	models := make([]string, 0, len(sp.Month))
+	for m := range sp.Month {
+		models = append(models, m)
+	}
+	sort.Slice(models, func(i, j int) bool { return sp.Month[models[i]] > sp.Month[models[j]] })
+	for _, m := range models {
+		out.ByModel = append(out.ByModel, modelSpend{Model: m, Today: apiclient.FormatMicros(sp.Today[m]), Month: apiclient.FormatMicros(sp.Month[m])})
+	}
+	return out
 }
 
 // chartPanel holds the dashboard's charts, drawn once per snapshot.
@@ -249,6 +279,21 @@ func (p *pages) snapshot(ctx context.Context) (*snapshot, error) {
 	}
 	if s.Active, err = p.jobs.ActiveCount(ctx); err != nil {
 		return nil, err
+	}
+	sp, err := p.jobs.SpendSummary(ctx, start)
+	if err != nil {
+		return nil, err
+	}
+	s.Spend = newSpendPanel(sp)
+	if p.budgets != nil {
+		use, err := p.budgets.Use(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range use {
+			s.Spend.Budgets = append(s.Spend.Budgets, budgetRow{Budget: u.Budget.String(), Spent: apiclient.FormatMicros(u.Spent),
+				Reserved: apiclient.FormatMicros(u.Reserved), Full: u.Spent+u.Reserved >= u.Budget.Limit})
+		}
 	}
 	ids, _, err := p.jobs.Page(ctx, jobs.Cursor{}, dashboardWindow)
 	if err != nil {
@@ -725,6 +770,7 @@ func stepTask(rec *jobs.Record, st jobs.State) (taskRef, bool) {
 // is (its asynqmon tab).
 var currentStepStatus = map[jobs.State]string{
 	jobs.StateQueued:      "pending",
+	jobs.StateBudgetWait:  "retry",
 	jobs.StateSubmitting:  "active",
 	jobs.StateGenerating:  "scheduled",
 	jobs.StateDownloading: "active",

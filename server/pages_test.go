@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
@@ -32,7 +33,7 @@ type pagesFixture struct {
 
 // setupPages serves everything: job API, dashboard, monitoring and the
 // webhook receiver (with a secret), on a Redis database of its own.
-func setupPages(t *testing.T) *pagesFixture {
+func setupPages(t *testing.T, tune ...func(redis.UniversalClient, *server.Deps)) *pagesFixture {
 	t.Helper()
 	rdb := redisSrv.Client(t, redisSrv.NewDB(t))
 	auth, err := server.NewAuth(apiToken, viewer+":"+viewPass+":viewer,"+opUser+":"+opPass+":operator")
@@ -49,8 +50,12 @@ func setupPages(t *testing.T) *pagesFixture {
 		t.Fatal(err)
 	}
 	producer := tasks.NewClient(rdb, tasks.ClientOptions{})
-	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Store: disk, Producer: producer, Auth: auth, Jobs: store,
-		Monitoring: true, Webhooks: webhook.NewHandler(v, store, asynq.NewClientFromRedisClient(rdb), nil)}))
+	deps := server.Deps{Redis: rdb, Store: disk, Producer: producer, Auth: auth, Jobs: store,
+		Monitoring: true, Webhooks: webhook.NewHandler(v, store, asynq.NewClientFromRedisClient(rdb), nil)}
+	for _, f := range tune {
+		f(rdb, &deps)
+	}
+	srv := httptest.NewServer(server.New(deps))
 	t.Cleanup(srv.Close)
 	return &pagesFixture{
 		fixture: &fixture{t: t, srv: srv, producer: producer, store: store},
@@ -124,7 +129,8 @@ func (f *pagesFixture) seed() map[string]jobs.State {
 		jobs.FieldLocation: "file:///srv/videos/s1.mp4", jobs.FieldBytes: 1234,
 		jobs.FieldCompletedAt: time.Now().Add(-150 * time.Millisecond), jobs.FieldStoredAt: time.Now()})
 	f.move("f1", jobs.StateFailed, map[string]any{jobs.FieldVideoID: "vid_f1", jobs.FieldErrorCode: "generation_failed", jobs.FieldError: failMsg,
-		jobs.FieldFailedStep: "generation", jobs.FieldPolls: 2})
+		jobs.FieldFailedStep: "generation", jobs.FieldPolls: 2, jobs.FieldEstimatedCost: apiclient.Cost{Micros: 400_000, Known: true},
+		jobs.FieldSettledCost: apiclient.Cost{Known: true}, jobs.FieldBillingState: "void"})
 	f.move("t1", jobs.StateTimedOut, map[string]any{jobs.FieldErrorCode: "deadline_exceeded", jobs.FieldError: "deadline passed", jobs.FieldFailedStep: "poll"})
 	if _, err := f.producer.Cancel(ctx, "c1", ""); err != nil {
 		t.Fatal(err)
@@ -280,6 +286,7 @@ func TestJobPage(t *testing.T) {
 	for _, s := range []string{
 		`data-state="failed"`, "the model refused: &lt;b&gt;unsafe&lt;/b&gt; prompt", "generation_failed",
 		`data-field="video_id"><th>video_id</th><td>vid_f1</td>`, `data-field="failed_step"`, `data-field="submitted_at"`,
+		`<th>estimated_cost_usd</th><td>0.40</td>`, `<th>settled_cost_usd</th><td>0.00</td>`, `<th>billing_state</th><td>void</td>`,
 		`&#34;model&#34;: &#34;google/veo-3.1-lite&#34;`, // the request
 		"submitted", "moved to failed", // history
 		`data-task-id="create:f1"`, `href="/monitoring/queues/video_create/tasks/create:f1"`,
@@ -579,5 +586,35 @@ func BenchmarkDashboard(b *testing.B) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// TestDashboardShowsSpend: the settled cost of a completed generation is
+// on the dashboard, today and this month, by model.
+func TestDashboardShowsSpend(t *testing.T) {
+	t.Parallel()
+	var bud *jobs.Budgeter
+	f := setupPages(t, func(rdb redis.UniversalClient, d *server.Deps) {
+		bud = jobs.NewBudgeter(rdb, "", jobs.BudgetConfig{Budgets: []jobs.Budget{{Window: jobs.WindowDay, Limit: 2_000_000}}})
+		d.Budgets = bud
+	})
+	if err := bud.Reserve(t.Context(), "r1", "openai/sora-2", 1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	f.submit("p1", reqOf("openai/sora-2", "a paid job"))
+	f.move("p1", jobs.StateGenerating, map[string]any{jobs.FieldVideoID: "vid_p1", jobs.FieldPollSeq: 1})
+	bill := jobs.Billing{Settled: apiclient.Cost{Micros: 1_250_000, Known: true}, State: "settled", Model: "openai/sora-2"}
+	if _, err := f.store.Do(t.Context(), "p1", jobs.Completed{APIStatus: "completed", Outputs: 1, SeenBy: "test", Billing: bill}); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := f.do("GET", "/", basic(viewer, viewPass))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("dashboard: %d", resp.StatusCode)
+	}
+	for _, s := range []string{`spend today (UTC)</div><div class="v">$1.25</div>`, "this month $1.25", "openai/sora-2: $1.25 today",
+		`data-budget="day=2.00">budget day=2.00: $0.00 spent + $1.00 reserved`} {
+		if !strings.Contains(body, s) {
+			t.Errorf("dashboard lacks %q", s)
+		}
 	}
 }

@@ -614,3 +614,28 @@ func contains(l []any, s string) bool {
 	}
 	return false
 }
+
+// TestJobAPIShowsCost: GET /v1/jobs/{id} gives the API's estimated and
+// settled cost as decimal dollar strings, and leaves them out while
+// unknown.
+func TestJobAPIShowsCost(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	tok := bearer(apiToken)
+	if _, err := f.producer.Submit(t.Context(), tasks.Request{JobID: "paid", Video: reqOf("m", "p")}); err != nil {
+		t.Fatal(err)
+	}
+	_, m, raw := f.call("GET", "/v1/jobs/paid", nil, tok)
+	if _, ok := m["estimated_cost_usd"]; ok {
+		t.Errorf("an unknown cost is shown: %s", raw)
+	}
+	if _, err := f.store.Apply(t.Context(), "paid", jobs.Change{To: jobs.StateDownloading, Set: map[string]any{
+		jobs.FieldEstimatedCost: apiclient.Cost{Micros: 400_000, Known: true}, jobs.FieldSettledCost: apiclient.Cost{Micros: 440_000, Known: true},
+		jobs.FieldBillingState: "settled"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, m, raw = f.call("GET", "/v1/jobs/paid", nil, tok)
+	if m["estimated_cost_usd"] != "0.40" || m["settled_cost_usd"] != "0.44" || m["billing_state"] != "settled" {
+		t.Errorf("cost fields: %s", raw)
+	}
+}

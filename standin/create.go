@@ -544,7 +544,7 @@ func (s *Server) addJobLocked(p createParams, idemKey string, now time.Time) *jo
 		outputs:   p.samples,
 		access:    p.access,
 		audio:     p.audio,
-		costNanos: pricePerSecondNanos(p.model) * int64(p.seconds) * int64(p.samples),
+		costNanos: s.pricePerSecondNanos(p.model) * int64(p.seconds) * int64(p.samples),
 		createdAt: now,
 		startAt:   start,
 		endAt:     start.Add(s.cfg.ProcessingFor),

@@ -54,6 +54,10 @@ var (
 // Config configures a [Server]. The zero value is usable: any non-empty
 // bearer, jobs that complete at once, 64 KiB outputs, no faults, real time.
 type Config struct {
+	// PricePerSecond overrides the list price (USD per second of video,
+	// per sample) of the models it names; a job's billing estimate and
+	// settled cost follow it.
+	PricePerSecond map[string]float64
 	// APIKey is the bearer token required on every call except signed
 	// content links. Empty means any non-empty bearer is accepted.
 	APIKey string

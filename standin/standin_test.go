@@ -757,3 +757,17 @@ func TestCreateCompletedAtOnce(t *testing.T) {
 	}
 	want(t, "asset.sha256", at(v, "asset", "sha256"), sum)
 }
+
+// TestPriceTable: a configured price sets the estimate at create and the
+// settled cost at completion.
+func TestPriceTable(t *testing.T) {
+	t.Parallel()
+	b := setup(t, standin.Config{QueuedFor: time.Second, ProcessingFor: time.Second,
+		PricePerSecond: map[string]float64{"google/veo-3.1-lite": 0.25}})
+	v := b.create(t, map[string]any{"duration": 4})
+	want(t, "billing.estimated_user_cost", at(v, "billing", "estimated_user_cost"), "1.00")
+	b.clock.Advance(2 * time.Second)
+	v = b.get(t, v["id"].(string))
+	want(t, "billing.state", at(v, "billing", "state"), "settled")
+	want(t, "billing.settled_user_cost", at(v, "billing", "settled_user_cost"), "1.00")
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -395,6 +396,15 @@ var modelPrices = map[string]int64{
 }
 
 const defaultPriceNanos = 100_000_000
+
+// pricePerSecondNanos is the model's price: the configured one, else the
+// list price.
+func (s *Server) pricePerSecondNanos(model string) int64 {
+	if usd, ok := s.cfg.PricePerSecond[model]; ok {
+		return int64(math.Round(usd * 1e9))
+	}
+	return pricePerSecondNanos(model)
+}
 
 func pricePerSecondNanos(model string) int64 {
 	if p, ok := modelPrices[model]; ok {

@@ -38,7 +38,7 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	case rec.VideoID != "":
 		// A retry after the id was saved: make sure the chain exists.
 		return w.enqueueNext(ctx, rec, w.cfg.MinPollInterval)
-	case rec.State != jobs.StateQueued && rec.State != jobs.StateSubmitting:
+	case rec.State != jobs.StateQueued && rec.State != jobs.StateSubmitting && rec.State != jobs.StateBudgetWait:
 		return nil
 	}
 	// Creates of one model are serialised fleet-wide, and an in-doubt
@@ -153,6 +153,11 @@ func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error)
 // record says "in doubt" from before the call until its outcome is known,
 // so a crash mid-call is reconciled.
 func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (lockAfter, error) {
+	if w.cfg.Budgets != nil {
+		if err := w.reserveBudget(ctx, rec); err != nil {
+			return lockRelease, err
+		}
+	}
 	start := w.now()
 	res, err := w.jobs.Do(ctx, rec.ID, jobs.Submitting{})
 	switch {
@@ -176,6 +181,9 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (lockAfter, error
 	}
 	end := w.now()
 	if cerr == nil {
+		if w.cfg.Budgets != nil {
+			w.adjustBudget(ctx, rec, v)
+		}
 		return lockReleased, w.adopt(ctx, rec, v, fmt.Sprintf("created in %s", end.Sub(start).Round(time.Millisecond)), "")
 	}
 	code := errorCode(cerr)
@@ -206,7 +214,7 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (lockAfter, error
 // the model's create lock in the same step) and starts the poll chain.
 func (w *Worker) adopt(ctx context.Context, rec *jobs.Record, v *apiclient.Video, how, note string) error {
 	res, err := w.jobs.Do(ctx, rec.ID, jobs.Adopted{VideoID: v.ID, APIStatus: string(v.Status), CreatedAt: v.CreatedAt.Time,
-		Model: rec.Request.Model, How: how, Reconcile: note})
+		Model: rec.Request.Model, How: how, Reconcile: note, EstimatedCost: v.Billing.EstimatedUserCost})
 	switch {
 	case errors.Is(err, jobs.ErrIllegalTransition) && res.State == jobs.StateCancelled:
 		// Cancelled while the create call ran: keep the video id and ask

@@ -81,6 +81,10 @@ func TestMetricsScrape(t *testing.T) {
 	if v := value(`videoworker_submit_to_stored_seconds_sum`); v <= 0 || v > 4*30 {
 		t.Errorf("submit→stored sum = %vs, not plausible", v)
 	}
+	// The stand-in's list price: $0.05/s × 8 s = $0.40 a job.
+	if v := value(`videoworker_spend_usd_total{model="google/veo-3.1-lite",tenant="default"}`); v < 1.5999 || v > 1.6001 {
+		t.Errorf("spend = %v, want 1.6", v)
+	}
 	if v := value(`videoworker_status_checks_total`); v < 4 {
 		t.Errorf("status checks = %v, want at least 4", v)
 	}

@@ -28,7 +28,17 @@ func TestPipelineStoresVideos(t *testing.T) {
 	ids := e.submit(3, "google/veo-3.1-lite")
 	recs := e.waitTerminal(ids, 30*time.Second)
 	e.checkStored(recs)
+	sp, err := e.jobs.SpendSummary(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3 * recs[0].SettledCost.Micros; sp.Today["google/veo-3.1-lite"] != want || sp.Month["google/veo-3.1-lite"] != want {
+		t.Errorf("spend %+v; want %d micro-dollars today and this month", sp, want)
+	}
 	for _, r := range recs {
+		if !r.EstimatedCost.Known || r.EstimatedCost.Micros <= 0 || r.SettledCost != r.EstimatedCost || r.BillingState != "settled" {
+			t.Errorf("job %s: estimated %+v, settled %+v, billing %q; want the API's cost, settled", r.ID, r.EstimatedCost, r.SettledCost, r.BillingState)
+		}
 		if r.CreateAttempts != 1 || r.Polls < 1 || r.DownloadAttempts != 1 {
 			t.Errorf("job %s: create attempts %d, polls %d, download attempts %d; want 1, ≥1, 1", r.ID, r.CreateAttempts, r.Polls, r.DownloadAttempts)
 		}
@@ -416,6 +426,9 @@ func TestTerminalOutcomes(t *testing.T) {
 			r := e.waitTerminal(ids, 30*time.Second)[0]
 			if r.State != tc.wantState || r.ErrorCode != tc.wantCode || r.Error == "" {
 				t.Errorf("state %s, code %q, error %q; want %s, %q and a message", r.State, r.ErrorCode, r.Error, tc.wantState, tc.wantCode)
+			}
+			if tc.key == testKey && (r.BillingState != "void" || !r.SettledCost.Known || r.SettledCost.Micros != 0) {
+				t.Errorf("billing %q, settled %+v; want void, 0.00", r.BillingState, r.SettledCost)
 			}
 			if strings.Contains(r.Error, tc.key) {
 				t.Errorf("the API key leaked into the job's error: %q", r.Error)

@@ -168,7 +168,8 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 	rec.APIStatus = string(v.Status) // what failJob records
 	switch v.Status {
 	case apiclient.StatusCompleted:
-		done := jobs.Completed{APIStatus: string(v.Status), Progress: progress(v), Outputs: v.OutputCount(), SeenBy: seenBy}
+		done := jobs.Completed{APIStatus: string(v.Status), Progress: progress(v), Outputs: v.OutputCount(), SeenBy: seenBy,
+			Billing: jobs.BillingOf(v, rec.Request.Model)}
 		if v.Asset != nil {
 			if v.Asset.Bytes != nil {
 				done.ExpectedBytes = *v.Asset.Bytes
@@ -180,6 +181,10 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 			return err
 		}
 		if res.Applied {
+			w.met.Spend(done.Billing.Model, "", done.Billing.Settled.Micros)
+			if w.cfg.Budgets != nil {
+				w.settleBudget(ctx, rec, done.Billing)
+			}
 			w.log.InfoContext(ctx, "job generated", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(jobs.StateDownloading))
 		}
 		if res.State != jobs.StateDownloading {
@@ -193,11 +198,11 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 		if s := v.Error.String(); s != "" {
 			msg = s
 		}
-		w.failJob(ctx, rec, jobs.StateFailed, "generation_failed", errors.New(msg))
+		w.failJobBilled(ctx, rec, jobs.StateFailed, "generation_failed", errors.New(msg), jobs.BillingOf(v, rec.Request.Model))
 	case apiclient.StatusCancelled:
-		w.failJob(ctx, rec, jobs.StateCancelled, "cancelled", errors.New("the API reports the job cancelled"))
+		w.failJobBilled(ctx, rec, jobs.StateCancelled, "cancelled", errors.New("the API reports the job cancelled"), jobs.BillingOf(v, rec.Request.Model))
 	case apiclient.StatusExpired:
-		w.failJob(ctx, rec, jobs.StateExpired, "expired", errors.New("the API reports the job expired"))
+		w.failJobBilled(ctx, rec, jobs.StateExpired, "expired", errors.New("the API reports the job expired"), jobs.BillingOf(v, rec.Request.Model))
 	}
 	return nil
 }

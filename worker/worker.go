@@ -154,6 +154,14 @@ type Config struct {
 	// Callback tunes the delivery of completion callbacks to the jobs'
 	// callback URLs.
 	Callback CallbackConfig
+	// Budgets, when set, prices each job and reserves its estimate before
+	// the create call (nil: budgets off, no Redis command added).
+	Budgets *jobs.Budgeter
+	// BudgetPolicy is BudgetWait (default) or BudgetReject.
+	BudgetPolicy string
+	// BudgetRetryInterval is how often a job in budget_wait tries again.
+	// Default 30 s.
+	BudgetRetryInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -192,6 +200,7 @@ func (c *Config) setDefaults() {
 	if c.RetentionSweepInterval == 0 {
 		c.RetentionSweepInterval = time.Minute
 	}
+	def(&c.BudgetRetryInterval, 30*time.Second)
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
@@ -561,18 +570,28 @@ func (w *Worker) badPayload(ctx context.Context, t *asynq.Task, err error) error
 // puts a terminal status just seen into rec.APIStatus); a status of a
 // generation still running is cleared, since nobody looks again.
 func (w *Worker) failJob(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error) {
-	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
+	w.failJobBilled(ctx, rec, to, code, err, jobs.Billing{})
+}
+
+// failJobBilled is failJob recording the API's billing of the ended
+// generation too.
+func (w *Worker) failJobBilled(ctx context.Context, rec *jobs.Record, to jobs.State, code string, err error, bill jobs.Billing) {
+	step := map[jobs.State]string{jobs.StateQueued: "create", jobs.StateBudgetWait: "create", jobs.StateSubmitting: "create", jobs.StateGenerating: "poll", jobs.StateDownloading: "download"}[rec.State]
 	switch code {
 	case "generation_failed", "expired", "cancelled":
 		step = "generation"
 	}
-	res, uerr := w.jobs.Do(ctx, rec.ID, jobs.Failed{To: to, Code: code, Err: err.Error(), Step: step, APIStatus: lastAPIStatus(rec.APIStatus)})
+	res, uerr := w.jobs.Do(ctx, rec.ID, jobs.Failed{To: to, Code: code, Err: err.Error(), Step: step, APIStatus: lastAPIStatus(rec.APIStatus), Billing: bill})
 	if uerr != nil && !errors.Is(uerr, jobs.ErrIllegalTransition) {
 		w.log.ErrorContext(ctx, "could not record job failure", "job_id", rec.ID, "err", uerr.Error())
 		return
 	}
 	if res.Applied {
 		w.met.JobFinished(string(to))
+		w.met.Spend(bill.Model, "", bill.Settled.Micros)
+		if w.cfg.Budgets != nil {
+			w.settleBudget(ctx, rec, bill)
+		}
 		w.log.WarnContext(ctx, "job ended", "job_id", rec.ID, "video_id", rec.VideoID, "state", string(to), "error_code", code, "error", err.Error())
 		if err := w.enqueueEnded(context.WithoutCancel(ctx), rec, to); err != nil {
 			// The job has ended; only its callback is late: the next

@@ -118,6 +118,7 @@ var sections = []section{
 	{name: "producer", define: func(r *recorder, _ sizes) { defineProducer(r) }, run: runProducer},
 	{name: "idle", define: defineIdle, run: runIdle, once: true},
 	{name: "retention", define: defineRetention, run: runRetention, once: true},
+	{name: "budget", define: func(r *recorder, _ sizes) { defineBudget(r) }, run: runBudget},
 }
 
 func sectionNames() []string {

@@ -99,7 +99,7 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	if err != nil {
 		return nil, nil, err
 	}
-	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies,
+	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies, Budgets: cfg.budgeter(rdb),
 		Producer: tasks.NewClient(rdb, cfg.producerOptions(log))}
 	var hooks *webhook.Handler
 	if len(sc.Secrets) > 0 {

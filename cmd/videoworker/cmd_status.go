@@ -163,6 +163,13 @@ func printRecord(w io.Writer, r *jobs.Record, hist []jobs.Event, files []outputF
 	}
 	fmt.Fprintf(w, "  %s\n", strings.Join(parts, ", "))
 	fmt.Fprintf(w, "  create attempts %d, polls %d, download attempts %d\n", r.CreateAttempts, r.Polls, r.DownloadAttempts)
+	if r.EstimatedCost.Known || r.SettledCost.Known {
+		fmt.Fprintf(w, "  cost: estimated $%s, settled $%s", r.EstimatedCost, r.SettledCost)
+		if r.BillingState != "" {
+			fmt.Fprintf(w, " (billing %s)", r.BillingState)
+		}
+		fmt.Fprintln(w)
+	}
 	switch {
 	case len(files) > 0:
 		fmt.Fprintf(w, "  stored %d outputs, %d bytes in all:\n", len(files), r.Bytes)

@@ -18,6 +18,7 @@ import (
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
+	"github.com/videoworker/videoworker/worker"
 )
 
 // Config is every setting of the program, read from the environment. The
@@ -82,6 +83,12 @@ type Config struct {
 	CallbackAllowLoopback bool          `envconfig:"CALLBACK_ALLOW_LOOPBACK" default:"false" desc:"let callback URLs reach loopback addresses, over plain http too (development)"`
 	CallbackTimeout       time.Duration `envconfig:"CALLBACK_TIMEOUT" default:"10s" desc:"worker: timeout of one callback delivery attempt"`
 	CallbackMaxAge        time.Duration `envconfig:"CALLBACK_MAX_AGE" default:"24h" desc:"worker: how long after a job ended its callback is still retried"`
+
+	// Spend control (package jobs, budget.go): off while BUDGETS is empty.
+	Budgets              string        `envconfig:"BUDGETS" desc:"fleet-wide spend limits in USD, e.g. day=200,month=4000,model:openai/sora-2/day=50 (empty: off)"`
+	ModelPrices          string        `envconfig:"MODEL_PRICES" desc:"prices that budgets reserve before a create, e.g. google/veo-3.1-lite=0.05/s,openai/sora-2=0.80 (per second, or per video), times samples"`
+	BudgetPolicy         string        `envconfig:"BUDGET_POLICY" default:"wait" desc:"a job over a budget: wait (state budget_wait, retried) or reject (failed, budget_exceeded)"`
+	BudgetReservationTTL time.Duration `envconfig:"BUDGET_RESERVATION_TTL" default:"24h" desc:"how long a job's reservation holds budget if it is never settled (its worker died)"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -301,6 +308,7 @@ func (c Config) Validate() error {
 	if c.CallbackMaxAge < time.Minute {
 		add("CALLBACK_MAX_AGE: want at least 1m")
 	}
+	c.validateBudgets(add)
 	switch c.LogFormat {
 	case "auto", "text", "json":
 	default:
@@ -310,6 +318,36 @@ func (c Config) Validate() error {
 		add("LOG_LEVEL: %v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateBudgets checks BUDGETS, MODEL_PRICES and BUDGET_POLICY.
+func (c Config) validateBudgets(add func(format string, a ...any)) {
+	budgets, errs := jobs.ParseBudgets(c.Budgets)
+	for _, err := range errs {
+		add("BUDGETS: %v", err)
+	}
+	prices, errs := jobs.ParsePrices(c.ModelPrices)
+	for _, err := range errs {
+		add("MODEL_PRICES: %v", err)
+	}
+	if len(budgets) > 0 && len(prices) == 0 && len(errs) == 0 {
+		add("MODEL_PRICES: empty while BUDGETS is set: every job would be refused as unpriced")
+	}
+	switch c.BudgetPolicy {
+	case worker.BudgetWait, worker.BudgetReject:
+	default:
+		add("BUDGET_POLICY: want wait or reject, got %q", clip(c.BudgetPolicy, 20))
+	}
+	if c.BudgetReservationTTL < time.Minute {
+		add("BUDGET_RESERVATION_TTL: want at least 1m")
+	}
+}
+
+// budgeter is the fleet's budgets, or nil when BUDGETS is empty (off).
+func (c Config) budgeter(rdb redis.UniversalClient) *jobs.Budgeter {
+	budgets, _ := jobs.ParseBudgets(c.Budgets)
+	prices, _ := jobs.ParsePrices(c.ModelPrices)
+	return jobs.NewBudgeter(rdb, c.KeyPrefix, jobs.BudgetConfig{Budgets: budgets, Prices: prices, ReservationTTL: c.BudgetReservationTTL})
 }
 
 // insecureAPIAllowed reports whether AISTATS_ALLOW_INSECURE lets

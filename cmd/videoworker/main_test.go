@@ -350,3 +350,26 @@ func (n *notifyWriter) Write(p []byte) (int, error) {
 	}
 	return n.w.Write(p)
 }
+
+// TestConfigNamesEveryBudgetProblem: malformed budgets and prices stop the
+// program at start with every problem named.
+func TestConfigNamesEveryBudgetProblem(t *testing.T) {
+	t.Setenv("BUDGETS", "day=200,week=5,tenant:acme/day=20,model:openai/sora-2/day=abc")
+	t.Setenv("MODEL_PRICES", "google/veo-3.1-lite=0.05/s,openai/sora-2=cheap")
+	t.Setenv("BUDGET_POLICY", "maybe")
+	_, err := loadConfig()
+	if err == nil {
+		t.Fatal("invalid budgets accepted")
+	}
+	for _, s := range []string{`"week=5"`, "tenant budgets need tenants", `"model:openai/sora-2/day=abc"`, `"openai/sora-2=cheap"`, "BUDGET_POLICY"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error does not name %s:\n%v", s, err)
+		}
+	}
+	t.Setenv("BUDGETS", "day=200,model:openai/sora-2/day=50")
+	t.Setenv("MODEL_PRICES", "google/veo-3.1-lite=0.05/s")
+	t.Setenv("BUDGET_POLICY", "reject")
+	if _, err := loadConfig(); err != nil {
+		t.Fatalf("valid budgets refused: %v", err)
+	}
+}

@@ -90,6 +90,9 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 
 		Callback: worker.CallbackConfig{Secrets: cfg.CallbackSecrets, Policy: cfg.callbackPolicy(),
 			Timeout: cfg.CallbackTimeout, MaxAge: cfg.CallbackMaxAge},
+
+		Budgets:      cfg.budgeter(rdb),
+		BudgetPolicy: cfg.BudgetPolicy,
 	}
 	if !cfg.Wake {
 		wc.IdleCheckInterval = -1
