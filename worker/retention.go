@@ -3,8 +3,6 @@ package worker
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -21,27 +19,13 @@ const sweepBatch = 500
 // retention has passed. One worker of the fleet at a time does it (a Redis
 // lease); the others stand by. It returns when ctx ends.
 func (w *Worker) runRetentionSweeps(ctx context.Context, interval time.Duration) {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	owner := hex.EncodeToString(b[:])
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		held, err := w.jobs.Lease(ctx, "retention-sweep", owner, 2*interval+time.Minute)
-		if err != nil || !held {
-			continue
-		}
+	w.runLeased(ctx, "retention-sweep", interval, 2*interval+time.Minute, func() {
 		if n, err := w.SweepFinished(ctx); err != nil && ctx.Err() == nil {
 			w.log.WarnContext(ctx, "retention sweep", "err", err.Error(), "forgotten", n)
 		} else if n > 0 {
 			w.log.InfoContext(ctx, "finished jobs forgotten", "count", n)
 		}
-	}
+	})
 }
 
 // SweepFinished forgets every finished job whose retention has passed, in

@@ -18,6 +18,20 @@ import (
 // any unfinished job. One worker of the fleet at a time does it (a Redis
 // lease); the others stand by. It returns when ctx ends.
 func (w *Worker) runStrandedChecks(ctx context.Context, interval time.Duration) {
+	w.runLeased(ctx, "stranded-check", interval, 2*interval, func() {
+		if n, err := w.RecoverStranded(ctx); err != nil && ctx.Err() == nil {
+			w.log.WarnContext(ctx, "stranded-job check", "err", err.Error())
+		} else if n > 0 {
+			w.log.WarnContext(ctx, "stranded jobs re-enqueued", "count", n)
+		}
+	})
+}
+
+// runLeased runs step every interval while this worker holds the
+// fleet-wide lease name (taken or renewed for ttl before each step), so
+// that one worker of the fleet at a time does it; the others stand by.
+// It returns when ctx ends.
+func (w *Worker) runLeased(ctx context.Context, name string, interval, ttl time.Duration, step func()) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	owner := hex.EncodeToString(b[:])
@@ -29,14 +43,8 @@ func (w *Worker) runStrandedChecks(ctx context.Context, interval time.Duration) 
 			return
 		case <-t.C:
 		}
-		held, err := w.jobs.Lease(ctx, "stranded-check", owner, 2*interval)
-		if err != nil || !held {
-			continue
-		}
-		if n, err := w.RecoverStranded(ctx); err != nil && ctx.Err() == nil {
-			w.log.WarnContext(ctx, "stranded-job check", "err", err.Error())
-		} else if n > 0 {
-			w.log.WarnContext(ctx, "stranded jobs re-enqueued", "count", n)
+		if held, err := w.jobs.Lease(ctx, name, owner, ttl); err == nil && held {
+			step()
 		}
 	}
 }
