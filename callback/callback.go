@@ -42,6 +42,11 @@ type Event struct {
 	Error     string            `json:"error,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	At        time.Time         `json:"finished_at,omitzero"`
+	// What the API says the job costs, in decimal dollars: its estimate
+	// after the create, and the settled cost once the generation ended
+	// ("0.00" for a voided one); absent when unknown.
+	EstimatedCostUSD string `json:"estimated_cost_usd,omitempty"`
+	SettledCostUSD   string `json:"settled_cost_usd,omitempty"`
 }
 
 // Sign is the hex HMAC-SHA256 of ts + "." + body with secret.

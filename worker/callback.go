@@ -146,8 +146,15 @@ func (w *Worker) handleCallback(ctx context.Context, t *asynq.Task) error {
 
 // callbackEvent is the body of the delivery of rec's terminal state.
 func callbackEvent(rec *jobs.Record, id string) callback.Event {
-	return callback.Event{ID: id, JobID: rec.ID, State: string(rec.State), VideoID: rec.VideoID, Location: rec.Location,
+	ev := callback.Event{ID: id, JobID: rec.ID, State: string(rec.State), VideoID: rec.VideoID, Location: rec.Location,
 		SHA256: rec.SHA256, Bytes: rec.Bytes, ErrorCode: rec.ErrorCode, Error: rec.Error, Labels: rec.Labels, At: rec.FinishedAt}
+	if rec.EstimatedCost.Known {
+		ev.EstimatedCostUSD = rec.EstimatedCost.String()
+	}
+	if rec.SettledCost.Known {
+		ev.SettledCostUSD = rec.SettledCost.String()
+	}
+	return ev
 }
 
 // retryAfter reads a Retry-After header (seconds or an HTTP date); 0 when

@@ -175,6 +175,9 @@ func TestCallbackDeliveredSigned(t *testing.T) {
 		if d.event.State != "stored" || d.event.SHA256 == "" || d.event.SHA256 != rec.SHA256 || d.event.Location != rec.Location || d.event.Bytes != rec.Bytes {
 			t.Errorf("event %+v does not match the record (sha256 %s, location %s, bytes %d)", d.event, rec.SHA256, rec.Location, rec.Bytes)
 		}
+		if !rec.SettledCost.Known || d.event.SettledCostUSD != rec.SettledCost.String() || d.event.EstimatedCostUSD != rec.EstimatedCost.String() {
+			t.Errorf("event costs estimated %q settled %q; the record's %s and %s", d.event.EstimatedCostUSD, d.event.SettledCostUSD, rec.EstimatedCost, rec.SettledCost)
+		}
 	}
 	for _, id := range ids {
 		if perJob[string(id)] != 1 {
