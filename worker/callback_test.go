@@ -144,7 +144,7 @@ func TestCallbackDeliveredSigned(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Wait did not return after the job was stored (its fallback is an hour away)")
 	}
-	got := rcv.waitFor(t, n, 20*time.Second)
+	rcv.waitFor(t, n, 20*time.Second)
 	for _, id := range ids {
 		rec := e.waitCallback(id, 10*time.Second)
 		if rec.CallbackStatus != jobs.CallbackDelivered || rec.CallbackAttempts != 1 || rec.CallbackLastCode != 204 {
@@ -154,7 +154,7 @@ func TestCallbackDeliveredSigned(t *testing.T) {
 			t.Errorf("job %s: %s, want stored", id, rec.State)
 		}
 	}
-	got = rcv.deliveries()
+	got := rcv.deliveries()
 	perJob := map[string]int{}
 	for _, d := range got {
 		if err := tasks.VerifyCallback([]string{"new-secret"}, time.Minute, d.header, d.body, time.Now()); err != nil {
