@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -144,17 +143,23 @@ func childWorker(ctx context.Context, c childWorkerConfig, in io.Reader, out io.
 	return w.stop()
 }
 
-// workerProc is a worker child process.
-type workerProc struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	out  *bufio.Scanner
-	once sync.Once
-	err  error
+// childProc is a child process of this binary (a worker for the scale
+// section, an idle server for the idle section): it reads commands from
+// its input, answers on its output, and shuts down when its input closes.
+type childProc struct {
+	name     string        // what it is, for errors
+	stopWait time.Duration // how long stop waits before it kills
+	cmd      *exec.Cmd
+	in       io.WriteCloser
+	out      *bufio.Scanner
+	once     sync.Once
+	err      error
 }
 
-func startWorkerProc(c childWorkerConfig) (*workerProc, error) {
-	b, err := json.Marshal(c)
+// startChild starts this binary as a child of kind (childEnv) with config
+// (configEnv, as JSON).
+func startChild(kind string, config any, stopWait time.Duration) (*childProc, error) {
+	b, err := json.Marshal(config)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +168,7 @@ func startWorkerProc(c childWorkerConfig) (*workerProc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"=worker", configEnv+"="+string(b))
+	cmd.Env = append(os.Environ(), childEnv+"="+kind, configEnv+"="+string(b))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -178,32 +183,39 @@ func startWorkerProc(c childWorkerConfig) (*workerProc, error) {
 	}
 	sc := bufio.NewScanner(outp)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	return &workerProc{cmd: cmd, in: in, out: sc}, nil
+	return &childProc{name: kind + " process", stopWait: stopWait, cmd: cmd, in: in, out: sc}, nil
 }
 
-func (p *workerProc) report() (childReport, error) {
+// startWorkerProc starts a worker child process.
+func startWorkerProc(c childWorkerConfig) (*childProc, error) {
+	return startChild("worker", c, 60*time.Second)
+}
+
+// report asks a worker child for its report.
+func (p *childProc) report() (childReport, error) {
 	var r childReport
 	if _, err := io.WriteString(p.in, "report\n"); err != nil {
 		return r, err
 	}
 	if !p.out.Scan() {
-		return r, fmt.Errorf("worker process: no report: %v", p.out.Err())
+		return r, fmt.Errorf("%s: no report: %v", p.name, p.out.Err())
 	}
 	return r, json.Unmarshal(p.out.Bytes(), &r)
 }
 
-// stop ends the worker gracefully and waits for the process.
-func (p *workerProc) stop() error {
+// stop closes the child's input (it then shuts down gracefully) and waits
+// for it, killing it after stopWait.
+func (p *childProc) stop() error {
 	p.once.Do(func() {
 		p.in.Close()
 		done := make(chan error, 1)
 		go func() { done <- p.cmd.Wait() }()
 		select {
 		case p.err = <-done:
-		case <-time.After(60 * time.Second):
+		case <-time.After(p.stopWait):
 			_ = p.cmd.Process.Kill()
 			<-done
-			p.err = errors.New("worker process did not stop within 60 s; killed")
+			p.err = fmt.Errorf("%s did not stop within %s; killed", p.name, p.stopWait)
 		}
 	})
 	return p.err

@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -93,7 +88,7 @@ func runIdleOne(ctx context.Context, b *bench, ir idleRun) error {
 		return err
 	}
 	defer re.close()
-	var procs []*idleProc
+	var procs []*childProc
 	defer func() {
 		for _, p := range procs {
 			_ = p.stop()
@@ -157,64 +152,17 @@ func runIdleOne(ctx context.Context, b *bench, ir idleRun) error {
 	return nil
 }
 
-// idleProc is an idle child process.
-type idleProc struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	out  *bufio.Scanner
-	once sync.Once
-	err  error
+// startIdleProc starts an idle child process.
+func startIdleProc(c idleConfig) (*childProc, error) {
+	return startChild("idle", c, 30*time.Second)
 }
 
-func startIdleProc(c idleConfig) (*idleProc, error) {
-	raw, err := json.Marshal(c)
-	if err != nil {
-		return nil, err
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"=idle", configEnv+"="+string(raw))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return &idleProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}, nil
-}
-
-// ready waits for the child's "ready" line.
-func (p *idleProc) ready() error {
+// ready waits for an idle child's "ready" line.
+func (p *childProc) ready() error {
 	if !p.out.Scan() {
-		return fmt.Errorf("idle process: not ready: %v", p.out.Err())
+		return fmt.Errorf("%s: not ready: %v", p.name, p.out.Err())
 	}
 	return nil
-}
-
-// stop closes the child's input (it then shuts down) and waits for it.
-func (p *idleProc) stop() error {
-	p.once.Do(func() {
-		p.in.Close()
-		done := make(chan error, 1)
-		go func() { done <- p.cmd.Wait() }()
-		select {
-		case p.err = <-done:
-		case <-time.After(30 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-done
-			p.err = errors.New("idle process did not stop within 30 s; killed")
-		}
-	})
-	return p.err
 }
 
 // childIdle runs an idle worker or asynq server until its input ends.
