@@ -82,40 +82,18 @@ func runProducer(ctx context.Context, b *bench) error {
 // from conc goroutines for d and returns the rate in jobs/s and every
 // call's latency in seconds.
 func submitBatchesFor(ctx context.Context, p *tasks.Client, prefix string, conc int, d time.Duration) (float64, []float64, error) {
-	var mu sync.Mutex
-	var all []float64
-	var firstErr error
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for g := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []float64
-			reqs := make([]tasks.Request, producerBatch)
-			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
-				for k := range reqs {
-					id := fmt.Sprintf("%s-%02d-%05d-%03d", prefix, g, i, k)
-					reqs[k] = tasks.Request{JobID: tasks.JobID(id), Video: apiclient.CreateRequest{Model: models[k%len(models)], Prompt: "producer " + id}}
-				}
-				t0 := time.Now()
-				_, err := p.SubmitMany(ctx, reqs)
-				lat = append(lat, time.Since(t0).Seconds())
-				if err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-					return
-				}
+	elapsed, lat, err := closedLoop(ctx, conc, d, func(g int) func(i int) error {
+		reqs := make([]tasks.Request, producerBatch)
+		return func(i int) error {
+			for k := range reqs {
+				id := fmt.Sprintf("%s-%02d-%05d-%03d", prefix, g, i, k)
+				reqs[k] = tasks.Request{JobID: tasks.JobID(id), Video: apiclient.CreateRequest{Model: models[k%len(models)], Prompt: "producer " + id}}
 			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return float64(len(all)*producerBatch) / time.Since(start).Seconds(), all, firstErr
+			_, err := p.SubmitMany(ctx, reqs)
+			return err
+		}
+	})
+	return float64(len(lat)*producerBatch) / elapsed.Seconds(), lat, err
 }
 
 // submitAtRate starts Submit calls at a steady rate for d, from conc
@@ -165,6 +143,21 @@ func submitAtRate(ctx context.Context, p *tasks.Client, prefix string, conc int,
 // submitFor calls Submit from conc goroutines for d and returns the rate
 // and every call's latency in seconds.
 func submitFor(ctx context.Context, p *tasks.Client, prefix string, conc int, d time.Duration) (float64, []float64, error) {
+	elapsed, lat, err := closedLoop(ctx, conc, d, func(g int) func(i int) error {
+		return func(i int) error {
+			id := fmt.Sprintf("%s-%02d-%07d", prefix, g, i)
+			_, err := p.Submit(ctx, tasks.Request{JobID: tasks.JobID(id), Video: apiclient.CreateRequest{Model: models[i%len(models)], Prompt: "producer " + id}})
+			return err
+		}
+	})
+	return float64(len(lat)) / elapsed.Seconds(), lat, err
+}
+
+// closedLoop runs, from conc goroutines for d, each goroutine g's call
+// (made by newCall(g)) again as soon as the last one returned, with i
+// counting its calls; a goroutine stops at its first error. It returns the
+// time taken, every call's latency in seconds, and the first error.
+func closedLoop(ctx context.Context, conc int, d time.Duration, newCall func(g int) func(i int) error) (time.Duration, []float64, error) {
 	var mu sync.Mutex
 	var all []float64
 	var firstErr error
@@ -175,11 +168,11 @@ func submitFor(ctx context.Context, p *tasks.Client, prefix string, conc int, d 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			call := newCall(g)
 			var lat []float64
 			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
-				id := fmt.Sprintf("%s-%02d-%07d", prefix, g, i)
 				t0 := time.Now()
-				_, err := p.Submit(ctx, tasks.Request{JobID: tasks.JobID(id), Video: apiclient.CreateRequest{Model: models[i%len(models)], Prompt: "producer " + id}})
+				err := call(i)
 				lat = append(lat, time.Since(t0).Seconds())
 				if err != nil {
 					mu.Lock()
@@ -194,5 +187,5 @@ func submitFor(ctx context.Context, p *tasks.Client, prefix string, conc int, d 
 		}()
 	}
 	wg.Wait()
-	return float64(len(all)) / time.Since(start).Seconds(), all, firstErr
+	return time.Since(start), all, firstErr
 }
