@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -128,6 +129,122 @@ func TestDocsLinksStayInRepository(t *testing.T) {
 			if anchor != "" && strings.HasSuffix(clean, ".md") && !anchorsOf(clean)[anchor] {
 				t.Errorf("%s links to a missing heading: %s (no #%s in %s)", file, link, anchor, clean)
 			}
+		}
+	}
+}
+
+// makeTargets reads the Makefile's targets and their `make help` lines
+// ("target: … ## help"), and the "#>" lines help prints above them.
+func makeTargets(t *testing.T) (help map[string]string, header string) {
+	t.Helper()
+	b, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	help = map[string]string{}
+	target := regexp.MustCompile(`^([a-zA-Z_-]+):.*## (.*)$`)
+	var head []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := target.FindStringSubmatch(line); m != nil {
+			help[m[1]] = m[2]
+		}
+		if rest, ok := strings.CutPrefix(line, "#> "); ok {
+			head = append(head, rest)
+		}
+	}
+	return help, strings.Join(head, "\n")
+}
+
+// approxDuration matches a time quoted as an estimate ("about 10 min",
+// "~6-9 min", "about 2.5 minutes"); normDuration writes it one way.
+var approxDuration = regexp.MustCompile(`(?:about|~)\s*(\d+(?:\.\d+)?(?:\s*[-–]\s*\d+(?:\.\d+)?)?)\s*(minutes|minute|min|seconds|second|s)\b`)
+
+func normDuration(m []string) string {
+	n := strings.ReplaceAll(strings.ReplaceAll(m[1], " ", ""), "–", "-")
+	unit := "min"
+	if strings.HasPrefix(m[2], "s") {
+		unit = "s"
+	}
+	return n + " " + unit
+}
+
+// TestMakeHelpAgreesWithDocs: `make help` and the documentation say the
+// same. Every time quoted as an estimate in a paragraph after a "`make X`"
+// (up to the next "`make …`") of README.md or docs/*.md is one the Makefile's
+// help line of X gives; the Go version the README and `make help` require
+// is go.mod's; and the README's set-up section names everything test-deps
+// installs.
+func TestMakeHelpAgreesWithDocs(t *testing.T) {
+	help, header := makeTargets(t)
+	mention := regexp.MustCompile("`make ([a-z-]+)")
+	for _, file := range markdownFiles(t) {
+		b, err := os.ReadFile(filepath.Join("../..", filepath.FromSlash(file)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, para := range regexp.MustCompile(`\n\s*\n`).Split(string(b), -1) {
+			ms := mention.FindAllStringSubmatchIndex(para, -1)
+			for i, m := range ms {
+				name := para[m[2]:m[3]]
+				end := len(para)
+				if i+1 < len(ms) {
+					end = ms[i+1][0]
+				}
+				for _, d := range approxDuration.FindAllStringSubmatch(para[m[1]:end], -1) {
+					h, ok := help[name]
+					if !ok {
+						t.Errorf("%s quotes %q for `make %s`, which is not a target with a help line", file, d[0], name)
+						continue
+					}
+					var want []string
+					for _, hd := range approxDuration.FindAllStringSubmatch(h, -1) {
+						want = append(want, normDuration(hd))
+					}
+					if !slices.Contains(want, normDuration(d)) {
+						t.Errorf("%s quotes %q for `make %s`; make help says %q", file, d[0], name, h)
+					}
+				}
+			}
+		}
+	}
+
+	gomod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(gomod)
+	if goVersion == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup := string(readme)
+	start := strings.Index(setup, "## Set up")
+	if start < 0 {
+		t.Fatal(`README has no "## Set up" section`)
+	}
+	setup = setup[start:]
+	if end := strings.Index(setup[1:], "\n## "); end >= 0 {
+		setup = setup[:end+1]
+	}
+	wantGo := "Go " + string(goVersion[1]) + " or newer"
+	if !strings.Contains(setup, wantGo) {
+		t.Errorf("README's set-up section does not say %q (go.mod)", wantGo)
+	}
+	if !strings.Contains(header, wantGo) {
+		t.Errorf("make help does not say %q (go.mod); it says %q", wantGo, header)
+	}
+	deps, ok := help["test-deps"]
+	if !ok {
+		t.Fatal("the Makefile has no test-deps target with a help line")
+	}
+	deps = regexp.MustCompile(`\([^)]*\)`).ReplaceAllString(deps, "")
+	_, list, _ := strings.Cut(deps, ":")
+	for _, dep := range strings.Split(list, ",") {
+		if dep = strings.TrimSpace(dep); dep != "" && !strings.Contains(setup, dep) {
+			t.Errorf("make test-deps installs %s; README's set-up section does not say so", dep)
 		}
 	}
 }
