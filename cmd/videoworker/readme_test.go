@@ -248,3 +248,21 @@ func TestMakeHelpAgreesWithDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsIndexListsEveryPage: docs/README.md links every page of docs/,
+// so a page moved out of the front page can be found from it.
+func TestDocsIndexListsEveryPage(t *testing.T) {
+	index, err := os.ReadFile("../../docs/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range markdownFiles(t) {
+		name := path.Base(file)
+		if !strings.HasPrefix(file, "docs/") || name == "README.md" {
+			continue
+		}
+		if !strings.Contains(string(index), "]("+name+")") {
+			t.Errorf("docs/README.md does not link %s", file)
+		}
+	}
+}
