@@ -1,4 +1,10 @@
 # videoworker — run `make help` for the targets.
+#
+# Lines starting with "#>" are printed by `make help` above the targets; the
+# README's set-up section says the same (cmd/videoworker/readme_test.go checks
+# the Go version, the test requirements and every time quoted for a target).
+#> requirements: Go 1.26.8 or newer; `make run` needs nothing else.
+#> `make test` first runs test-deps, which installs what is missing (below).
 
 GO        ?= go
 PKGS      ?= ./...
@@ -8,6 +14,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 15m
 
 .PHONY: help
 help: ## list the targets
+	@sed -n 's/^#> /  /p' $(MAKEFILE_LIST)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
@@ -24,7 +31,7 @@ test: test-deps fmt-check vet staticcheck ## test-deps, gofmt check, go vet, sta
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
 .PHONY: test-deps
-test-deps: ## install what the tests need, only if missing: redis-server, chromium (apt-get), versitygw (go install, ~2 min once)
+test-deps: ## install what the tests need, only if missing: redis-server, chromium, gcc (apt-get; gcc for go test -race), versitygw (go install, ~2 min once)
 	@scripts/ensure-test-deps.sh
 
 .PHONY: soak

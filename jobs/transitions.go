@@ -93,7 +93,7 @@ var (
 
 // Table is the job's life: every transition, where it may start and where
 // it may lead. Store.Do refuses anything else with a *TransitionError.
-// The README's state diagram is checked against it.
+// docs/state-machine.md's diagram is checked against it.
 var Table = []Rule{
 	{TSubmitting, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateSubmitting}},
 	{TBudgetWait, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateBudgetWait}},
@@ -697,7 +697,7 @@ type Wait struct {
 	VideoID string
 }
 
-// WaitsOn is the step each state waits on, for the README's diagram;
+// WaitsOn is the step each state waits on, for docs/state-machine.md;
 // NextWait refines it for one record.
 var WaitsOn = map[State]Step{
 	StateQueued:      StepCreate,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what `make test` needs, only when it is missing: redis-server and
-# chromium (Debian packages, through apt-get as root or with sudo) and
+# Installs what `make test` needs, only when it is missing: redis-server,
+# chromium and a C compiler for go test -race (Debian packages, through
+# apt-get as root or with sudo) and
 # versitygw (built with go install into the Go build cache, about 2 minutes
 # once). `make test` and CI (.ci/run) run it first; SKIP_TEST_DEPS=1 skips it.
 set -euo pipefail
@@ -14,6 +15,9 @@ command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 if [ -z "${CHROMIUM_BIN:-}" ] && ! command -v chromium >/dev/null 2>&1; then
 	packages+=(chromium chromium-driver)
 fi
+# go test -race needs cgo, hence a C compiler: $(go env CC), gcc by default.
+cc="$(go env CC 2>/dev/null || true)"
+command -v "${cc%% *}" >/dev/null 2>&1 || command -v "${cc:-gcc}" >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 if [ ${#packages[@]} -gt 0 ]; then
 	sudo=()
 	[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo=(sudo)

@@ -13,21 +13,21 @@ import (
 	"github.com/videoworker/videoworker/jobs"
 )
 
-// TestREADMEStateMachine keeps the README's state diagram and its two
-// tables (transitions that keep the state, the task each state waits on)
-// in step with jobs.Table and jobs.WaitsOn.
-func TestREADMEStateMachine(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
+// TestStateMachineDoc keeps docs/state-machine.md (the state diagram and
+// its two tables: transitions that keep the state, the task each state
+// waits on) in step with jobs.Table and jobs.WaitsOn.
+func TestStateMachineDoc(t *testing.T) {
+	b, err := os.ReadFile("../docs/state-machine.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	doc := string(b)
-	start := strings.Index(doc, "### The job's state machine")
+	start := strings.Index(doc, "# The job's state machine")
 	if start < 0 {
-		t.Fatal("README has no section \"The job's state machine\"")
+		t.Fatal("docs/state-machine.md has no heading \"The job's state machine\"")
 	}
 	sec := doc[start+1:]
-	if end := regexp.MustCompile(`\n##+ `).FindStringIndex(sec); end != nil {
+	if end := regexp.MustCompile(`\n# `).FindStringIndex(sec); end != nil {
 		sec = sec[:end[0]]
 	}
 	groups := map[string][]jobs.State{
@@ -100,15 +100,15 @@ func TestREADMEStateMachine(t *testing.T) {
 			step := jobs.WaitsOn[st]
 			switch {
 			case step == jobs.StepNone && m[2] != "nothing":
-				t.Errorf("README: %s waits on %q; the code: nothing", st, m[2])
+				t.Errorf("docs/state-machine.md: %s waits on %q; the code: nothing", st, m[2])
 			case step != jobs.StepNone && !strings.HasPrefix(m[2], "`video:"+string(step)+"`"):
-				t.Errorf("README: %s waits on %q; the code: video:%s", st, m[2], step)
+				t.Errorf("docs/state-machine.md: %s waits on %q; the code: video:%s", st, m[2], step)
 			}
 		}
 	}
 	for _, st := range jobs.AllStates {
 		if !seen[st] {
-			t.Errorf("README: the table of what each state waits on lacks %s", st)
+			t.Errorf("docs/state-machine.md: the table of what each state waits on lacks %s", st)
 		}
 	}
 }
@@ -120,12 +120,12 @@ func compare(t *testing.T, what string, got, want []string) {
 	got, want = slices.Compact(got), slices.Compact(want)
 	for _, w := range want {
 		if !slices.Contains(got, w) {
-			t.Errorf("README %s: missing %q (in jobs.Table)", what, w)
+			t.Errorf("docs/state-machine.md %s: missing %q (in jobs.Table)", what, w)
 		}
 	}
 	for _, g := range got {
 		if !slices.Contains(want, g) {
-			t.Errorf("README %s: %q is not in jobs.Table", what, g)
+			t.Errorf("docs/state-machine.md %s: %q is not in jobs.Table", what, g)
 		}
 	}
 }
