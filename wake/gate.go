@@ -426,8 +426,8 @@ func (g *Gate) handle(payload string) {
 	g.stats.Wakes.Add(1)
 	switch kind {
 	case kindPending:
+		g.event("wake " + q) // before the wake-up, so a test sees it before the task runs
 		g.wake(q)
-		g.event("wake " + q)
 	case kindScheduled:
 		g.mu.Lock()
 		if d, ok := g.delayed[queuePrefix(q)+"scheduled"]; ok {

@@ -128,7 +128,17 @@ func (f *fixture) waitRan(p string) []string {
 			seen = append(seen, e)
 		case got := <-f.ran:
 			if got == p {
-				return seen
+				// An event sent before the task ran may still be
+				// buffered: select picks at random between ready
+				// channels, so take what is already there.
+				for {
+					select {
+					case e := <-f.events:
+						seen = append(seen, e)
+					default:
+						return seen
+					}
+				}
 			}
 		case <-timer.C:
 			f.t.Fatalf("task %q not handled within %s (events %v)", p, wait, seen)
