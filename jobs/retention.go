@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,14 +42,11 @@ const DefaultRetention = 7 * 24 * time.Hour
 
 // SetRetention sets how long finished jobs stay in Redis (0: forever, as
 // without retention: no command is added to any transition). Call it
-// before the store is used. On a Redis Cluster retention is not
-// supported (the sweep's batch script reaches many jobs' keys) and
-// SetRetention is ignored.
+// before the store is used. On a Redis Cluster the fleet-wide sets are
+// kept in step around each job's script (see applyCluster), and the
+// sweep's steps work job by job.
 func (s *Store) SetRetention(d time.Duration) {
-	if s.cluster || d < 0 {
-		d = 0
-	}
-	s.retention = d
+	s.retention = max(d, 0)
 }
 
 // Retention is the store's retention (0: finished jobs stay forever).
@@ -325,11 +323,89 @@ func (s *Store) Compact(ctx context.Context, now time.Time, batch []Compaction) 
 		args = append(args, "c", len(f)/2)
 		args = append(args, f...)
 	}
+	if s.cluster {
+		return s.compactCluster(ctx, batch, keys, args)
+	}
 	n, err := compactScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("compact finished jobs: %w", ClassifyRedis(err))
 	}
 	return n, nil
+}
+
+// compactJobScript is compactScript for one job on a Redis Cluster, where
+// a script reaches one job's keys only: its condition is the record as
+// read (updated_at, which every transition writes, and the webhook
+// counters, which every delivery changes) instead of the finished set's
+// score. KEYS: record, events, spec, webhooks. ARGV: updated_at,
+// webhook_deliveries, webhook_duplicates as read, then mode, n, fields as
+// compactScript's.
+var compactJobScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'updated_at', 'webhook_deliveries', 'webhook_duplicates')
+for j = 1, 3 do if (cur[j] or '') ~= ARGV[j] then return 0 end end
+if ARGV[4] == 'c' then redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) else redis.call('UNLINK', KEYS[2], KEYS[4]) end
+local n = tonumber(ARGV[5])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2*n)) end
+return 1
+`)
+
+// unmarkScript takes jobs out of the finished set while their score is
+// the one given (a job changed since stays due). KEYS: finished. ARGV:
+// id, score pairs.
+var unmarkScript = redis.NewScript(`
+for j = 1, #ARGV, 2 do
+  local sc = redis.call('ZSCORE', KEYS[1], ARGV[j])
+  if sc and tonumber(sc) == tonumber(ARGV[j+1]) then redis.call('ZREM', KEYS[1], ARGV[j]) end
+end
+return 0
+`)
+
+// compactCluster is Compact on a Redis Cluster: each job's keys in a
+// script of their own (compactJobScript), then the job joins the retained
+// set, then it leaves the finished set unless it changed meanwhile. A
+// crash in between leaves the job due: the next sweep archives it again
+// (extending its archive) and compacts it again.
+func (s *Store) compactCluster(ctx context.Context, batch []Compaction, keys []string, args []any) (int, error) {
+	var retained []redis.Z
+	var unmark []any
+	a := 0
+	for i, c := range batch {
+		r := c.Record
+		mode, nf := args[a+4], args[a+5].(int)
+		count := func(n int) string {
+			if n == 0 {
+				return ""
+			}
+			return strconv.Itoa(n)
+		}
+		jargs := append([]any{encodeValue(r.UpdatedAt), count(r.WebhookDeliveries), count(r.WebhookDuplicates), mode, nf}, args[a+6:a+6+2*nf]...)
+		a += 6 + 2*nf
+		n, err := compactJobScript.Run(ctx, s.rdb, keys[2+4*i:6+4*i], jargs...).Int()
+		if err != nil {
+			return len(retained), fmt.Errorf("compact job %s: %w", c.ID, ClassifyRedis(err))
+		}
+		if n == 1 {
+			retained = append(retained, redis.Z{Score: float64(c.ForgetAt.UnixMilli()), Member: retainedMember(c.ID, r.VideoID)})
+			unmark = append(unmark, c.ID, strconv.FormatFloat(c.Score, 'f', -1, 64))
+		}
+	}
+	if len(retained) == 0 {
+		return 0, nil
+	}
+	ids := make([]string, 0, len(unmark)/2)
+	for j := 0; j < len(unmark); j += 2 {
+		ids = append(ids, unmark[j].(string))
+	}
+	if err := s.rdb.ZRem(ctx, s.retainedKey(), ids).Err(); err != nil { // an earlier member without a video
+		return 0, fmt.Errorf("compact finished jobs: %w", ClassifyRedis(err))
+	}
+	if err := s.rdb.ZAdd(ctx, s.retainedKey(), retained...).Err(); err != nil {
+		return 0, fmt.Errorf("compact finished jobs: %w", ClassifyRedis(err))
+	}
+	if err := unmarkScript.Run(ctx, s.rdb, []string{s.finishedKey()}, unmark...).Err(); err != nil {
+		return 0, fmt.Errorf("compact finished jobs: %w", ClassifyRedis(err))
+	}
+	return len(retained), nil
 }
 
 // Forgotten is one job for Forget: its id, its video (whose claim goes
@@ -424,11 +500,98 @@ func (s *Store) Forget(ctx context.Context, now time.Time, batch []Forgotten) (i
 		keys = append(keys, s.jobKey(f.ID), s.eventsKey(f.ID), s.webhooksKey(f.ID), s.specKey(f.ID))
 		args = append(args, f.ID, f.VideoID, encodeValue(f.Archived), f.Member)
 	}
+	if s.cluster {
+		return s.forgetCluster(ctx, now, batch)
+	}
 	n, err := forgetScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("forget finished jobs: %w", ClassifyRedis(err))
 	}
 	return n, nil
+}
+
+// forgetJobScript removes one job's keys on a Redis Cluster unless its
+// record says it is unfinished (retried since the sets were read).
+// KEYS: record, events, webhooks, spec.
+var forgetJobScript = redis.NewScript(scriptLib + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if st and not terminal(st) then return 0 end
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return 1
+`)
+
+// forgetCluster is Forget on a Redis Cluster, where a script reaches one
+// job's keys only: the sets' conditions are read first (each set one
+// command), then each job's keys go in a script of their own that checks
+// the job is still ended, then the sets' entries.
+func (s *Store) forgetCluster(ctx context.Context, now time.Time, batch []Forgotten) (int, error) {
+	ids := make([]string, len(batch))
+	members := make([]string, len(batch))
+	for i, f := range batch {
+		ids[i], members[i] = f.ID, cmp.Or(f.Member, f.ID)
+	}
+	pipe := s.rdb.Pipeline()
+	fin := pipe.ZMScore(ctx, s.finishedKey(), ids...)
+	ret := pipe.ZMScore(ctx, s.retainedKey(), members...)
+	run := pipe.SMIsMember(ctx, s.activeKey(), toAny(ids)...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("forget finished jobs: %w", ClassifyRedis(err))
+	}
+	at := float64(now.UnixMilli())
+	var gone, rem, vids []string
+	archived := 0
+	for i, f := range batch {
+		fs, rs := fin.Val()[i], ret.Val()[i]
+		// ZMSCORE reads a missing member as 0 here: a finished-set job
+		// has a score after the epoch, a retained one too.
+		ok := (f.Member == "" && fs > 0 && fs <= at) || (f.Member != "" && fs == 0 && rs > 0 && rs <= at)
+		if !ok || run.Val()[i] {
+			continue
+		}
+		n, err := forgetJobScript.Run(ctx, s.rdb, []string{s.jobKey(f.ID), s.eventsKey(f.ID), s.webhooksKey(f.ID), s.specKey(f.ID)}).Int()
+		if err != nil {
+			return len(gone), fmt.Errorf("forget job %s: %w", f.ID, ClassifyRedis(err))
+		}
+		if n == 0 {
+			continue
+		}
+		gone = append(gone, f.ID)
+		rem = append(rem, f.ID)
+		if f.VideoID != "" {
+			vids = append(vids, f.VideoID)
+			rem = append(rem, retainedMember(f.ID, f.VideoID))
+		}
+		if f.Archived {
+			archived++
+		}
+	}
+	if len(gone) == 0 {
+		return 0, nil
+	}
+	pipe = s.rdb.Pipeline()
+	pipe.ZRem(ctx, s.finishedKey(), toAny(gone)...)
+	pipe.ZRem(ctx, s.retainedKey(), toAny(rem)...)
+	pipe.ZRem(ctx, s.indexKey(), toAny(gone)...)
+	if len(vids) > 0 {
+		pipe.HDel(ctx, s.claimsKey(), vids...)
+	}
+	pipe.HIncrBy(ctx, s.retentionStatsKey(), "removed", int64(len(gone)))
+	if archived > 0 {
+		pipe.HIncrBy(ctx, s.retentionStatsKey(), "archived", int64(archived))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return len(gone), fmt.Errorf("forget finished jobs: %w", ClassifyRedis(err))
+	}
+	return len(gone), nil
+}
+
+// toAny is ss as command arguments.
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // CountArchiveFailure counts a job whose archive could not be written

@@ -502,10 +502,18 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 		args[5] = ""
 	}
-	if c.To != "" && !c.To.Terminal() && slices.ContainsFunc(c.From, State.Terminal) {
+	retry := c.To != "" && !c.To.Terminal() && slices.ContainsFunc(c.From, State.Terminal)
+	oldVideo := ""
+	if retry {
 		if err := s.rdb.SAdd(ctx, s.activeKey(), id).Err(); err != nil {
 			return Outcome{}, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
 		}
+		// A retry may forget the video: its retained entry names it.
+		v, err := s.rdb.HGet(ctx, s.jobKey(id), FieldVideoID).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
+		}
+		oldVideo = v
 	}
 	args[6] = ""
 	spendKey := ""
@@ -523,6 +531,11 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 			return out, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
 		}
 	}
+	if err == nil && out.Applied {
+		if err := s.retentionCluster(ctx, id, c, out, retry, oldVideo); err != nil {
+			return out, err
+		}
+	}
 	if err == nil && out.Applied && spendKey != "" {
 		if err := s.addSpend(ctx, spendKey, x.spendModel, x.spendMicros); err != nil {
 			return out, err
@@ -534,6 +547,38 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	return out, err
+}
+
+// markScript makes a job of the finished set due again with a new score
+// (one more millisecond), or adds one that has left it (compacted) due
+// now. KEYS: finished. ARGV: id, now (ms).
+var markScript = redis.NewScript(`
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return redis.call('ZINCRBY', KEYS[1], 1, ARGV[1]) end
+return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+`)
+
+// retentionCluster keeps the retention sets in step with an applied
+// change on a Redis Cluster, after the record's script, as applyScript
+// does on a single Redis: an ended job joins the finished set, a retried
+// one leaves both sets, and a change of an ended job makes it due again.
+func (s *Store) retentionCluster(ctx context.Context, id string, c Change, out Outcome, retry bool, oldVideo string) error {
+	var err error
+	switch {
+	case retry:
+		pipe := s.rdb.Pipeline()
+		pipe.ZRem(ctx, s.finishedKey(), id)
+		pipe.ZRem(ctx, s.retainedKey(), id, retainedMember(id, oldVideo))
+		_, err = pipe.Exec(ctx)
+	case s.retention == 0:
+	case c.To.Terminal():
+		err = s.rdb.ZAdd(ctx, s.finishedKey(), redis.Z{Score: float64(s.now().UnixMilli()), Member: id}).Err()
+	case out.State.Terminal():
+		err = markScript.Run(ctx, s.rdb, []string{s.finishedKey()}, id, s.now().UnixMilli()).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("update job %s: retention sets: %w", id, ClassifyRedis(err))
+	}
+	return nil
 }
 
 // outcome decodes the apply script's reply.
