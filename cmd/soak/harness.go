@@ -40,17 +40,22 @@ const (
 	webhookTimeScale = 0.01 // retries after 0.6 s, 3 s and 9 s
 	statusWorkers    = 8    // parallel status reads of the monitor
 	submitWorkers    = 4
+	retentionSweep   = 2 * time.Second // JOB_RETENTION_SWEEP_INTERVAL of the workers
 )
 
 // harness is one soak run: the processes it started and what it saw.
 type harness struct {
-	cfg  Config
-	out  io.Writer // progress lines
-	rep  *Report
-	t0   time.Time
-	rng  *mrand.Rand // kills; used by the chaos goroutine only
-	dir  string
-	keep bool
+	cfg Config
+	// archMu guards the archive counts of the report and badArchives
+	// (readRecords reads in parallel).
+	archMu      sync.Mutex
+	badArchives []string
+	out         io.Writer // progress lines
+	rep         *Report
+	t0          time.Time
+	rng         *mrand.Rand // kills; used by the chaos goroutine only
+	dir         string
+	keep        bool
 
 	bin      string
 	storeDir string
@@ -277,6 +282,10 @@ func (h *harness) env() []string {
 		"SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
+		"JOB_RETENTION_SWEEP_INTERVAL=" + retentionSweep.String(),
+	}
+	if h.cfg.Retention > 0 {
+		env = append(env, "JOB_RETENTION="+h.cfg.Retention.String())
 	}
 	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
@@ -564,6 +573,10 @@ func reportConfig(c Config) ReportConfig {
 	r.API.TimeoutRate, r.API.TimeoutHold, r.API.FailRate, r.API.ExpireRate = c.TimeoutRate, c.Hold.String(), c.FailRate, c.ExpireRate
 	r.Webhooks.On, r.Webhooks.DropRate, r.Webhooks.DuplicateRate = c.Webhooks, c.WebhookDropRate, c.WebhookDuplicateRate
 	r.Webhooks.WrongSecretRate, r.Webhooks.TimeScale = c.WebhookWrongSecretRate, webhookTimeScale
+	r.Retention, r.RetentionSweep = "7d (the default)", retentionSweep.String()
+	if c.Retention > 0 {
+		r.Retention = c.Retention.String()
+	}
 	return r
 }
 
