@@ -455,11 +455,7 @@ func (h *harness) forgotten(ctx context.Context, id string) *jobs.Record {
 // archive reads job id's archive document and checks it is the job's
 // whole story: its record, ended, and a history from its submission.
 func (h *harness) archive(ctx context.Context, id string) (*jobs.Archive, error) {
-	st, err := storage.NewDisk(h.storeDir)
-	if err != nil {
-		return nil, err
-	}
-	a, err := jobs.LoadArchive(ctx, st, id)
+	a, err := jobs.LoadArchive(ctx, h.archives, id)
 	switch {
 	case err != nil:
 		return nil, err
