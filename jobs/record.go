@@ -170,6 +170,15 @@ type Record struct {
 	EstimatedCost apiclient.Cost `json:"estimated_cost_usd,omitzero"`
 	SettledCost   apiclient.Cost `json:"settled_cost_usd,omitzero"`
 	BillingState  string         `json:"billing_state,omitempty"`
+
+	// ArchivedAt is when the job's history (and, for a Compact record,
+	// the rest of it) was last written to its archive document
+	// (ArchiveKey) by the retention sweep; zero: never. Compact says the
+	// record in Redis was then cut down to what status, the job API and a
+	// resubmission's idempotency need (see CompactFields): the fields it
+	// lacks are in the archive.
+	ArchivedAt time.Time `json:"archived_at,omitzero"`
+	Compact    bool      `json:"compact,omitempty"`
 }
 
 // The statuses of a callback delivery.
@@ -259,6 +268,8 @@ const (
 	FieldEstimatedCost = "estimated_cost_usd" // decimal dollars; empty: unknown
 	FieldSettledCost   = "settled_cost_usd"   // decimal dollars; empty: unknown
 	FieldBillingState  = "billing_state"
+	FieldArchivedAt    = "archived_at"
+	FieldCompact       = "compact"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -324,6 +335,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		CallbackLastError: m[FieldCallbackLastError],
 		BillingState:      m[FieldBillingState],
 		CreateInDoubt:     m[FieldCreateInDoubt] == "1",
+		Compact:           m[FieldCompact] == "1",
 
 		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
 		EarlyWebhookKey:   m[FieldEarlyWebhookKey],
@@ -381,7 +393,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		FieldSubmittedAt: &r.SubmittedAt, FieldCreateStartedAt: &r.CreateStartedAt, FieldCreateEndedAt: &r.CreateEndedAt,
 		FieldCreatedAt: &r.CreatedAt, FieldCompletedAt: &r.CompletedAt, FieldDownloadStartedAt: &r.DownloadStartedAt,
 		FieldStoredAt: &r.StoredAt, FieldFinishedAt: &r.FinishedAt, FieldUpdatedAt: &r.UpdatedAt, FieldDeadline: &r.Deadline, FieldLastWebhookAt: &r.LastWebhookAt, FieldRetriedAt: &r.RetriedAt,
-		FieldEarlyWebhookAt: &r.EarlyWebhookAt, FieldCallbackLastAt: &r.CallbackLastAt,
+		FieldEarlyWebhookAt: &r.EarlyWebhookAt, FieldCallbackLastAt: &r.CallbackLastAt, FieldArchivedAt: &r.ArchivedAt,
 	}
 	for f, p := range times {
 		if s := m[f]; s != "" {

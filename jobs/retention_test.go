@@ -90,16 +90,29 @@ func TestRetentionForgetsFinishedJobsOnly(t *testing.T) {
 	b.create(t, "old", "m")
 
 	now := b.clock.Advance(2 * time.Minute)
-	ids, err := b.store.Expired(ctx, now, 500)
-	if err != nil || !slices.Equal(ids, []string{"short"}) {
-		t.Fatalf("Expired after 2 min = %v, %v; want [short] (its own retention)", ids, err)
+	due, err := b.store.Due(ctx, now, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, d := range due {
+		ids = append(ids, d.ID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"done", "short"}) {
+		t.Fatalf("Due = %v; want [done short] (the ended jobs, due for their archive at once)", ids)
+	}
+	for _, id := range ids {
+		want := time.Hour
+		if id == "short" {
+			want = time.Minute // its own retention
+		}
+		r := b.get(t, id)
+		if got := b.store.ForgetAt(r).Sub(r.FinishedAt); got != want {
+			t.Errorf("ForgetAt(%s) = its end + %s; want + %s", id, got, want)
+		}
 	}
 	now = b.clock.Advance(10 * 365 * 24 * time.Hour)
-	ids, err = b.store.Expired(ctx, now, 500)
-	slices.Sort(ids)
-	if err != nil || !slices.Equal(ids, []string{"done", "short"}) {
-		t.Fatalf("Expired = %v, %v; want [done short]", ids, err)
-	}
 	docs, err := b.store.ReadArchive(ctx, ids, now)
 	if err != nil {
 		t.Fatal(err)

@@ -258,14 +258,16 @@ var scriptLib = func() string {
 // state) and the release of the model's create lock go in the same step.
 //
 // With retention on (ARGV 8 > 0), a job entering a terminal state joins
-// the finished set scored by when it is to be forgotten (its own
-// retention_ms, else ARGV 8); a job that comes back (Retried) leaves it,
-// whatever this store's retention.
+// the finished set scored now: the retention sweep archives and compacts
+// it, then keeps it in the retained set until it is forgotten. A change
+// of an ended job makes it due again (a new score: see Store.Compact),
+// so that its archive gets the change. A job that comes back (Retried)
+// leaves both sets, whatever this store's retention.
 //
 // KEYS: job, events, active, claims, create lock, finished, callbacks due
 // (the ended jobs whose callback delivery has not finished: kept in step
 // only for jobs with a callback URL, on a single Redis, not on a Cluster),
-// and the day's spend hash when the change adds spend.
+// retained, and the day's spend hash when the change adds spend.
 // ARGV: from, to, now, event, return, claim video, release owner,
 // retention (ms, 0: off), then
 // the counted lists: conditions (field, value, unset matches), sets
@@ -292,7 +294,7 @@ if ARGV[5] == '1' then
   local flat = redis.call('HGETALL', KEYS[1])
   for j = 1, #flat, 2 do cur[flat[j]] = flat[j+1] end
 else
-  local names = {'state', 'id', 'waiter', 'callback_url', 'callback_event', 'callback_status', 'retries'}
+  local names = {'state', 'id', 'waiter', 'callback_url', 'callback_event', 'callback_status', 'retries', 'video_id', 'archived_at'}
   for _, c in ipairs(conds) do names[#names+1] = c[1] end
   for _, c in ipairs(incs) do names[#names+1] = c[1] end
   for _, c in ipairs(sets) do if c[3] then names[#names+1] = c[1] end end
@@ -332,7 +334,7 @@ end
 for _, c in ipairs(incs) do
   upd[c[1]] = tostring((tonumber(upd[c[1]] or cur[c[1]] or '0') or 0) + c[2])
 end
-local was = st
+local was, archived, oldvid = st, (cur['archived_at'] or '') ~= '', cur['video_id'] or ''
 if ARGV[2] ~= '' then upd['state'] = ARGV[2]; st = ARGV[2] end
 upd['updated_at'] = ARGV[3]
 local fv = {}
@@ -346,13 +348,19 @@ elseif terminal(was) and not terminal(st) then
   redis.call('SADD', KEYS[3], cur['id'] or '')
 end
 if KEYS[6] ~= KEYS[1] then
+  local id = cur['id'] or ''
   if ARGV[8] ~= '0' and terminal(st) and not terminal(was) then
-    local r = tonumber(cur['retention_ms'] or '') or tonumber(ARGV[8])
-    redis.call('ZADD', KEYS[6], tonumber(ARGV[3]) + r, cur['id'] or '')
+    -- due for the sweep at once: it archives and compacts the job
+    redis.call('ZADD', KEYS[6], ARGV[3], id)
   elseif terminal(was) and not terminal(st) then
     -- also with retention off here: a retry must never leave the job
     -- to a sweep of the workers
-    redis.call('ZREM', KEYS[6], cur['id'] or '')
+    redis.call('ZREM', KEYS[6], id)
+    if archived then redis.call('ZREM', KEYS[8], id, id .. ' ' .. oldvid) end
+  elseif ARGV[8] ~= '0' and terminal(st) then
+    -- an ended job changed: due again (a new score, which the sweep's
+    -- compaction checks), so that its archive gets the change
+    if archived then redis.call('ZADD', KEYS[6], ARGV[3], id) else redis.call('ZINCRBY', KEYS[6], 1, id) end
   end
 end
 if KEYS[7] ~= KEYS[1] and (cur['callback_url'] or '') ~= '' and (terminal(st) ~= terminal(was) or upd['callback_status']) then
@@ -362,10 +370,10 @@ if KEYS[7] ~= KEYS[1] and (cur['callback_url'] or '') ~= '' and (terminal(st) ~=
 end
 if ARGV[4] ~= '' then addEvent(ARGV[4], st) end
 if cur['waiter'] and terminal(st) and not terminal(was) then redis.call('PUBLISH', KEYS[1] .. ':done', st) end
-if KEYS[8] and KEYS[8] ~= KEYS[1] then
+if KEYS[9] and KEYS[9] ~= KEYS[1] then
   -- the day's spend of a model: a new field sets the hash's expiry
-  if redis.call('HINCRBY', KEYS[8], ARGV[spendAt], ARGV[spendAt+1]) == tonumber(ARGV[spendAt+1]) then
-    redis.call('EXPIRE', KEYS[8], ARGV[spendAt+2])
+  if redis.call('HINCRBY', KEYS[9], ARGV[spendAt], ARGV[spendAt+1]) == tonumber(ARGV[spendAt+1]) then
+    redis.call('EXPIRE', KEYS[9], ARGV[spendAt+2])
   end
 end
 return reply(1)
@@ -462,7 +470,7 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	for k, v := range c.Incr {
 		args = append(args, k, v)
 	}
-	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey(), s.callbacksKey()}
+	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey(), s.callbacksKey(), s.retainedKey()}
 	if x.spendMicros != 0 {
 		keys = append(keys, s.SpendKey(now))
 		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second))
@@ -494,17 +502,25 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 		args[5] = ""
 	}
-	if c.To != "" && !c.To.Terminal() && slices.ContainsFunc(c.From, State.Terminal) {
+	retry := c.To != "" && !c.To.Terminal() && slices.ContainsFunc(c.From, State.Terminal)
+	oldVideo := ""
+	if retry {
 		if err := s.rdb.SAdd(ctx, s.activeKey(), id).Err(); err != nil {
 			return Outcome{}, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
 		}
+		// A retry may forget the video: its retained entry names it.
+		v, err := s.rdb.HGet(ctx, s.jobKey(id), FieldVideoID).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
+		}
+		oldVideo = v
 	}
 	args[6] = ""
 	spendKey := ""
-	if len(keys) > 7 {
-		spendKey, keys[7] = keys[7], keys[0]
+	if len(keys) > 8 {
+		spendKey, keys[8] = keys[8], keys[0]
 	}
-	keys[2], keys[3], keys[4], keys[5], keys[6] = keys[0], keys[0], keys[0], keys[0], keys[0]
+	keys[2], keys[3], keys[4], keys[5], keys[6], keys[7] = keys[0], keys[0], keys[0], keys[0], keys[0], keys[0]
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
@@ -513,6 +529,11 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 	if err == nil && out.Applied && c.To.Terminal() {
 		if err := s.rdb.SRem(ctx, s.activeKey(), id).Err(); err != nil {
 			return out, fmt.Errorf("update job %s: unfinished set: %w", id, ClassifyRedis(err))
+		}
+	}
+	if err == nil && out.Applied {
+		if err := s.retentionCluster(ctx, id, c, out, retry, oldVideo); err != nil {
+			return out, err
 		}
 	}
 	if err == nil && out.Applied && spendKey != "" {
@@ -526,6 +547,38 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	return out, err
+}
+
+// markScript makes a job of the finished set due again with a new score
+// (one more millisecond), or adds one that has left it (compacted) due
+// now. KEYS: finished. ARGV: id, now (ms).
+var markScript = redis.NewScript(`
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return redis.call('ZINCRBY', KEYS[1], 1, ARGV[1]) end
+return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+`)
+
+// retentionCluster keeps the retention sets in step with an applied
+// change on a Redis Cluster, after the record's script, as applyScript
+// does on a single Redis: an ended job joins the finished set, a retried
+// one leaves both sets, and a change of an ended job makes it due again.
+func (s *Store) retentionCluster(ctx context.Context, id string, c Change, out Outcome, retry bool, oldVideo string) error {
+	var err error
+	switch {
+	case retry:
+		pipe := s.rdb.Pipeline()
+		pipe.ZRem(ctx, s.finishedKey(), id)
+		pipe.ZRem(ctx, s.retainedKey(), id, retainedMember(id, oldVideo))
+		_, err = pipe.Exec(ctx)
+	case s.retention == 0:
+	case c.To.Terminal():
+		err = s.rdb.ZAdd(ctx, s.finishedKey(), redis.Z{Score: float64(s.now().UnixMilli()), Member: id}).Err()
+	case out.State.Terminal():
+		err = markScript.Run(ctx, s.rdb, []string{s.finishedKey()}, id, s.now().UnixMilli()).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("update job %s: retention sets: %w", id, ClassifyRedis(err))
+	}
+	return nil
 }
 
 // outcome decodes the apply script's reply.
@@ -734,8 +787,13 @@ if added == 0 or early then
 end
 redis.call('HINCRBY', KEYS[1], 'webhook_deliveries', 1)
 redis.call('HSET', KEYS[1], 'last_webhook_event', ARGV[2], 'last_webhook_at', ARGV[3], 'last_webhook_attempt', ARGV[4])
-local st = redis.call('HGET', KEYS[1], 'state') or ''
+local cur = redis.call('HMGET', KEYS[1], 'state', 'archived_at', 'id')
+local st = cur[1] or ''
 addEvent(ARGV[5], st)
+if ARGV[8] == '1' and KEYS[4] ~= KEYS[1] and terminal(st) then
+  -- a delivery to an ended job: due for the retention sweep again (as in applyScript)
+  if cur[2] then redis.call('ZADD', KEYS[4], ARGV[3], cur[3] or '') else redis.call('ZINCRBY', KEYS[4], 1, cur[3] or '') end
+end
 return 1
 `)
 
@@ -759,8 +817,12 @@ func (s *Store) SeenWebhook(ctx context.Context, jobID, key string) (bool, error
 func (s *Store) RecordWebhook(ctx context.Context, jobID string, d WebhookDelivery) (bool, error) {
 	now := s.now()
 	ev := encodeEvent(Event{At: now, Event: "webhook", Detail: fmt.Sprintf("%s (delivery attempt %d)", d.EventType, d.Attempt)})
-	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID)},
-		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID, d.KeepKeysFor.Milliseconds()).Int()
+	finished := s.finishedKey()
+	if s.cluster {
+		finished = s.jobKey(jobID) // the script leaves the set alone
+	}
+	n, err := webhookScript.Run(ctx, s.rdb, []string{s.jobKey(jobID), s.eventsKey(jobID), s.webhooksKey(jobID), finished},
+		d.Key, d.EventType, encodeValue(now), d.Attempt, string(ev), d.VideoID, d.KeepKeysFor.Milliseconds(), encodeValue(s.retention > 0)).Int()
 	if err != nil {
 		return false, fmt.Errorf("job %s webhook: %w", jobID, ClassifyRedis(err))
 	}

@@ -79,6 +79,10 @@ func (r createJobRequest) taskRequest() tasks.Request {
 type jobView struct {
 	*jobs.Record
 	History []jobs.Event `json:"history,omitempty"`
+	// Archive is where the job's archive document is, once the retention
+	// sweep wrote it (the record in Redis is then compact: the job is
+	// shown from the archive and what Redis says since).
+	Archive string `json:"archive,omitempty"`
 }
 
 // jobList is a page of jobs.
@@ -188,7 +192,8 @@ func (a *jobsAPI) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "could not read the job's history", nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, jobView{Record: rec, History: hist})
+	rec, hist, loc := withArchive(r.Context(), a.archive, rec, hist)
+	writeJSON(w, http.StatusOK, jobView{Record: rec, History: hist, Archive: loc})
 }
 
 func (a *jobsAPI) list(w http.ResponseWriter, r *http.Request) {

@@ -549,6 +549,7 @@ func (p *pages) job(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, http.StatusServiceUnavailable, "Could not read the job's history; this page retries on reload.")
 		return
 	}
+	rec, hist, _ = withArchive(r.Context(), p.store, rec, hist)
 	d := jobData{common: p.common(r, "Job "+id), Job: rec, Fields: recordFields(rec), Request: requestJSON(rec.Request),
 		Labels: labels(rec.Labels), History: hist, Tasks: jobTasks(rec)}
 	slices.Reverse(d.History) // newest first

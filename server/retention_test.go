@@ -55,11 +55,11 @@ func TestJobAPIForgottenJob(t *testing.T) {
 	// The sweep's steps (worker.SweepFinished), at a time past the job's
 	// own retention.
 	later := time.Now().Add(2 * time.Minute)
-	ids, err := js.Expired(ctx, later, 10)
-	if err != nil || len(ids) != 1 {
-		t.Fatalf("Expired = %v, %v", ids, err)
+	due, err := js.Due(ctx, later, 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("Due = %v, %v", due, err)
 	}
-	docs, err := js.ReadArchive(ctx, ids, later)
+	docs, err := js.ReadArchive(ctx, []string{due[0].ID}, later)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,5 +86,69 @@ func TestJobAPIForgottenJob(t *testing.T) {
 	}
 	if n, _ := js.Count(ctx); n != 0 {
 		t.Errorf("%d jobs in the index, want 0", n)
+	}
+}
+
+// TestJobAPICompactedJob: once the retention sweep has archived and
+// compacted an ended job, GET shows it whole all the same: the record
+// from its archive with what Redis keeps, its history from the archive,
+// and where the archive is.
+func TestJobAPICompactedJob(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb := redisSrv.Client(t, redisSrv.NewDB(t))
+	disk, err := storage.NewDisk(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := jobs.NewStore(rdb, "")
+	js.SetRetention(time.Hour)
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Retention: time.Hour})
+	auth, err := server.NewAuth(apiToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Store: disk, Producer: producer, Jobs: js, Auth: auth}))
+	t.Cleanup(srv.Close)
+	f := &fixture{t: t, srv: srv, producer: producer, store: js}
+	tok := bearer(apiToken)
+
+	if code, _, raw := f.call("POST", "/v1/jobs", map[string]any{"job_id": "compact-1", "model": "m", "prompt": "p"}, tok); code != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", code, raw)
+	}
+	loc := "file:///a/long/storage/root/for/this/test/videos/2026-12-03/compact-1/output.mp4"
+	for _, op := range []jobs.Op{jobs.Adopted{VideoID: "vid_c", APIStatus: "queued", How: "test"}, jobs.Completed{APIStatus: "completed"},
+		jobs.Stored{Key: "videos/compact-1.mp4", Location: loc, SHA256: "ab"}} {
+		if _, err := js.Do(ctx, "compact-1", op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The sweep's steps (worker.SweepFinished): archive, then compact.
+	now := time.Now()
+	due, err := js.Due(ctx, now, 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("Due = %v, %v", due, err)
+	}
+	docs, err := js.ReadArchive(ctx, []string{"compact-1"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(docs[0])
+	info, err := disk.Put(ctx, jobs.ArchiveKey("compact-1"), bytes.NewReader(b), storage.PutOptions{Size: int64(len(b))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jobs.Compaction{ID: "compact-1", Score: due[0].Score, ForgetAt: js.ForgetAt(docs[0].Record), Record: docs[0].Record}
+	if n, err := js.Compact(ctx, now, []jobs.Compaction{c}); err != nil || n != 1 {
+		t.Fatalf("Compact = %d, %v", n, err)
+	}
+
+	code, m, raw := f.call("GET", "/v1/jobs/compact-1", nil, tok)
+	hist, _ := m["history"].([]any)
+	if code != http.StatusOK || m["state"] != "stored" || m["location"] != loc || m["archive"] != info.Location || len(hist) != 4 {
+		t.Errorf("GET of a compacted job: %d %s; want it stored, with its location, its 4 history lines and archive %s", code, raw, info.Location)
+	}
+	if req, _ := m["request"].(map[string]any); req["prompt"] != "p" {
+		t.Errorf("GET of a compacted job: request %v; want its prompt from the archive", m["request"])
 	}
 }

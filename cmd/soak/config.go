@@ -50,7 +50,12 @@ type Config struct {
 	Webhooks bool
 	// Callbacks: every job has a callback URL to a receiver in the soak
 	// process; the drain waits for the deliveries too.
-	Callbacks              bool
+	Callbacks bool
+	// Retention is the workers' JOB_RETENTION (0: their default, 7d).
+	// Either way the sweep runs every retentionSweep: ended jobs are
+	// archived and compacted during the run, and with a short retention
+	// forgotten too; the verifier reads them from their archives.
+	Retention              time.Duration
 	WebhookDropRate        float64 // lost deliveries
 	WebhookDuplicateRate   float64
 	WebhookWrongSecretRate float64
@@ -124,6 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.Float64Var(&c.FailRate, "fail-rate", c.FailRate, "fraction of jobs the API fails")
 	fs.Float64Var(&c.ExpireRate, "expire-rate", c.ExpireRate, "fraction of jobs the API expires")
 	fs.BoolVar(&c.Webhooks, "webhooks", c.Webhooks, "deliver webhooks to a separate `videoworker serve`")
+	fs.DurationVar(&c.Retention, "retention", c.Retention, "JOB_RETENTION of the workers (e.g. 20s; 0: their default, 7d): ended jobs are forgotten during the run and checked against their archive documents")
 	fs.BoolVar(&c.Callbacks, "callbacks", c.Callbacks, "give every job a callback URL (a receiver in this process) and check each terminal state arrives, signed")
 	fs.Float64Var(&c.WebhookDropRate, "webhook-drop-rate", c.WebhookDropRate, "fraction of webhook deliveries lost")
 	fs.Float64Var(&c.WebhookDuplicateRate, "webhook-dup-rate", c.WebhookDuplicateRate, "fraction of webhook deliveries sent twice")

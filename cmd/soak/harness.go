@@ -26,6 +26,7 @@ import (
 	"github.com/videoworker/videoworker/internal/redistest"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/standin"
+	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
 
@@ -40,17 +41,24 @@ const (
 	webhookTimeScale = 0.01 // retries after 0.6 s, 3 s and 9 s
 	statusWorkers    = 8    // parallel status reads of the monitor
 	submitWorkers    = 4
+	retentionSweep   = 2 * time.Second // JOB_RETENTION_SWEEP_INTERVAL of the workers
 )
 
 // harness is one soak run: the processes it started and what it saw.
 type harness struct {
-	cfg  Config
-	out  io.Writer // progress lines
-	rep  *Report
-	t0   time.Time
-	rng  *mrand.Rand // kills; used by the chaos goroutine only
-	dir  string
-	keep bool
+	cfg Config
+	// archMu guards the archive counts of the report and badArchives
+	// (readRecords reads in parallel).
+	archMu      sync.Mutex
+	badArchives []string
+	// archives is the workers' storage, read for archive documents.
+	archives storage.Store
+	out      io.Writer // progress lines
+	rep      *Report
+	t0       time.Time
+	rng      *mrand.Rand // kills; used by the chaos goroutine only
+	dir      string
+	keep     bool
 
 	bin      string
 	storeDir string
@@ -148,6 +156,9 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	// Locations are compared with the walked paths: no symlinks in them.
 	if h.storeDir, err = filepath.EvalSymlinks(h.storeDir); err != nil {
+		return err
+	}
+	if h.archives, err = storage.NewDisk(h.storeDir); err != nil {
 		return err
 	}
 	h.logf("work directory %s, seed %d", h.dir, h.cfg.Seed)
@@ -277,6 +288,10 @@ func (h *harness) env() []string {
 		"SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
+		"JOB_RETENTION_SWEEP_INTERVAL=" + retentionSweep.String(),
+	}
+	if h.cfg.Retention > 0 {
+		env = append(env, "JOB_RETENTION="+h.cfg.Retention.String())
 	}
 	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
@@ -399,7 +414,7 @@ func (h *harness) runLoad(ctx context.Context) {
 	lastPrint := time.Time{}
 	var deadline time.Time
 	for {
-		h.track.refresh(ctx, h.producer, h.jobID)
+		h.track.refresh(ctx, h.producer, h.jobID, h.hasArchive)
 		end := submitEnd.Load()
 		if end != 0 && deadline.IsZero() {
 			deadline = time.Unix(0, end).Add(h.cfg.DrainTimeout)
@@ -564,7 +579,18 @@ func reportConfig(c Config) ReportConfig {
 	r.API.TimeoutRate, r.API.TimeoutHold, r.API.FailRate, r.API.ExpireRate = c.TimeoutRate, c.Hold.String(), c.FailRate, c.ExpireRate
 	r.Webhooks.On, r.Webhooks.DropRate, r.Webhooks.DuplicateRate = c.Webhooks, c.WebhookDropRate, c.WebhookDuplicateRate
 	r.Webhooks.WrongSecretRate, r.Webhooks.TimeScale = c.WebhookWrongSecretRate, webhookTimeScale
+	r.Retention, r.RetentionSweep = "7d (the default)", retentionSweep.String()
+	if c.Retention > 0 {
+		r.Retention = c.Retention.String()
+	}
 	return r
+}
+
+// hasArchive reports whether job id has an archive document (it was
+// forgotten after its retention).
+func (h *harness) hasArchive(ctx context.Context, id tasks.JobID) bool {
+	_, err := h.archives.Stat(ctx, jobs.ArchiveKey(string(id)))
+	return err == nil
 }
 
 // tracker follows the state of every submitted job.
@@ -605,7 +631,7 @@ func (t *tracker) pendingCount() int {
 func (t *tracker) terminalCount() int { return int(t.terminal.Load()) }
 
 // refresh reads the record of every job not yet terminal.
-func (t *tracker) refresh(ctx context.Context, c *tasks.Client, id func(int) tasks.JobID) {
+func (t *tracker) refresh(ctx context.Context, c *tasks.Client, id func(int) tasks.JobID, archived func(context.Context, tasks.JobID) bool) {
 	t.mu.Lock()
 	todo := make([]int, 0, len(t.pending))
 	for i := range t.pending {
@@ -621,9 +647,16 @@ func (t *tracker) refresh(ctx context.Context, c *tasks.Client, id func(int) tas
 			for i := range work {
 				rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 				rec, err := c.Status(rctx, id(i))
+				forgotten := errors.Is(err, jobs.ErrNotFound) && archived(rctx, id(i))
 				cancel()
 				t.mu.Lock()
 				switch {
+				case forgotten: // ended, archived and forgotten between two looks
+					delete(t.missing, i)
+					if t.pending[i] {
+						delete(t.pending, i)
+						t.terminal.Add(1)
+					}
 				case errors.Is(err, jobs.ErrNotFound):
 					t.missing[i] = true
 				case err != nil: // Redis away: look again next round

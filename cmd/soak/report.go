@@ -61,8 +61,12 @@ type ReportConfig struct {
 	ContentSize   int64    `json:"content_size"`
 	Redis         string   `json:"redis"`
 	APITimeout    string   `json:"aistats_timeout"`
-	PollInterval  string   `json:"poll_interval"`
-	API           struct {
+	// Retention is the workers' JOB_RETENTION, RetentionSweep their
+	// JOB_RETENTION_SWEEP_INTERVAL.
+	Retention      string `json:"retention"`
+	RetentionSweep string `json:"retention_sweep"`
+	PollInterval   string `json:"poll_interval"`
+	API            struct {
 		QueuedFor        string  `json:"queued_for"`
 		ProcessingFor    string  `json:"processing_for"`
 		PollAfterSeconds int     `json:"poll_after_seconds"`
@@ -128,6 +132,14 @@ type JobCounts struct {
 	// UnexpectedFailures ended failed for another reason than the API's
 	// own failure (the stand-in's fail and expire rates).
 	UnexpectedFailures int `json:"unexpected_failures"`
+	// Archived jobs were archived and compacted by the retention sweep
+	// (read back from their archive documents); Forgotten ones (part of
+	// Archived) were removed from Redis after their retention, and count
+	// as finished with their archive. BadArchives have a missing,
+	// unreadable or mismatched archive document.
+	Archived    int `json:"archived"`
+	Forgotten   int `json:"forgotten"`
+	BadArchives int `json:"bad_archives"`
 }
 
 // Latency is per job, in seconds, from the job records.
@@ -204,6 +216,8 @@ type Objects struct {
 	// SIGKILL (documented: never valid objects).
 	TempFiles int `json:"temp_files"`
 	Sidecars  int `json:"sidecars"`
+	// ArchiveDocs are the jobs' archive documents (records/…).
+	ArchiveDocs int `json:"archive_docs"`
 }
 
 // RedisRestart is one restart of Redis.
@@ -307,6 +321,8 @@ func (r *Report) writeText(w io.Writer) {
 	}
 	row("lost", r.Jobs.Lost, mark(r.Jobs.Lost == 0)+fmt.Sprintf(" (%d without a record)", r.Jobs.Missing))
 	row("unexpected failures", r.Jobs.UnexpectedFailures, "(failed for another reason than the API's own)")
+	row("archived by retention", r.Jobs.Archived, fmt.Sprintf("(%d of them forgotten, read from their archives; retention %s, sweep every %s; %d bad archives) %s",
+		r.Jobs.Forgotten, r.Config.Retention, r.Config.RetentionSweep, r.Jobs.BadArchives, mark(r.Jobs.BadArchives == 0)))
 	fmt.Fprintln(tw, "latency\t\t")
 	row("submit → created", r.Latency.ToCreated, "")
 	row("submit → terminal", r.Latency.ToDone, "")

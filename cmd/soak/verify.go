@@ -19,6 +19,7 @@ import (
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/standin"
+	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
 )
 
@@ -256,11 +257,13 @@ func (h *harness) readRecords(ctx context.Context) ([]*jobs.Record, []bool, erro
 					var rec *jobs.Record
 					rec, err = h.producer.Status(ctx, h.jobID(i))
 					if err == nil {
-						recs[i] = rec
+						recs[i] = h.withArchive(ctx, rec)
 						break
 					}
 					if errors.Is(err, jobs.ErrNotFound) {
-						missing[i], err = true, nil
+						// Forgotten after its retention: its archive is the job.
+						recs[i] = h.forgotten(ctx, string(h.jobID(i)))
+						missing[i], err = recs[i] == nil, nil
 						break
 					}
 					wait(ctx, time.Second)
@@ -378,6 +381,12 @@ func (h *harness) walkStorage(stored map[string]int) error {
 			return err
 		}
 		name := d.Name()
+		if rel, _ := filepath.Rel(h.storeDir, path); strings.HasPrefix(rel, "records"+string(filepath.Separator)) {
+			if !strings.HasSuffix(name, ".meta") && !strings.HasPrefix(name, ".tmp-") {
+				o.ArchiveDocs++ // a job's archive document (checked by readRecords)
+			}
+			return nil
+		}
 		switch {
 		case strings.HasPrefix(name, ".tmp-"):
 			o.TempFiles++
@@ -404,6 +413,68 @@ func (h *harness) walkStorage(stored map[string]int) error {
 		}
 	}
 	return err
+}
+
+// withArchive is the job rec as it stands once the retention sweep
+// archived it (its record in Redis may be compact): its archive document
+// with what Redis says since. A missing, unreadable or mismatched archive
+// counts as bad (and the record is taken as Redis has it).
+func (h *harness) withArchive(ctx context.Context, rec *jobs.Record) *jobs.Record {
+	if rec.ArchivedAt.IsZero() {
+		return rec
+	}
+	h.archMu.Lock()
+	h.rep.Jobs.Archived++
+	h.archMu.Unlock()
+	a, err := h.archive(ctx, rec.ID)
+	if err != nil {
+		h.badArchive(rec.ID, err.Error())
+		return rec
+	}
+	r, _ := a.With(rec, nil)
+	return r
+}
+
+// forgotten is a job forgotten after its retention, from its archive
+// document; nil when it has none (the job is lost).
+func (h *harness) forgotten(ctx context.Context, id string) *jobs.Record {
+	a, err := h.archive(ctx, id)
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotExist) {
+			h.badArchive(id, err.Error())
+		}
+		return nil
+	}
+	h.archMu.Lock()
+	h.rep.Jobs.Archived++
+	h.rep.Jobs.Forgotten++
+	h.archMu.Unlock()
+	return a.Record
+}
+
+// archive reads job id's archive document and checks it is the job's
+// whole story: its record, ended, and a history from its submission.
+func (h *harness) archive(ctx context.Context, id string) (*jobs.Archive, error) {
+	a, err := jobs.LoadArchive(ctx, h.archives, id)
+	switch {
+	case err != nil:
+		return nil, err
+	case a.Record.ID != id || !a.Record.State.Terminal():
+		return nil, fmt.Errorf("archive of %s holds job %s in state %s", id, a.Record.ID, a.Record.State)
+	case len(a.History) == 0 || a.History[0].Event != "submitted" || a.History[len(a.History)-1].State != a.Record.State:
+		return nil, fmt.Errorf("archive of %s: its history does not run from the submission to its state %s", id, a.Record.State)
+	}
+	return a, nil
+}
+
+// badArchive counts and notes a job whose archive is not right.
+func (h *harness) badArchive(id, detail string) {
+	h.archMu.Lock()
+	defer h.archMu.Unlock()
+	h.rep.Jobs.BadArchives++
+	if len(h.badArchives) < 20 {
+		h.badArchives = append(h.badArchives, id+": "+detail)
+	}
 }
 
 // describe adds the record summary and history to a problem, as
@@ -469,6 +540,9 @@ func (h *harness) verdict() {
 	}
 	if r.Creates.SharedVideos > 0 {
 		fail("%d videos adopted by more than one job", r.Creates.SharedVideos)
+	}
+	if r.Jobs.BadArchives > 0 {
+		fail("%d jobs with a missing, unreadable or wrong archive document: %s", r.Jobs.BadArchives, strings.Join(h.badArchives, "; "))
 	}
 	if r.Objects.Corrupt > 0 {
 		fail("%d corrupt objects", r.Objects.Corrupt)

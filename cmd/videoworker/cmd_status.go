@@ -70,6 +70,22 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
+		if !rec.ArchivedAt.IsZero() {
+			// Archived by the retention sweep: the record in Redis may be
+			// compact, the history is in the archive document.
+			if store == nil && storeErr == nil {
+				if store, storeErr = openStore(ctx, cfg); storeErr != nil {
+					storeErr = fmt.Errorf("STORAGE_URL: %w", storeErr)
+				}
+			}
+			if store != nil {
+				if a, err := jobs.LoadArchive(ctx, store, id); err == nil {
+					rec, hist = a.With(rec, hist)
+				} else {
+					fmt.Fprintf(stderr, "job %s: its archive could not be read (%v): showing what Redis keeps\n", id, err)
+				}
+			}
+		}
 		var files []outputFile
 		if rec.Outputs > 1 && rec.State == jobs.StateStored {
 			if store == nil {
@@ -163,6 +179,9 @@ func printRecord(w io.Writer, r *jobs.Record, hist []jobs.Event, files []outputF
 	}
 	fmt.Fprintf(w, "  %s\n", strings.Join(parts, ", "))
 	fmt.Fprintf(w, "  create attempts %d, polls %d, download attempts %d\n", r.CreateAttempts, r.Polls, r.DownloadAttempts)
+	if !r.ArchivedAt.IsZero() {
+		fmt.Fprintf(w, "  archived %s (record and history in storage: %s)\n", r.ArchivedAt.Format(time.RFC3339), jobs.ArchiveKey(r.ID))
+	}
 	if r.EstimatedCost.Known || r.SettledCost.Known {
 		fmt.Fprintf(w, "  cost: estimated $%s, settled $%s", r.EstimatedCost, r.SettledCost)
 		if r.BillingState != "" {

@@ -127,6 +127,15 @@ func TestRedisSentinel(t *testing.T) {
 // TestRedisCluster runs jobs end to end on a real three-node Redis
 // Cluster: job keys share hash tags, asynq's queues too.
 func TestRedisCluster(t *testing.T) {
+	rdb, _ := startCluster(t)
+	defer rdb.Close()
+	runJobsOn(t, rdb, "cluster")
+}
+
+// startCluster starts a three-node Redis Cluster and returns a client of
+// it (opened as the program opens one) and its nodes' addresses.
+func startCluster(t *testing.T) (redis.UniversalClient, []string) {
+	t.Helper()
 	dir := t.TempDir()
 	var addrs []string
 	for i := 0; i < 3; i++ {
@@ -157,9 +166,7 @@ func TestRedisCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rdb.Close()
-
-	runJobsOn(t, rdb, "cluster")
+	return rdb, addrs
 }
 
 // runJobsOn runs five jobs end to end on rdb with a worker whose idle
