@@ -17,6 +17,7 @@ import (
 
 // ops is one operation of each transition, as a handler would make it.
 var ops = []jobs.Op{
+	jobs.Admitted{Tenant: "acme"},
 	jobs.Submitting{},
 	jobs.BudgetWaited{Reason: "budget day=1.00: 1.00 used"},
 	jobs.CreateInDoubt{Code: "timeout", Err: "no answer"},
