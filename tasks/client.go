@@ -486,6 +486,8 @@ type ListOptions struct {
 	Limit int
 	// Cursor continues a previous page ("" for the newest jobs).
 	Cursor string
+	// Tenant keeps only this tenant's jobs; empty means all.
+	Tenant string
 }
 
 // maxScan bounds how many index entries one List call reads when a state
@@ -525,7 +527,7 @@ func (c *Client) List(ctx context.Context, o ListOptions) ([]*jobs.Record, strin
 			if err != nil {
 				return nil, "", err
 			}
-			if len(want) == 0 || want[rec.State] {
+			if (len(want) == 0 || want[rec.State]) && (o.Tenant == "" || rec.Tenant == o.Tenant) {
 				out = append(out, rec)
 				if len(out) == o.Limit {
 					if i == len(ids)-1 {

@@ -100,7 +100,7 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 		return nil, nil, err
 	}
 	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies, Budgets: cfg.budgeter(rdb),
-		Producer: tasks.NewClient(rdb, cfg.producerOptions(log))}
+		Producer: tasks.NewClient(rdb, cfg.producerOptions(log, rdb))}
 	var hooks *webhook.Handler
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)
