@@ -19,23 +19,23 @@ import (
 // producer names one). With tenancy on (a *Tenancy; nil is off and costs
 // nothing), a submitted job starts in tenant_wait, in its tenant's
 // waiting list, instead of having its create task enqueued. Admission
-// picks tenants round-robin from the ring of tenants with waiting jobs,
-// skips those at their limit (TENANT_LIMITS), and moves each picked job
-// to queued in the same script; the caller then enqueues its create task.
+// picks tenants round-robin (by virtual time) from the ring of tenants
+// with waiting jobs, skips those at their limit (TENANT_LIMITS), and
+// moves each picked job to queued in the same script; the caller then enqueues its create task.
 // Only a few admitted jobs wait in the create queue at a time
 // (TenancyConfig.AdmitAhead), so a tenant arriving behind another's
 // backlog is served within a few creates.
 //
 // The keys share the hash tag {tenants}:
 //
-//	ring        list of tenants with waiting jobs, next first
+//	ring        sorted set of tenants with waiting jobs, by virtual time
+//	vtime       the virtual time of the latest admission
 //	wait:<t>    list of the tenant's waiting job ids, oldest first
 //	busy:<t>    set of the tenant's admitted jobs not yet past generating
 //	            (queued after admission, budget_wait, submitting,
 //	            generating): what TENANT_LIMITS bounds
 //	adm         sorted set of admitted jobs whose create has not started,
 //	            by admission time (ms): what AdmitAhead bounds
-//	last        the tenant admitted last
 //	known       set of every tenant seen (metrics, dashboard)
 
 // DefaultTenant is the tenant of a job that names none.
@@ -194,20 +194,31 @@ func (a Admission) Record() *Record {
 // transitions), the default limit, then tenant/limit pairs. KEYS: the
 // ring (it names the slot).
 //
-// ops: "enter" (the job joins its tenant's list; a tenant that had none
-// waiting joins the ring at its head, unless it was the one admitted
-// last), "start" (the job's create started: it leaves adm), "leave" (the
-// job is past generating, or ended: it leaves busy and adm), "withdraw"
-// (leave, and leave its tenant's list too), "admit" (nothing but the
-// round).
+// The ring is a sorted set of the tenants with waiting jobs, each scored
+// by its virtual time: how many of its jobs were admitted since it last
+// joined, counted from the virtual time it joined at. Admission serves
+// the lowest score (ties by name), so tenants with waiting jobs take
+// turns: round-robin. A tenant joins (its list was empty) at the virtual
+// time of the latest admission less the number of admitted jobs waiting
+// in the create queue: those were admitted before it competed but start
+// after it arrived, so it is owed as many turns. That is what lets a
+// tenant arriving behind another's backlog start its creates at its fair
+// share from its arrival, window included; a tenant gains at most
+// AdmitAhead turns each time its list runs empty and fills again.
+//
+// ops: "enter" (the job joins its tenant's list, the tenant the ring if
+// its list was empty), "start" (the job's create started: it leaves
+// adm), "leave" (the job is past generating, or ended: it leaves busy
+// and adm), "withdraw" (leave, and leave its tenant's list too), "admit"
+// (nothing but the round).
 //
 // The round: while fewer than AdmitAhead admitted jobs wait, take the
-// ring's head tenant and move it to the tail; a tenant at its limit is
-// skipped (a full turn of the ring with nobody admitted ends the round);
-// else its oldest waiting job is admitted: tenant_wait -> queued in the
-// record (with its history line), into busy and adm. Ids whose record is
-// not in tenant_wait any more (cancelled) are dropped. It returns the
-// admitted ids with their retry counts and tenants.
+// ring's lowest-scored tenant below its limit (none: the round ends); its
+// oldest waiting job is admitted: tenant_wait -> queued in the record
+// (with its history line), into busy and adm, and the tenant's score
+// goes up by one (it leaves the ring when its list is empty). Ids whose
+// record is not in tenant_wait any more (cancelled) are dropped. It
+// returns the admitted ids with their retry counts and tenants.
 var tenancyScript = redis.NewScript(`
 local op, id, tn = ARGV[1], ARGV[2], ARGV[3]
 local P, now, ahead, stale, jp = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
@@ -217,7 +228,8 @@ for i = 10, #ARGV, 2 do lim[ARGV[i]] = tonumber(ARGV[i+1]) end
 local ring, adm = KEYS[1], P .. 'adm'
 if op == 'enter' then
   if redis.call('RPUSH', P .. 'wait:' .. tn, id) == 1 then
-    if redis.call('GET', P .. 'last') == tn then redis.call('RPUSH', ring, tn) else redis.call('LPUSH', ring, tn) end
+    local v = tonumber(redis.call('GET', P .. 'vtime') or '0')
+    redis.call('ZADD', ring, 'NX', v - redis.call('ZCARD', adm), tn)
     redis.call('SADD', P .. 'known', tn)
   end
 elseif op == 'start' then
@@ -226,49 +238,47 @@ elseif op == 'leave' or op == 'withdraw' then
   redis.call('ZREM', adm, id)
   redis.call('SREM', P .. 'busy:' .. tn, id)
   if op == 'withdraw' and redis.call('LREM', P .. 'wait:' .. tn, 0, id) > 0 and redis.call('LLEN', P .. 'wait:' .. tn) == 0 then
-    redis.call('LREM', ring, 0, tn)
+    redis.call('ZREM', ring, tn)
   end
 end
 redis.call('ZREMRANGEBYSCORE', adm, '-inf', now - stale)
 local room = ahead - redis.call('ZCARD', adm)
 local out = {}
-local idle = 0
 while room > 0 do
-  local n = redis.call('LLEN', ring)
-  if n == 0 or idle >= n then break end
-  local t = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-  local l = lim[t] or deflim
-  local busy = P .. 'busy:' .. t
-  if l > 0 and redis.call('SCARD', busy) >= l then
-    idle = idle + 1
-  else
-    local wk = P .. 'wait:' .. t
-    local j = redis.call('LPOP', wk)
-    if redis.call('LLEN', wk) == 0 then redis.call('LREM', ring, -1, t) end
-    if j then
-      local ok, retries = true, '0'
-      if jp ~= '' then
-        local jk = jp .. j .. '}'
-        local v = redis.call('HMGET', jk, 'state', 'retries')
-        if v[1] ~= '` + string(StateTenantWait) + `' then
-          ok = false
-        else
-          retries = v[2] or '0'
-          redis.call('HSET', jk, 'state', '` + string(StateQueued) + `', 'updated_at', now)
-          if redis.call('RPUSH', jk .. ':events', '{"t":' .. now .. ',"s":"` + string(StateQueued) + `","e":"` + string(TAdmitted) + `","d":"tenant ' .. t .. '"}') > ` + strconv.Itoa(historyLen) + ` then
-            redis.call('LTRIM', jk .. ':events', -` + strconv.Itoa(historyLen) + `, -1)
-          end
-        end
-      end
-      if ok then
-        redis.call('SADD', busy, j)
-        redis.call('ZADD', adm, now, j)
-        redis.call('SET', P .. 'last', t)
-        room = room - 1
-        idle = 0
-        out[#out+1] = j; out[#out+1] = retries; out[#out+1] = t
+  local t, score = nil, nil
+  local ts = redis.call('ZRANGE', ring, 0, -1, 'WITHSCORES')
+  for i = 1, #ts, 2 do
+    local l = lim[ts[i]] or deflim
+    if l <= 0 or redis.call('SCARD', P .. 'busy:' .. ts[i]) < l then t, score = ts[i], ts[i+1]; break end
+  end
+  if not t then break end
+  local wk, busy = P .. 'wait:' .. t, P .. 'busy:' .. t
+  local j = redis.call('LPOP', wk)
+  local ok, retries = j ~= false and j ~= nil, '0'
+  if ok and jp ~= '' then
+    local jk = jp .. j .. '}'
+    local v = redis.call('HMGET', jk, 'state', 'retries')
+    if v[1] ~= '` + string(StateTenantWait) + `' then
+      ok = false
+    else
+      retries = v[2] or '0'
+      redis.call('HSET', jk, 'state', '` + string(StateQueued) + `', 'updated_at', now)
+      if redis.call('RPUSH', jk .. ':events', '{"t":' .. now .. ',"s":"` + string(StateQueued) + `","e":"` + string(TAdmitted) + `","d":"tenant ' .. t .. '"}') > ` + strconv.Itoa(historyLen) + ` then
+        redis.call('LTRIM', jk .. ':events', -` + strconv.Itoa(historyLen) + `, -1)
       end
     end
+  end
+  if redis.call('LLEN', wk) == 0 then
+    redis.call('ZREM', ring, t)
+  elseif ok then
+    redis.call('ZINCRBY', ring, 1, t)
+  end
+  if ok then
+    redis.call('SADD', busy, j)
+    redis.call('ZADD', adm, now, j)
+    redis.call('SET', P .. 'vtime', score)
+    room = room - 1
+    out[#out+1] = j; out[#out+1] = retries; out[#out+1] = t
   end
 end
 return out

@@ -65,7 +65,7 @@ func ids(adm []jobs.Admission) []string {
 
 // TestTenancyRoundRobin: with one create at a time admitted, three
 // tenants' waiting jobs are admitted in turn, whatever how many each has
-// waiting; a tenant that had nothing waiting joins at the ring's head.
+// waiting.
 func TestTenancyRoundRobin(t *testing.T) {
 	b := setup(t)
 	ten := jobs.NewTenancy(b.store, jobs.TenancyConfig{AdmitAhead: 1})
@@ -100,7 +100,7 @@ func TestTenancyRoundRobin(t *testing.T) {
 			t.Errorf("%s: state %s after admission; want queued", last, rec.State)
 		}
 	}
-	want := []string{"c1", "b1", "a1", "c2", "b2", "a2", "c3", "b3", "a3", "a4", "a5", "a6"}
+	want := []string{"a1", "b1", "c1", "a2", "b2", "c2", "a3", "b3", "c3", "a4", "a5", "a6"}
 	if !slices.Equal(order, want) {
 		t.Errorf("admission order %v; want %v", order, want)
 	}
@@ -237,7 +237,7 @@ func TestTenancyWithdraw(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, _ := b.rdb.LLen(b.ctx, "videoworker:{tenants}:ring").Result(); n != 0 {
+	if n, _ := b.rdb.ZCard(b.ctx, "videoworker:{tenants}:ring").Result(); n != 0 {
 		t.Errorf("ring holds %d tenants; want none (b has nothing waiting)", n)
 	}
 	if adm, err := ten.Started(b.ctx, "first", "a"); err != nil || len(adm) != 0 {
@@ -327,5 +327,51 @@ func TestTenancySweep(t *testing.T) {
 	}
 	if n, _ := b.rdb.ZCard(b.ctx, "videoworker:{tenants}:adm").Result(); n != 1 {
 		t.Errorf("%d jobs in the create window; want 1 (two)", n)
+	}
+}
+
+// TestTenancyLateTenantCatchesUp: a tenant that starts waiting behind
+// another's backlog is owed the turns of the jobs already admitted
+// ahead of it (they start after it arrived): with two admitted jobs
+// waiting, it gets the next three admissions, then they alternate.
+func TestTenancyLateTenantCatchesUp(t *testing.T) {
+	b := setup(t)
+	ten := jobs.NewTenancy(b.store, jobs.TenancyConfig{AdmitAhead: 2})
+	for i := range 20 {
+		id := fmt.Sprintf("a%02d", i)
+		b.waitJob(t, id, "a")
+		if _, err := ten.Enter(b.ctx, id, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a's jobs flow: a00 and a01 admitted; start a few.
+	started := []string{"a00", "a01"}
+	for i := range 4 {
+		adm, err := ten.Started(b.ctx, started[i], "a")
+		if err != nil || len(adm) != 1 {
+			t.Fatalf("Started = %v, %v", ids(adm), err)
+		}
+		started = append(started, adm[0].ID)
+	}
+	// Two of a's jobs are in the window when b arrives.
+	for i := range 5 {
+		id := fmt.Sprintf("b%02d", i)
+		b.waitJob(t, id, "b")
+		if adm, err := ten.Enter(b.ctx, id, "b"); err != nil || len(adm) != 0 {
+			t.Fatalf("Enter(%s) = %v, %v; want nothing admitted (the window is full)", id, ids(adm), err)
+		}
+	}
+	var order []string
+	for i := range 8 {
+		adm, err := ten.Started(b.ctx, started[4+i], "")
+		if err != nil || len(adm) != 1 {
+			t.Fatalf("Started = %v, %v", ids(adm), err)
+		}
+		started = append(started, adm[0].ID)
+		order = append(order, adm[0].ID)
+	}
+	want := []string{"b00", "b01", "b02", "a06", "b03", "a07", "b04", "a08"}
+	if !slices.Equal(order, want) {
+		t.Errorf("admissions after b arrived %v; want %v", order, want)
 	}
 }
