@@ -598,7 +598,7 @@ func TestDashboardShowsSpend(t *testing.T) {
 		bud = jobs.NewBudgeter(rdb, "", jobs.BudgetConfig{Budgets: []jobs.Budget{{Window: jobs.WindowDay, Limit: 2_000_000}}})
 		d.Budgets = bud
 	})
-	if err := bud.Reserve(t.Context(), "r1", "openai/sora-2", 1_000_000); err != nil {
+	if err := bud.Reserve(t.Context(), "r1", "openai/sora-2", "", 1_000_000); err != nil {
 		t.Fatal(err)
 	}
 	f.submit("p1", reqOf("openai/sora-2", "a paid job"))

@@ -25,7 +25,7 @@ const (
 // ends unpriced_model: neither makes an API call.
 func (w *Worker) reserveBudget(ctx context.Context, rec *jobs.Record) error {
 	b := w.cfg.Budgets
-	if !b.Applies(rec.Request.Model) {
+	if !b.Applies(rec.Request.Model, rec.Tenant) {
 		return nil
 	}
 	est, ok := b.Price(rec.Request)
@@ -34,7 +34,7 @@ func (w *Worker) reserveBudget(ctx context.Context, rec *jobs.Record) error {
 		w.failJob(ctx, rec, jobs.StateFailed, "unpriced_model", err)
 		return permanent(err)
 	}
-	err := b.Reserve(ctx, rec.ID, rec.Request.Model, est)
+	err := b.Reserve(ctx, rec.ID, rec.Request.Model, rec.Tenant, est)
 	var ex *jobs.ExceededError
 	if !errors.As(err, &ex) {
 		return err
