@@ -270,7 +270,8 @@ var scriptLib = func() string {
 // retention (ms, 0: off), then
 // the counted lists: conditions (field, value, unset matches), sets
 // (field, value), increments (field, delta), then with a spend key the
-// model, the micro-dollars and the hash's TTL in seconds.
+// model, the micro-dollars, the hash's TTL in seconds and the tenant (""
+// for DefaultTenant; else also added to the field "t:<tenant>").
 var applyScript = redis.NewScript(scriptLib + `
 local i = 9
 local nif = tonumber(ARGV[i]); i = i + 1
@@ -367,6 +368,7 @@ if KEYS[8] and KEYS[8] ~= KEYS[1] then
   if redis.call('HINCRBY', KEYS[8], ARGV[spendAt], ARGV[spendAt+1]) == tonumber(ARGV[spendAt+1]) then
     redis.call('EXPIRE', KEYS[8], ARGV[spendAt+2])
   end
+  if (ARGV[spendAt+3] or '') ~= '' then redis.call('HINCRBY', KEYS[8], 't:' .. ARGV[spendAt+3], ARGV[spendAt+1]) end
 end
 return reply(1)
 `)
@@ -419,6 +421,7 @@ type applyExtra struct {
 	releaseLock bool
 	spendModel  string // add spendMicros to the day's spend of this model
 	spendMicros int64
+	spendTenant string // and of this tenant ("": DefaultTenant, not counted apart)
 }
 
 func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (Outcome, error) {
@@ -465,7 +468,7 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey(), s.callbacksKey()}
 	if x.spendMicros != 0 {
 		keys = append(keys, s.SpendKey(now))
-		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second))
+		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second), x.spendTenant)
 	}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
@@ -516,7 +519,7 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	if err == nil && out.Applied && spendKey != "" {
-		if err := s.addSpend(ctx, spendKey, x.spendModel, x.spendMicros); err != nil {
+		if err := s.addSpend(ctx, spendKey, x.spendModel, x.spendTenant, x.spendMicros); err != nil {
 			return out, err
 		}
 	}

@@ -434,11 +434,15 @@ type Billing struct {
 	Settled apiclient.Cost
 	State   string
 	Model   string
+	// Tenant is the job's tenant: its spend is also added to the field
+	// "t:<tenant>" of the day's hash (none for DefaultTenant).
+	Tenant string
 }
 
-// BillingOf is v's billing, for Completed and Failed.
-func BillingOf(v *apiclient.Video, model string) Billing {
-	return Billing{Settled: v.Settled(), State: v.Billing.State, Model: model}
+// BillingOf is v's billing, for Completed and Failed, of a job of model
+// and tenant.
+func BillingOf(v *apiclient.Video, model, tenant string) Billing {
+	return Billing{Settled: v.Settled(), State: v.Billing.State, Model: model, Tenant: tenant}
 }
 
 // apply adds the billing's fields to set and its spend to x.
@@ -447,6 +451,9 @@ func (b Billing) apply(set map[string]any, x *applyExtra) {
 		set[FieldSettledCost] = b.Settled
 		if b.Settled.Micros != 0 && b.Model != "" {
 			x.spendModel, x.spendMicros = b.Model, b.Settled.Micros
+			if b.Tenant != DefaultTenant {
+				x.spendTenant = b.Tenant
+			}
 		}
 	}
 	if b.State != "" {

@@ -597,7 +597,7 @@ func (w *Worker) failJobBilled(ctx context.Context, rec *jobs.Record, to jobs.St
 			w.tenantLeft(ctx, rec)
 		}
 		w.met.JobFinished(string(to))
-		w.met.Spend(bill.Model, "", bill.Settled.Micros)
+		w.met.Spend(bill.Model, rec.Tenant, bill.Settled.Micros)
 		if w.cfg.Budgets != nil {
 			w.settleBudget(ctx, rec, bill)
 		}
