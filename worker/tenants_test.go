@@ -198,3 +198,25 @@ func TestTenantAdmissionRepaired(t *testing.T) {
 	e.startWorker(cfg, nil)
 	e.checkStored(e.waitTerminal(append(ids, "lost"), 30*time.Second))
 }
+
+// TestTenantWaitWithTenancyOff: a job left in tenant_wait by a fleet
+// that turned tenancy off is admitted by the stranded-job check of a
+// worker without tenancy, and stored.
+func TestTenantWaitWithTenancyOff(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	ctx := context.Background()
+	left := &jobs.Record{ID: "left", State: jobs.StateTenantWait, Tenant: "a", Request: apiclient.CreateRequest{Model: "google/veo-3.1-lite", Prompt: "left prompt"}}
+	if _, _, err := e.jobs.Create(ctx, left); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig()
+	cfg.StrandedGrace = time.Nanosecond
+	cfg.StrandedCheckInterval = -1
+	w := e.newWorker(cfg, nil)
+	if n, err := w.RecoverStranded(ctx); err != nil || n != 1 {
+		t.Fatalf("RecoverStranded = %d, %v; want 1", n, err)
+	}
+	e.startWorker(cfg, nil)
+	e.checkStored(e.waitTerminal([]tasks.JobID{"left"}, 30*time.Second))
+}
