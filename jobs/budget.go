@@ -33,10 +33,11 @@ const (
 )
 
 // Budget is one limit: at most Limit micro-dollars per Window, for Model
-// ("" is every model).
+// ("" is every model) or for Tenant's jobs ("" is every tenant's).
 type Budget struct {
 	Window Window
 	Model  string
+	Tenant string
 	Limit  int64 // micro-dollars
 }
 
@@ -45,14 +46,27 @@ func (b Budget) String() string {
 	if b.Model != "" {
 		s = "model:" + b.Model + "/" + s
 	}
+	if b.Tenant != "" {
+		s = "tenant:" + b.Tenant + "/" + s
+	}
 	return s
 }
 
-// ErrTenantsNotBuilt refuses a tenant budget: jobs carry no tenant yet.
-var ErrTenantsNotBuilt = errors.New("tenant budgets need tenants, which this release does not have")
+// applies reports whether b limits a job of model and tenant.
+func (b Budget) applies(model, tenant string) bool {
+	return (b.Model == "" || b.Model == model) && (b.Tenant == "" || b.Tenant == cmpOrString(tenant, DefaultTenant))
+}
+
+func cmpOrString(v, d string) string {
+	if v != "" {
+		return v
+	}
+	return d
+}
 
 // ParseBudgets reads BUDGETS: comma-separated "day=200", "month=4000",
-// "model:<model>/day=50" (USD). It returns every problem, not the first.
+// "model:<model>/day=50", "tenant:<tenant>/day=20" (USD). It returns
+// every problem, not the first.
 func ParseBudgets(s string) ([]Budget, []error) {
 	var out []Budget
 	var errs []error
@@ -77,8 +91,16 @@ func ParseBudgets(s string) ([]Budget, []error) {
 			}
 			b.Model, win = scope[len("model:"):i], scope[i+1:]
 		case strings.HasPrefix(scope, "tenant:"):
-			errs = append(errs, fmt.Errorf("budget %q: %w", item, ErrTenantsNotBuilt))
-			continue
+			i := strings.LastIndex(scope, "/")
+			if i <= len("tenant:") {
+				errs = append(errs, fmt.Errorf("budget %q: want tenant:<tenant>/<window>=<usd>", item))
+				continue
+			}
+			b.Tenant, win = scope[len("tenant:"):i], scope[i+1:]
+			if err := ValidateTenant(b.Tenant); err != nil {
+				errs = append(errs, fmt.Errorf("budget %q: %w", item, err))
+				continue
+			}
 		}
 		switch Window(win) {
 		case WindowDay, WindowMonth:
@@ -93,7 +115,7 @@ func ParseBudgets(s string) ([]Budget, []error) {
 			continue
 		}
 		b.Limit = m
-		if slices.ContainsFunc(out, func(o Budget) bool { return o.Window == b.Window && o.Model == b.Model }) {
+		if slices.ContainsFunc(out, func(o Budget) bool { return o.Window == b.Window && o.Model == b.Model && o.Tenant == b.Tenant }) {
 			errs = append(errs, fmt.Errorf("budget %q: given twice", item))
 			continue
 		}
@@ -200,9 +222,10 @@ func NewBudgeter(rdb redis.UniversalClient, prefix string, cfg BudgetConfig) *Bu
 	return &Budgeter{rdb: rdb, prefix: prefix, budgets: cfg.Budgets, prices: cfg.Prices, ttl: ttl, now: time.Now}
 }
 
-// Applies reports whether some budget limits model.
-func (b *Budgeter) Applies(model string) bool {
-	return slices.ContainsFunc(b.budgets, func(bg Budget) bool { return bg.Model == "" || bg.Model == model })
+// Applies reports whether some budget limits a job of model and tenant
+// ("" is DefaultTenant).
+func (b *Budgeter) Applies(model, tenant string) bool {
+	return slices.ContainsFunc(b.budgets, func(bg Budget) bool { return bg.applies(model, tenant) })
 }
 
 // Price prices a request; ok false: the model has no price.
@@ -237,6 +260,9 @@ func (b *Budgeter) key(bg Budget, t time.Time) (string, time.Time) {
 	scope := "all"
 	if bg.Model != "" {
 		scope = "model:" + bg.Model
+	}
+	if bg.Tenant != "" {
+		scope = "tenant:" + bg.Tenant
 	}
 	return b.prefix + "{budget}:" + string(bg.Window) + ":" + id + ":" + scope, end
 }
@@ -313,17 +339,18 @@ return 0
 `)
 
 // Reserve reserves estimate micro-dollars for the job against every budget
-// that applies to model, atomically: all or none. A budget it does not
-// fit gives an *ExceededError (nothing reserved). Reserving again for
-// the same job replaces its reservation.
-func (b *Budgeter) Reserve(ctx context.Context, jobID, model string, estimate int64) error {
+// that applies to a job of model and tenant ("" is DefaultTenant),
+// atomically: all or none. A budget it does not fit gives an
+// *ExceededError (nothing reserved). Reserving again for the same job
+// replaces its reservation.
+func (b *Budgeter) Reserve(ctx context.Context, jobID, model, tenant string, estimate int64) error {
 	now := b.now()
 	keys := []string{b.jobKey(jobID)}
 	args := []any{estimate, jobID, now.UnixMilli(), now.Add(b.ttl).UnixMilli(), 0}
 	var applied []Budget
 	var keyTTL time.Duration
 	for _, bg := range b.budgets {
-		if bg.Model != "" && bg.Model != model {
+		if !bg.applies(model, tenant) {
 			continue
 		}
 		k, end := b.key(bg, now)

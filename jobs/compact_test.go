@@ -227,3 +227,28 @@ func TestCompactedFailedJobCanBeRetried(t *testing.T) {
 		t.Errorf("history after the retry: %+v", evs)
 	}
 }
+
+// TestCompactionKeepsTheTenant: a compacted job still names its tenant, so
+// that a resubmission of its id under another tenant is still a conflict
+// and the job API's tenant filter still finds it.
+func TestCompactionKeepsTheTenant(t *testing.T) {
+	b := setup(t)
+	b.store.SetRetention(time.Hour)
+	rec := &jobs.Record{ID: "t1", Tenant: "acme"}
+	rec.Request.Model = "m"
+	if created, _, err := b.store.Create(b.ctx, rec); err != nil || !created {
+		t.Fatalf("Create = %v, %v", created, err)
+	}
+	for _, op := range []jobs.Op{jobs.Adopted{VideoID: "vid_t1", APIStatus: "queued", How: "test"}, jobs.Completed{APIStatus: "completed", Outputs: 1},
+		jobs.Stored{Key: "videos/t1.mp4", Location: "file:///v/t1.mp4", Bytes: 1, SHA256: strings.Repeat("b", 64)}} {
+		if _, err := b.store.Do(b.ctx, "t1", op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, n := b.compactAll(t, b.clock.Advance(time.Second)); n != 1 {
+		t.Fatalf("compacted %d jobs, want 1", n)
+	}
+	if got := b.get(t, "t1"); !got.Compact || got.Tenant != "acme" {
+		t.Errorf("compact record: compact %v, tenant %q; want tenant acme kept", got.Compact, got.Tenant)
+	}
+}

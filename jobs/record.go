@@ -22,6 +22,11 @@ type State string
 
 // Job states. Stored, Failed, Cancelled, Expired and TimedOut are terminal.
 const (
+	// TenantWait: accepted with tenancy on (TENANT_LIMITS or
+	// TENANT_FAIRNESS); the job waits in its tenant's list, without a
+	// task, until admission (round-robin across tenants, within the
+	// tenant's limit) moves it to queued and enqueues its create task.
+	StateTenantWait State = "tenant_wait"
 	// Queued: accepted; the create call has not been made.
 	StateQueued State = "queued"
 	// BudgetWait: the job's estimated cost does not fit a budget now; its
@@ -56,7 +61,7 @@ func (s State) Terminal() bool {
 }
 
 // AllStates lists every state in life order.
-var AllStates = []State{StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading, StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
+var AllStates = []State{StateTenantWait, StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading, StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
 
 // ErrNotFound is returned for a job id without a record.
 var ErrNotFound = errors.New("job not found")
@@ -69,6 +74,9 @@ type Record struct {
 	State   State                   `json:"state"`
 	Request apiclient.CreateRequest `json:"request,omitempty"`
 	Labels  map[string]string       `json:"labels,omitempty"`
+	// Tenant is whose job it is (DefaultTenant when the producer named
+	// none); the record stores it only when it is not the default.
+	Tenant string `json:"tenant"`
 
 	VideoID   string `json:"video_id,omitempty"`
 	APIStatus string `json:"api_status,omitempty"`
@@ -270,6 +278,8 @@ const (
 	FieldBillingState  = "billing_state"
 	FieldArchivedAt    = "archived_at"
 	FieldCompact       = "compact"
+	// FieldTenant is the job's tenant, absent for DefaultTenant.
+	FieldTenant = "tenant"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -315,6 +325,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 	r := &Record{
 		ID:        m[FieldID],
 		State:     State(m[FieldState]),
+		Tenant:    m[FieldTenant],
 		VideoID:   m[FieldVideoID],
 		APIStatus: m[FieldAPIStatus],
 
@@ -340,6 +351,9 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
 		EarlyWebhookKey:   m[FieldEarlyWebhookKey],
 		EarlyWebhookVideo: m[FieldEarlyWebhookVideo],
+	}
+	if r.Tenant == "" {
+		r.Tenant = DefaultTenant
 	}
 	if s := m[FieldRequest]; s != "" {
 		if err := json.Unmarshal([]byte(s), &r.Request); err != nil {

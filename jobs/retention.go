@@ -208,6 +208,9 @@ func CompactFields(r *Record, at time.Time) []any {
 	add(FieldVersion, recordVersion)
 	add(FieldID, r.ID)
 	add(FieldState, r.State)
+	if r.Tenant != DefaultTenant {
+		add(FieldTenant, r.Tenant)
+	}
 	add(FieldVideoID, compactValue(r.VideoID))
 	add(FieldAPIStatus, r.APIStatus)
 	add(FieldSubmittedAt, r.SubmittedAt)

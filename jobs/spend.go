@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,10 +22,13 @@ func (s *Store) SpendKey(t time.Time) string {
 
 // addSpend is the spend counter's update on a Redis Cluster, where the
 // day's hash lives in another slot than the job.
-func (s *Store) addSpend(ctx context.Context, key, model string, micros int64) error {
+func (s *Store) addSpend(ctx context.Context, key, model, tenant string, micros int64) error {
 	n, err := s.rdb.HIncrBy(ctx, key, model, micros).Result()
 	if err == nil && n == micros {
 		err = s.rdb.Expire(ctx, key, spendTTL).Err()
+	}
+	if err == nil && tenant != "" {
+		err = s.rdb.HIncrBy(ctx, key, tenantSpendField+tenant, micros).Err()
 	}
 	if err != nil {
 		return fmt.Errorf("spend counter: %w", ClassifyRedis(err))
@@ -32,10 +36,17 @@ func (s *Store) addSpend(ctx context.Context, key, model string, micros int64) e
 	return nil
 }
 
+// tenantSpendField prefixes a tenant's field in a day's spend hash (model
+// names have no colon).
+const tenantSpendField = "t:"
+
 // Spend is the fleet's settled spend in micro-dollars by model, today and
-// in the month to date (UTC), as the dashboard shows it.
+// in the month to date (UTC), as the dashboard shows it, and by tenant
+// (TenantToday, TenantMonth: the tenants other than DefaultTenant, whose
+// spend is the rest of the total).
 type Spend struct {
-	Today, Month map[string]int64
+	Today, Month             map[string]int64
+	TenantToday, TenantMonth map[string]int64
 }
 
 // Total sums a spend map.
@@ -60,16 +71,20 @@ func (s *Store) SpendSummary(ctx context.Context, now time.Time) (Spend, error) 
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return Spend{}, fmt.Errorf("spend summary: %w", ClassifyRedis(err))
 	}
-	out := Spend{Today: map[string]int64{}, Month: map[string]int64{}}
+	out := Spend{Today: map[string]int64{}, Month: map[string]int64{}, TenantToday: map[string]int64{}, TenantMonth: map[string]int64{}}
 	for i, c := range cmds {
-		for model, v := range c.Val() {
+		for field, v := range c.Val() {
 			var n int64
 			if _, err := fmt.Sscan(v, &n); err != nil {
 				continue
 			}
-			out.Month[model] += n
+			today, month := out.Today, out.Month
+			if t, ok := strings.CutPrefix(field, tenantSpendField); ok {
+				field, today, month = t, out.TenantToday, out.TenantMonth
+			}
+			month[field] += n
 			if i == len(cmds)-1 {
-				out.Today[model] += n
+				today[field] += n
 			}
 		}
 	}

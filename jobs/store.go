@@ -272,7 +272,8 @@ var scriptLib = func() string {
 // retention (ms, 0: off), then
 // the counted lists: conditions (field, value, unset matches), sets
 // (field, value), increments (field, delta), then with a spend key the
-// model, the micro-dollars and the hash's TTL in seconds.
+// model, the micro-dollars, the hash's TTL in seconds and the tenant (""
+// for DefaultTenant; else also added to the field "t:<tenant>").
 var applyScript = redis.NewScript(scriptLib + `
 local i = 9
 local nif = tonumber(ARGV[i]); i = i + 1
@@ -375,6 +376,7 @@ if KEYS[9] and KEYS[9] ~= KEYS[1] then
   if redis.call('HINCRBY', KEYS[9], ARGV[spendAt], ARGV[spendAt+1]) == tonumber(ARGV[spendAt+1]) then
     redis.call('EXPIRE', KEYS[9], ARGV[spendAt+2])
   end
+  if (ARGV[spendAt+3] or '') ~= '' then redis.call('HINCRBY', KEYS[8], 't:' .. ARGV[spendAt+3], ARGV[spendAt+1]) end
 end
 return reply(1)
 `)
@@ -427,6 +429,7 @@ type applyExtra struct {
 	releaseLock bool
 	spendModel  string // add spendMicros to the day's spend of this model
 	spendMicros int64
+	spendTenant string // and of this tenant ("": DefaultTenant, not counted apart)
 }
 
 func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (Outcome, error) {
@@ -473,7 +476,7 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 	keys := []string{s.jobKey(id), s.eventsKey(id), s.activeKey(), s.claimsKey(), lockKey, s.finishedKey(), s.callbacksKey(), s.retainedKey()}
 	if x.spendMicros != 0 {
 		keys = append(keys, s.SpendKey(now))
-		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second))
+		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second), x.spendTenant)
 	}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
@@ -537,7 +540,7 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 		}
 	}
 	if err == nil && out.Applied && spendKey != "" {
-		if err := s.addSpend(ctx, spendKey, x.spendModel, x.spendMicros); err != nil {
+		if err := s.addSpend(ctx, spendKey, x.spendModel, x.spendTenant, x.spendMicros); err != nil {
 			return out, err
 		}
 	}

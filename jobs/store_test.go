@@ -21,8 +21,8 @@ func TestStateTerminal(t *testing.T) {
 		jobs.StateStored: true, jobs.StateFailed: true, jobs.StateCancelled: true,
 		jobs.StateExpired: true, jobs.StateTimedOut: true,
 	}
-	if len(jobs.AllStates) != 10 {
-		t.Fatalf("AllStates has %d states, want 10", len(jobs.AllStates))
+	if len(jobs.AllStates) != 11 {
+		t.Fatalf("AllStates has %d states, want 11", len(jobs.AllStates))
 	}
 	for _, s := range jobs.AllStates {
 		if got := s.Terminal(); got != terminal[s] {
@@ -231,7 +231,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 
 	want := &jobs.Record{
-		ID: "round-trip", State: jobs.StateDownloading, Request: rec.Request, Labels: rec.Labels,
+		ID: "round-trip", State: jobs.StateDownloading, Request: rec.Request, Labels: rec.Labels, Tenant: jobs.DefaultTenant,
 		VideoID: "vid_123", APIStatus: "completed", Progress: 100, Outputs: 2,
 		SubmittedAt: ms(ts(-1)), CreateStartedAt: ms(ts(0)), CreateEndedAt: ms(ts(1)), CreatedAt: ms(ts(2)),
 		CompletedAt: ms(ts(3)), DownloadStartedAt: ms(ts(4)), StoredAt: ms(ts(5)), FinishedAt: ms(ts(7)),
@@ -268,7 +268,7 @@ func TestMinimalRecordRoundTrip(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.create(t, "min", "")
-	want := &jobs.Record{ID: "min", State: jobs.StateQueued, Request: apiclient.CreateRequest{Prompt: "a prompt"},
+	want := &jobs.Record{ID: "min", State: jobs.StateQueued, Request: apiclient.CreateRequest{Prompt: "a prompt"}, Tenant: jobs.DefaultTenant,
 		SubmittedAt: t0.Truncate(time.Millisecond), UpdatedAt: t0.Truncate(time.Millisecond)}
 	if diff := cmp.Diff(want, b.get(t, "min")); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

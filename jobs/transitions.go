@@ -24,6 +24,11 @@ type Transition string
 
 // The transitions. Their names are also the history lines' event names.
 const (
+	// TAdmitted: the job's tenant had room (TENANT_LIMITS) and its turn
+	// (round-robin across tenants): it leaves its tenant's waiting list
+	// and its create task is enqueued. Applied by the admission script
+	// (Tenancy), or by Store.Do on a Redis Cluster.
+	TAdmitted Transition = "admitted"
 	// TSubmitting: a create call is about to be made (the record says "in
 	// doubt" until its outcome is known).
 	TSubmitting Transition = "submitting"
@@ -86,7 +91,7 @@ type Rule struct {
 }
 
 var (
-	unfinished = []State{StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading}
+	unfinished = []State{StateTenantWait, StateQueued, StateBudgetWait, StateSubmitting, StateGenerating, StateDownloading}
 	ended      = []State{StateFailed, StateTimedOut}
 	terminal   = []State{StateStored, StateFailed, StateCancelled, StateExpired, StateTimedOut}
 )
@@ -95,6 +100,7 @@ var (
 // it may lead. Store.Do refuses anything else with a *TransitionError.
 // docs/state-machine.md's diagram is checked against it.
 var Table = []Rule{
+	{TAdmitted, []State{StateTenantWait}, []State{StateQueued}},
 	{TSubmitting, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateSubmitting}},
 	{TBudgetWait, []State{StateQueued, StateBudgetWait, StateSubmitting}, []State{StateBudgetWait}},
 	{TCreateInDoubt, []State{StateSubmitting}, nil},
@@ -200,6 +206,19 @@ func (s *Store) Do(ctx context.Context, id string, op Op) (Result, error) {
 		return Result{State: out.State, Record: out.Record}, &TransitionError{JobID: id, Transition: op.Transition(), From: out.State, To: c.To}
 	}
 	return Result(out), nil
+}
+
+// Admitted moves a job from its tenant's waiting list to queued: its
+// create task is enqueued next. On a single Redis the admission script
+// applies this transition itself, in the step that picks the job; Store.Do
+// applies it on a Cluster and in repairs. The record is returned.
+type Admitted struct{ Tenant string }
+
+// Transition implements Op.
+func (Admitted) Transition() Transition { return TAdmitted }
+
+func (o Admitted) change(time.Time) (Change, applyExtra) {
+	return Change{To: StateQueued, Event: string(TAdmitted), Detail: "tenant " + o.Tenant, Return: true}, applyExtra{}
 }
 
 // Submitting starts a create call: the job is in doubt from now until the
@@ -415,11 +434,15 @@ type Billing struct {
 	Settled apiclient.Cost
 	State   string
 	Model   string
+	// Tenant is the job's tenant: its spend is also added to the field
+	// "t:<tenant>" of the day's hash (none for DefaultTenant).
+	Tenant string
 }
 
-// BillingOf is v's billing, for Completed and Failed.
-func BillingOf(v *apiclient.Video, model string) Billing {
-	return Billing{Settled: v.Settled(), State: v.Billing.State, Model: model}
+// BillingOf is v's billing, for Completed and Failed, of a job of model
+// and tenant.
+func BillingOf(v *apiclient.Video, model, tenant string) Billing {
+	return Billing{Settled: v.Settled(), State: v.Billing.State, Model: model, Tenant: tenant}
 }
 
 // apply adds the billing's fields to set and its spend to x.
@@ -428,6 +451,9 @@ func (b Billing) apply(set map[string]any, x *applyExtra) {
 		set[FieldSettledCost] = b.Settled
 		if b.Settled.Micros != 0 && b.Model != "" {
 			x.spendModel, x.spendMicros = b.Model, b.Settled.Micros
+			if b.Tenant != DefaultTenant {
+				x.spendTenant = b.Tenant
+			}
 		}
 	}
 	if b.State != "" {
@@ -674,7 +700,10 @@ type Step string
 
 // The steps. StepNone: the job waits on nothing (it has ended).
 const (
-	StepNone     Step = ""
+	StepNone Step = ""
+	// StepTenant: the job waits in its tenant's waiting list (no task)
+	// for admission.
+	StepTenant   Step = "tenant"
 	StepCreate   Step = "create"
 	StepPoll     Step = "poll"
 	StepDownload Step = "download"
@@ -700,6 +729,7 @@ type Wait struct {
 // WaitsOn is the step each state waits on, for docs/state-machine.md;
 // NextWait refines it for one record.
 var WaitsOn = map[State]Step{
+	StateTenantWait:  StepTenant,
 	StateQueued:      StepCreate,
 	StateBudgetWait:  StepCreate,
 	StateSubmitting:  StepCreate,

@@ -17,6 +17,7 @@ import (
 
 // ops is one operation of each transition, as a handler would make it.
 var ops = []jobs.Op{
+	jobs.Admitted{Tenant: "acme"},
 	jobs.Submitting{},
 	jobs.BudgetWaited{Reason: "budget day=1.00: 1.00 used"},
 	jobs.CreateInDoubt{Code: "timeout", Err: "no answer"},
@@ -367,6 +368,10 @@ func TestBillingRecordsCostAndSpend(t *testing.T) {
 	}
 	bill := jobs.Billing{Settled: apiclient.Cost{Micros: 400_000, Known: true}, State: "settled", Model: "m"}
 	for _, id := range []string{"j1", "j2"} {
+		bill := bill
+		if id == "j2" {
+			bill.Tenant = "acme"
+		}
 		if _, err := b.store.Do(b.ctx, id, jobs.Completed{APIStatus: "completed", Outputs: 1, SeenBy: "test", Billing: bill}); err != nil {
 			t.Fatal(err)
 		}
@@ -389,6 +394,9 @@ func TestBillingRecordsCostAndSpend(t *testing.T) {
 	}
 	if sp.Today["m"] != 800_000 || sp.Month["m"] != 800_000 || jobs.Total(sp.Today) != 800_000 {
 		t.Fatalf("spend %+v", sp)
+	}
+	if len(sp.TenantToday) != 1 || sp.TenantToday["acme"] != 400_000 || sp.TenantMonth["acme"] != 400_000 {
+		t.Fatalf("spend by tenant %+v; want acme 0.40 (the default tenant's is the rest)", sp)
 	}
 	if ttl := b.rdb.TTL(b.ctx, b.store.SpendKey(b.clock.Now())).Val(); ttl <= 0 {
 		t.Fatalf("spend hash TTL %v", ttl)

@@ -8,6 +8,7 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -77,7 +78,7 @@ func New() *Metrics {
 			Name: "videoworker_status_checks_total", Help: "Status checks (polls and webhook-triggered checks) made.",
 		}),
 		spend: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "videoworker_spend_usd_total", Help: "Settled cost of generations (USD) this process saw end, by model and tenant (\"default\" until tenants exist).",
+			Name: "videoworker_spend_usd_total", Help: "Settled cost of generations (USD) this process saw end, by model and tenant.",
 		}, []string{"model", "tenant"}),
 		pollLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "videoworker_poll_lateness_seconds", Help: "How long after its scheduled time a delayed poll started (0 when it started early).",
@@ -262,4 +263,48 @@ func Endpoint(method, path string) string {
 		return "get"
 	}
 	return "other"
+}
+
+// TenantJobs is one tenant's jobs in the tenancy (jobs.Tenancy), for
+// AddTenants: Waiting in tenant_wait, Admitted from admission to the end
+// of generating.
+type TenantJobs struct {
+	Tenant            string
+	Waiting, Admitted int64
+}
+
+// AddTenants registers videoworker_tenant_jobs{tenant,state}, read at
+// scrape time by read (two Redis commands per tenant, pipelined): state
+// is tenant_wait (waiting for admission) or admitted (queued after
+// admission, budget_wait, submitting or generating). One series per
+// tenant and state: the tenants are the operator's, so their number is
+// what bounds the cardinality.
+func (m *Metrics) AddTenants(read func(context.Context) ([]TenantJobs, error)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&tenantCollector{read: read,
+		desc: prometheus.NewDesc("videoworker_tenant_jobs", "Jobs of each tenant in the tenancy, by state: tenant_wait (waiting for admission) or admitted (admitted, not yet past generating).",
+			[]string{"tenant", "state"}, nil)})
+}
+
+type tenantCollector struct {
+	read func(context.Context) ([]TenantJobs, error)
+	desc *prometheus.Desc
+}
+
+func (c *tenantCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *tenantCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	figs, err := c.read(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for _, f := range figs {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(f.Waiting), f.Tenant, "tenant_wait")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(f.Admitted), f.Tenant, "admitted")
+	}
 }

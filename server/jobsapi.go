@@ -49,6 +49,8 @@ type createJobRequest struct {
 	// CallbackURL receives the job's terminal state (see the README,
 	// "Completion callbacks").
 	CallbackURL string `json:"callback_url,omitempty"`
+	// Tenant is whose job it is (absent: "default"); see docs/tenants.md.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // checkSeconds bounds r's numbers of seconds before they become
@@ -71,7 +73,7 @@ func (r createJobRequest) taskRequest() tasks.Request {
 	return tasks.Request{
 		JobID: tasks.JobID(r.JobID), Video: r.CreateRequest,
 		Timeout: time.Duration(r.TimeoutSeconds) * time.Second, Labels: r.Labels, CallbackURL: r.CallbackURL,
-		Retention: time.Duration(r.RetentionSeconds) * time.Second,
+		Retention: time.Duration(r.RetentionSeconds) * time.Second, Tenant: r.Tenant,
 	}
 }
 
@@ -217,6 +219,13 @@ func (a *jobsAPI) list(w http.ResponseWriter, r *http.Request) {
 			}
 			opts.States = append(opts.States, st)
 		}
+	}
+	if tn := q.Get("tenant"); tn != "" {
+		if err := jobs.ValidateTenant(tn); err != nil {
+			writeError(w, http.StatusBadRequest, "validation_error", "invalid query", map[string]string{"tenant": err.Error()})
+			return
+		}
+		opts.Tenant = tn
 	}
 	recs, next, err := a.producer.List(r.Context(), opts)
 	if errors.Is(err, tasks.ErrInvalidRequest) {

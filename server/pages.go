@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -71,6 +72,7 @@ type pages struct {
 	snaps      snapshotCache
 	hooks      hookHistory
 	budgets    *jobs.Budgeter
+	tenancy    *jobs.Tenancy
 }
 
 func (p *pages) routes(mux *http.ServeMux, a *Auth, csrf func(http.Handler) http.Handler) {
@@ -208,6 +210,71 @@ type snapshot struct {
 	StorageRoot  string
 	Charts       chartPanel
 	Spend        spendPanel
+	// Tenants has a row per tenant: with tenancy on, or when a tenant
+	// other than the default spent or shows in the window.
+	Tenants []tenantRow
+}
+
+// tenantRow is one tenant's figures on the dashboard.
+type tenantRow struct {
+	Tenant string
+	// Waiting and Admitted are read from the tenancy (-1: tenancy off);
+	// Limit is its limit (0: none).
+	Waiting, Admitted int64
+	Limit             int
+	// FinishedToday counts the jobs of the dashboard's window that ended
+	// today (UTC).
+	FinishedToday int
+	Today, Month  string // spend, dollars
+}
+
+// tenantRows builds the tenants' table from the tenancy's figures (nil
+// when off), the spend by tenant and the window's records.
+func tenantRows(figs []jobs.TenantFigures, tenancyOn bool, sp jobs.Spend, window []*jobs.Record, now time.Time) []tenantRow {
+	rows := map[string]*tenantRow{}
+	row := func(t string) *tenantRow {
+		r, ok := rows[t]
+		if !ok {
+			r = &tenantRow{Tenant: t, Waiting: -1, Admitted: -1}
+			rows[t] = r
+		}
+		return r
+	}
+	for _, f := range figs {
+		r := row(f.Tenant)
+		r.Waiting, r.Admitted, r.Limit = f.Waiting, f.Admitted, f.Limit
+	}
+	day := now.UTC().Truncate(24 * time.Hour)
+	others := false
+	for _, rec := range window {
+		if rec.Tenant != "" && rec.Tenant != jobs.DefaultTenant {
+			others = true
+		}
+		if rec.State.Terminal() && !rec.FinishedAt.Before(day) {
+			row(cmp.Or(rec.Tenant, jobs.DefaultTenant)).FinishedToday++
+		}
+	}
+	if !tenancyOn && !others && len(sp.TenantMonth) == 0 {
+		return nil // one tenant: the rest of the dashboard says it all
+	}
+	var rest, restToday int64 = jobs.Total(sp.Month), jobs.Total(sp.Today)
+	for t, v := range sp.TenantMonth {
+		rest -= v
+		restToday -= sp.TenantToday[t]
+		row(t)
+	}
+	out := make([]tenantRow, 0, len(rows)+1)
+	row(jobs.DefaultTenant)
+	for t, r := range rows {
+		if t == jobs.DefaultTenant {
+			r.Today, r.Month = apiclient.FormatMicros(restToday), apiclient.FormatMicros(rest)
+		} else {
+			r.Today, r.Month = apiclient.FormatMicros(sp.TenantToday[t]), apiclient.FormatMicros(sp.TenantMonth[t])
+		}
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Tenant < out[j].Tenant })
+	return out
 }
 
 // spendPanel is the fleet's settled spend today and this month (UTC).
@@ -369,6 +436,13 @@ func (p *pages) snapshot(ctx context.Context) (*snapshot, error) {
 	for _, st := range jobs.AllStates {
 		s.Counts = append(s.Counts, stateCount{State: st, Count: counts[st], Terminal: st.Terminal()})
 	}
+	var figs []jobs.TenantFigures
+	if p.tenancy != nil {
+		if figs, err = p.tenancy.Figures(ctx); err != nil {
+			return nil, err
+		}
+	}
+	s.Tenants = tenantRows(figs, p.tenancy != nil, sp, window, start)
 	sort.SliceStable(failed, func(i, j int) bool { return failed[i].FinishedAt.After(failed[j].FinishedAt) })
 	s.Failed = failed[:min(len(failed), failedRows)]
 	s.Recent = window[:min(len(window), recentRows)]

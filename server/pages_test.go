@@ -598,7 +598,7 @@ func TestDashboardShowsSpend(t *testing.T) {
 		bud = jobs.NewBudgeter(rdb, "", jobs.BudgetConfig{Budgets: []jobs.Budget{{Window: jobs.WindowDay, Limit: 2_000_000}}})
 		d.Budgets = bud
 	})
-	if err := bud.Reserve(t.Context(), "r1", "openai/sora-2", 1_000_000); err != nil {
+	if err := bud.Reserve(t.Context(), "r1", "openai/sora-2", "", 1_000_000); err != nil {
 		t.Fatal(err)
 	}
 	f.submit("p1", reqOf("openai/sora-2", "a paid job"))
@@ -613,6 +613,43 @@ func TestDashboardShowsSpend(t *testing.T) {
 	}
 	for _, s := range []string{`spend today (UTC)</div><div class="v">$1.25</div>`, "this month $1.25", "openai/sora-2: $1.25 today",
 		`data-budget="day=2.00">budget day=2.00: $0.00 spent + $1.00 reserved`} {
+		if !strings.Contains(body, s) {
+			t.Errorf("dashboard lacks %q", s)
+		}
+	}
+}
+
+// TestDashboardShowsTenants: with tenancy on, the dashboard has a row per
+// tenant with its waiting and admitted jobs, its limit and its spend.
+func TestDashboardShowsTenants(t *testing.T) {
+	t.Parallel()
+	var ten *jobs.Tenancy
+	f := setupPages(t, func(rdb redis.UniversalClient, d *server.Deps) {
+		limits, _ := jobs.ParseTenantLimits("default=1,acme=3")
+		ten = jobs.NewTenancy(d.Jobs, jobs.TenancyConfig{Limits: limits})
+		d.Tenancy = ten
+		d.Producer = tasks.NewClient(rdb, tasks.ClientOptions{Tenancy: ten})
+	})
+	for _, j := range []struct{ id, tenant string }{{"b1", "bulk"}, {"b2", "bulk"}, {"b3", "bulk"}, {"a1", "acme"}} {
+		body := job("m", "p "+j.id)
+		body["job_id"], body["tenant"] = j.id, j.tenant
+		if code, _, raw := f.call("POST", "/v1/jobs", body, bearer(apiToken)); code != http.StatusAccepted {
+			t.Fatalf("submit %s: %d %s", j.id, code, raw)
+		}
+	}
+	f.move("a1", jobs.StateGenerating, map[string]any{jobs.FieldVideoID: "vid_a1", jobs.FieldPollSeq: 1})
+	bill := jobs.Billing{Settled: apiclient.Cost{Micros: 500_000, Known: true}, State: "settled", Model: "m", Tenant: "acme"}
+	if _, err := f.store.Do(t.Context(), "a1", jobs.Completed{APIStatus: "completed", Outputs: 1, SeenBy: "test", Billing: bill}); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := f.do("GET", "/", basic(viewer, viewPass))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("dashboard: %d", resp.StatusCode)
+	}
+	for _, s := range []string{
+		"<tr data-tenant=\"bulk\">\n      <td>bulk</td>\n      <td>2</td>\n      <td>1</td>\n      <td>1</td>",
+		"<tr data-tenant=\"acme\">\n      <td>acme</td>\n      <td>0</td>\n      <td>1</td>\n      <td>3</td>\n      <td>0</td>\n      <td>$0.50</td>\n      <td>$0.50</td>",
+	} {
 		if !strings.Contains(body, s) {
 			t.Errorf("dashboard lacks %q", s)
 		}

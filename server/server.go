@@ -47,6 +47,9 @@ type Deps struct {
 	// viewers (read-only) and operators. It uses the Redis client above
 	// and opens no connection of its own.
 	Monitoring bool
+	// Tenancy, when set, shows a table per tenant on the dashboard
+	// (waiting, admitted, limit, finished today, spend).
+	Tenancy *jobs.Tenancy
 	// Budgets, when set, shows each budget's use on the dashboard.
 	Budgets *jobs.Budgeter
 	Logger  *slog.Logger
@@ -93,7 +96,7 @@ func New(d Deps) http.Handler {
 			api.archive = d.Store // forgotten jobs are looked up in it
 		}
 		api.routes(mux, func(h http.Handler) http.Handler { return csrf.Handler(d.Auth.requireRead(h)) })
-		(&pages{producer: d.Producer, jobs: d.Jobs, store: d.Store, monitoring: d.Monitoring, log: d.Logger, budgets: d.Budgets}).routes(mux, d.Auth, csrf.Handler)
+		(&pages{producer: d.Producer, jobs: d.Jobs, store: d.Store, monitoring: d.Monitoring, log: d.Logger, budgets: d.Budgets, tenancy: d.Tenancy}).routes(mux, d.Auth, csrf.Handler)
 	}
 	if d.Monitoring {
 		mux.Handle(MonitoringPath+"/", csrf.Handler(d.Auth.requireRead(newMonitoring(d.Redis))))

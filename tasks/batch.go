@@ -122,7 +122,7 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult
 		if id == "" {
 			id = newJobID()
 		}
-		recs[i] = newRecord(id, req, now)
+		recs[i] = c.newRecord(id, req, now)
 	}
 	created, err := c.store.CreateMany(ctx, recs)
 	if err != nil {
@@ -132,6 +132,20 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult
 	var toEnqueue []*Next
 	for i, rec := range recs {
 		out[i] = SubmitResult{ID: JobID(rec.ID), New: created[i].Created}
+		if created[i].Created && rec.State == jobs.StateTenantWait {
+			adm, err := c.tenancy.Enter(ctx, rec.ID, rec.Tenant)
+			if err != nil {
+				return nil, fmt.Errorf("submit batch: %w", err)
+			}
+			for _, a := range adm {
+				next, err := NextTask(a.Record(), 0)
+				if err != nil {
+					return nil, err
+				}
+				toEnqueue = append(toEnqueue, next)
+			}
+			continue
+		}
 		if !created[i].Created {
 			existing := created[i].Existing
 			if !sameRequest(existing, reqs[i]) {

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -60,6 +61,12 @@ type Request struct {
 	// private, link-local or metadata address unless the policy allows
 	// private addresses. Empty: ClientOptions.DefaultCallbackURL.
 	CallbackURL string
+	// Tenant is whose job it is: 1-63 characters of a-z 0-9 . _ -,
+	// starting with a letter or digit (jobs.ValidateTenant). Empty:
+	// jobs.DefaultTenant. With tenancy on (ClientOptions.Tenancy) jobs
+	// are admitted round-robin across tenants, within each tenant's
+	// limit; see docs/tenants.md.
+	Tenant string
 }
 
 // ErrJobIDConflict is returned when a job id is reused with a different
@@ -109,6 +116,11 @@ type ClientOptions struct {
 	// listening for the transition that ends it (a fallback for a lost
 	// message). Default 30 s.
 	WaitPollInterval time.Duration
+	// Tenancy, when set, turns fair admission across tenants on: a
+	// submitted job waits in tenant_wait in its tenant's list until
+	// admitted (see jobs.Tenancy). It must be on, with the same limits,
+	// in every producer and worker. Nil: off, no Redis command added.
+	Tenancy *jobs.Tenancy
 }
 
 // Client is the producer API: it submits video jobs and looks them up.
@@ -124,6 +136,7 @@ type Client struct {
 	cbDefault   string
 	cbPolicy    callback.Policy
 	waitPoll    time.Duration
+	tenancy     *jobs.Tenancy
 }
 
 // NewClient returns a Client that uses rdb. The client holds nothing but
@@ -139,7 +152,7 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 		tmpl = storage.DefaultKeyTemplate
 	}
 	c := &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl,
-		rdb: rdb, cbDefault: opts.DefaultCallbackURL, cbPolicy: opts.CallbackPolicy, waitPoll: opts.WaitPollInterval}
+		rdb: rdb, cbDefault: opts.DefaultCallbackURL, cbPolicy: opts.CallbackPolicy, waitPoll: opts.WaitPollInterval, tenancy: opts.Tenancy}
 	if c.waitPoll <= 0 {
 		c.waitPoll = 30 * time.Second
 	}
@@ -173,10 +186,23 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, e
 	if id == "" {
 		id = newJobID()
 	}
-	rec := newRecord(id, req, time.Now().UTC())
+	rec := c.newRecord(id, req, time.Now().UTC())
 	created, existing, err := c.store.Create(ctx, rec)
 	if err != nil {
 		return "", false, fmt.Errorf("submit %s: %w", id, err)
+	}
+	if created && rec.State == jobs.StateTenantWait {
+		adm, err := c.tenancy.Enter(ctx, string(id), rec.Tenant)
+		if err != nil {
+			// The record is durable: the stranded-job reconciler puts it
+			// in its tenant's list; a retry of Submit finds it.
+			return "", false, fmt.Errorf("submit %s: %w", id, err)
+		}
+		if err := c.enqueueAdmitted(ctx, adm); err != nil {
+			return "", false, fmt.Errorf("submit %s: %w", id, err)
+		}
+		c.log.InfoContext(ctx, "job submitted", "job_id", string(id), "model", req.Video.Model, "tenant", rec.Tenant)
+		return id, true, nil
 	}
 	if !created {
 		if !sameRequest(existing, req) {
@@ -214,7 +240,7 @@ func (c *Client) History(ctx context.Context, id JobID) ([]jobs.Event, error) {
 // JSON names: job_id, model, prompt, negative_prompt, size, resolution,
 // aspect_ratio, duration, sample_count, seed, compression_quality,
 // input_references, provider_params, provider, person_generation,
-// resize_mode, labels, webhook, timeout, callback_url). errors.Is(err, ErrInvalidRequest) is true for it.
+// resize_mode, labels, webhook, timeout, callback_url, tenant). errors.Is(err, ErrInvalidRequest) is true for it.
 type ValidationError struct {
 	Fields map[string]string
 	order  []string
@@ -311,6 +337,11 @@ func (c *Client) validate(req Request) error {
 	if req.CallbackURL != "" {
 		if err := c.cbPolicy.CheckURL(req.CallbackURL); err != nil {
 			ve.add("callback_url", "callback_url: "+err.Error())
+		}
+	}
+	if req.Tenant != "" {
+		if err := jobs.ValidateTenant(req.Tenant); err != nil {
+			ve.add("tenant", "tenant: "+err.Error())
 		}
 	}
 	if len(ve.Fields) > 0 {
@@ -417,7 +448,8 @@ func labelsProblem(labels map[string]string) string {
 func sameRequest(existing *jobs.Record, req Request) bool {
 	ja, _ := json.Marshal(existing.Request)
 	jb, _ := json.Marshal(req.Video)
-	if string(ja) != string(jb) || !maps.Equal(existing.Labels, req.Labels) || existing.CallbackURL != req.CallbackURL {
+	tenant := cmp.Or(req.Tenant, jobs.DefaultTenant)
+	if string(ja) != string(jb) || !maps.Equal(existing.Labels, req.Labels) || existing.CallbackURL != req.CallbackURL || existing.Tenant != tenant {
 		return false
 	}
 	// The timeout is kept as the deadline, in milliseconds, counted from
@@ -454,6 +486,8 @@ type ListOptions struct {
 	Limit int
 	// Cursor continues a previous page ("" for the newest jobs).
 	Cursor string
+	// Tenant keeps only this tenant's jobs; empty means all.
+	Tenant string
 }
 
 // maxScan bounds how many index entries one List call reads when a state
@@ -493,7 +527,7 @@ func (c *Client) List(ctx context.Context, o ListOptions) ([]*jobs.Record, strin
 			if err != nil {
 				return nil, "", err
 			}
-			if len(want) == 0 || want[rec.State] {
+			if (len(want) == 0 || want[rec.State]) && (o.Tenant == "" || rec.Tenant == o.Tenant) {
 				out = append(out, rec)
 				if len(out) == o.Limit {
 					if i == len(ids)-1 {
@@ -540,6 +574,11 @@ func (c *Client) Cancel(ctx context.Context, id JobID, reason string) (*jobs.Rec
 	}
 	if err != nil {
 		return nil, err
+	}
+	if c.tenancy != nil && res.Applied {
+		if err := c.tenantLeft(ctx, before); err != nil {
+			c.log.WarnContext(ctx, "tenancy after cancel", "job_id", string(id), "err", err.Error())
+		}
 	}
 	rec, err := c.store.Get(ctx, string(id))
 	if err != nil {
@@ -606,6 +645,48 @@ func RetryJob(ctx context.Context, store *jobs.Store, aq *asynq.Client, insp *as
 	return after, next, nil
 }
 
+// tenantLeft takes an ended job out of the tenancy structures (its
+// tenant's waiting list, or its tenant's admitted jobs) and enqueues the
+// create tasks of the jobs then admitted. A failure leaves it to the
+// stranded-job reconciler (jobs.Tenancy.Sweep).
+func (c *Client) tenantLeft(ctx context.Context, before *jobs.Record) error {
+	var adm []jobs.Admission
+	var err error
+	if before.State == jobs.StateTenantWait {
+		adm, err = c.tenancy.Withdraw(ctx, before.ID, before.Tenant)
+	} else {
+		adm, err = c.tenancy.Left(ctx, before.ID, before.Tenant)
+	}
+	if err != nil {
+		return err
+	}
+	return c.enqueueAdmitted(ctx, adm)
+}
+
+// enqueueAdmitted enqueues the create tasks of jobs just admitted. A job
+// whose task is lost here is queued without a task: the stranded-job
+// reconciler enqueues it.
+func (c *Client) enqueueAdmitted(ctx context.Context, adm []jobs.Admission) error {
+	return EnqueueAdmitted(ctx, c.aq, c.wake, adm)
+}
+
+// EnqueueAdmitted enqueues the create task of each admitted job (through
+// NextTask) and announces it with pub (nil: none). It tries every job and
+// returns the first failure.
+func EnqueueAdmitted(ctx context.Context, aq *asynq.Client, pub *wake.Publisher, adm []jobs.Admission) error {
+	var first error
+	for _, a := range adm {
+		next, err := NextTask(a.Record(), 0)
+		if err == nil {
+			err = enqueue(ctx, aq, pub, next)
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // enqueue enqueues n and announces it to idle workers with pub (nil:
 // none); a task with the same id already there counts as done (the id is
 // what makes the step idempotent). A lost announcement costs at most the
@@ -627,9 +708,16 @@ func enqueue(ctx context.Context, aq *asynq.Client, pub *wake.Publisher, n *Next
 
 // newRecord is the record of a job submitted now with req: Submit and
 // SubmitMany both build it here, so that a field of the request is never
-// kept by one and lost by the other.
-func newRecord(id JobID, req Request, now time.Time) *jobs.Record {
-	rec := &jobs.Record{ID: string(id), State: jobs.StateQueued, Request: req.Video, Labels: req.Labels, SubmittedAt: now}
+// kept by one and lost by the other. With tenancy on it starts in
+// tenant_wait.
+func (c *Client) newRecord(id JobID, req Request, now time.Time) *jobs.Record {
+	rec := &jobs.Record{ID: string(id), State: jobs.StateQueued, Request: req.Video, Labels: req.Labels, SubmittedAt: now, Tenant: req.Tenant}
+	if rec.Tenant == "" {
+		rec.Tenant = jobs.DefaultTenant
+	}
+	if c.tenancy != nil {
+		rec.State = jobs.StateTenantWait
+	}
 	if req.Timeout > 0 {
 		rec.Deadline = now.Add(req.Timeout)
 	}

@@ -25,7 +25,7 @@ const (
 // ends unpriced_model: neither makes an API call.
 func (w *Worker) reserveBudget(ctx context.Context, rec *jobs.Record) error {
 	b := w.cfg.Budgets
-	if !b.Applies(rec.Request.Model) {
+	if !b.Applies(rec.Request.Model, rec.Tenant) {
 		return nil
 	}
 	est, ok := b.Price(rec.Request)
@@ -34,7 +34,7 @@ func (w *Worker) reserveBudget(ctx context.Context, rec *jobs.Record) error {
 		w.failJob(ctx, rec, jobs.StateFailed, "unpriced_model", err)
 		return permanent(err)
 	}
-	err := b.Reserve(ctx, rec.ID, rec.Request.Model, est)
+	err := b.Reserve(ctx, rec.ID, rec.Request.Model, rec.Tenant, est)
 	var ex *jobs.ExceededError
 	if !errors.As(err, &ex) {
 		return err
@@ -48,6 +48,9 @@ func (w *Worker) reserveBudget(ctx context.Context, rec *jobs.Record) error {
 			return terr
 		}
 		w.log.InfoContext(ctx, "job waits for budget", "job_id", rec.ID, "budget", ex.Budget.String(), "err", err.Error())
+		if w.cfg.Tenancy != nil {
+			w.tenantStarted(ctx, rec)
+		}
 	}
 	return &retryLater{after: ex.WaitFor(w.now(), w.cfg.BudgetRetryInterval), err: err}
 }

@@ -81,7 +81,7 @@ func TestBudgetWaitResumes(t *testing.T) {
 	cfg := fastConfig()
 	bud := e.budgetsFor(t)
 	cfg.Budgets, cfg.BudgetRetryInterval = bud, 200*time.Millisecond
-	if err := bud.Reserve(t.Context(), "blocker", "google/veo-3.1-lite", 1_000_000); err != nil {
+	if err := bud.Reserve(t.Context(), "blocker", "google/veo-3.1-lite", "", 1_000_000); err != nil {
 		t.Fatal(err)
 	}
 	e.startWorker(cfg, nil)

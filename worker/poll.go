@@ -169,7 +169,7 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 	switch v.Status {
 	case apiclient.StatusCompleted:
 		done := jobs.Completed{APIStatus: string(v.Status), Progress: progress(v), Outputs: v.OutputCount(), SeenBy: seenBy,
-			Billing: jobs.BillingOf(v, rec.Request.Model)}
+			Billing: jobs.BillingOf(v, rec.Request.Model, rec.Tenant)}
 		if v.Asset != nil {
 			if v.Asset.Bytes != nil {
 				done.ExpectedBytes = *v.Asset.Bytes
@@ -181,7 +181,10 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 			return err
 		}
 		if res.Applied {
-			w.met.Spend(done.Billing.Model, "", done.Billing.Settled.Micros)
+			if w.cfg.Tenancy != nil {
+				w.tenantLeft(ctx, rec)
+			}
+			w.met.Spend(done.Billing.Model, rec.Tenant, done.Billing.Settled.Micros)
 			if w.cfg.Budgets != nil {
 				w.settleBudget(ctx, rec, done.Billing)
 			}
@@ -198,11 +201,11 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 		if s := v.Error.String(); s != "" {
 			msg = s
 		}
-		w.failJobBilled(ctx, rec, jobs.StateFailed, "generation_failed", errors.New(msg), jobs.BillingOf(v, rec.Request.Model))
+		w.failJobBilled(ctx, rec, jobs.StateFailed, "generation_failed", errors.New(msg), jobs.BillingOf(v, rec.Request.Model, rec.Tenant))
 	case apiclient.StatusCancelled:
-		w.failJobBilled(ctx, rec, jobs.StateCancelled, "cancelled", errors.New("the API reports the job cancelled"), jobs.BillingOf(v, rec.Request.Model))
+		w.failJobBilled(ctx, rec, jobs.StateCancelled, "cancelled", errors.New("the API reports the job cancelled"), jobs.BillingOf(v, rec.Request.Model, rec.Tenant))
 	case apiclient.StatusExpired:
-		w.failJobBilled(ctx, rec, jobs.StateExpired, "expired", errors.New("the API reports the job expired"), jobs.BillingOf(v, rec.Request.Model))
+		w.failJobBilled(ctx, rec, jobs.StateExpired, "expired", errors.New("the API reports the job expired"), jobs.BillingOf(v, rec.Request.Model, rec.Tenant))
 	}
 	return nil
 }

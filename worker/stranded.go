@@ -58,6 +58,10 @@ func (w *Worker) runLeased(ctx context.Context, name string, interval, ttl time.
 func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 	now := w.now()
 	n := 0
+	var waits *jobs.WaitIndex
+	if w.cfg.Tenancy != nil {
+		waits = w.cfg.Tenancy.NewWaitIndex()
+	}
 	err := w.jobs.ScanActive(ctx, func(ids []string) error {
 		var done []string
 		for _, id := range ids {
@@ -76,6 +80,16 @@ func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 			if now.Sub(rec.UpdatedAt) < w.cfg.StrandedGrace {
 				continue
 			}
+			if rec.State == jobs.StateTenantWait {
+				ok, err := w.repairTenantWait(ctx, waits, rec)
+				if err != nil {
+					return err
+				}
+				if ok {
+					n++
+				}
+				continue
+			}
 			ok, err := w.reenqueue(ctx, rec)
 			if err != nil {
 				return err
@@ -88,6 +102,10 @@ func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 	})
 	if err != nil {
 		return n, err
+	}
+	if w.cfg.Tenancy != nil {
+		adm, err := w.cfg.Tenancy.Sweep(ctx)
+		w.admitted(ctx, &jobs.Record{}, adm, err)
 	}
 	err = w.jobs.ScanCallbacksDue(ctx, func(ids []string) error {
 		var done []string
@@ -118,6 +136,30 @@ func (w *Worker) RecoverStranded(ctx context.Context) (int, error) {
 		return w.jobs.CallbacksDone(ctx, done...)
 	})
 	return n, err
+}
+
+// repairTenantWait puts right a job in tenant_wait left alone for the
+// grace period (jobs.Tenancy.Repair): back into its tenant's list, or its
+// admission finished (waits: the snapshot of the waiting lists). With tenancy off (turned off while jobs waited) the
+// job is admitted at once. It reports whether it changed anything.
+func (w *Worker) repairTenantWait(ctx context.Context, waits *jobs.WaitIndex, rec *jobs.Record) (bool, error) {
+	if waits != nil {
+		adm, ok, err := waits.Repair(ctx, rec)
+		w.admitted(ctx, rec, adm, nil)
+		if ok {
+			w.log.WarnContext(ctx, "job in tenant_wait repaired", "job_id", rec.ID, "tenant", rec.Tenant, "admitted", len(adm) > 0)
+		}
+		return ok, err
+	}
+	res, err := w.jobs.Do(ctx, rec.ID, jobs.Admitted{Tenant: rec.Tenant})
+	if err != nil || !res.Applied {
+		return false, err
+	}
+	if err := w.enqueueNext(ctx, res.Record, 0); err != nil {
+		return false, err
+	}
+	w.log.WarnContext(ctx, "job in tenant_wait admitted: tenancy is off", "job_id", rec.ID, "tenant", rec.Tenant)
+	return true, nil
 }
 
 // reenqueue enqueues the task rec waits on unless it exists and is alive;

@@ -162,6 +162,12 @@ type Config struct {
 	// BudgetRetryInterval is how often a job in budget_wait tries again.
 	// Default 30 s.
 	BudgetRetryInterval time.Duration
+	// Tenancy, when set, admits jobs fairly across tenants (see
+	// jobs.Tenancy): the worker tells it when a create starts and when a
+	// job goes past generating, enqueues the create tasks of the jobs
+	// then admitted, and its stranded-job check repairs and sweeps it.
+	// Nil: off, no Redis command added.
+	Tenancy *jobs.Tenancy
 }
 
 func (c *Config) setDefaults() {
@@ -587,8 +593,11 @@ func (w *Worker) failJobBilled(ctx context.Context, rec *jobs.Record, to jobs.St
 		return
 	}
 	if res.Applied {
+		if w.cfg.Tenancy != nil {
+			w.tenantLeft(ctx, rec)
+		}
 		w.met.JobFinished(string(to))
-		w.met.Spend(bill.Model, "", bill.Settled.Micros)
+		w.met.Spend(bill.Model, rec.Tenant, bill.Settled.Micros)
 		if w.cfg.Budgets != nil {
 			w.settleBudget(ctx, rec, bill)
 		}

@@ -85,6 +85,7 @@ type sizes struct {
 	producerFor      time.Duration
 	idleWindow       time.Duration
 	retentionJobs    int
+	fairnessJobs     int
 }
 
 var (
@@ -94,10 +95,10 @@ var (
 	// takes about 5 minutes here).
 	fullSizes = sizes{ceilingTasks: 30_000, pipelineJobs: 5_000, scaleJobs: 50_000, scaleWindow: 60 * time.Second, scalePollAfter: 60,
 		latencyJobs: 200, latencyInstant: 10, latencySpread: 8 * time.Second, latencyPollAfter: 5, transferBytes: 1 << 30, producerFor: 5 * time.Second, idleWindow: 20 * time.Second,
-		retentionJobs: 20_000}
+		retentionJobs: 20_000, fairnessJobs: 5_000}
 	quickSizes = sizes{ceilingTasks: 10_000, pipelineJobs: 1_500, scaleJobs: 5_000, scaleWindow: 15 * time.Second, scalePollAfter: 5,
 		latencyJobs: 60, latencyInstant: 5, latencySpread: 3 * time.Second, latencyPollAfter: 3, transferBytes: 256 << 20, producerFor: 2 * time.Second, idleWindow: 6 * time.Second,
-		retentionJobs: 2_000}
+		retentionJobs: 2_000, fairnessJobs: 1_000}
 )
 
 // section is one group of figures.
@@ -119,6 +120,7 @@ var sections = []section{
 	{name: "idle", define: defineIdle, run: runIdle, once: true},
 	{name: "retention", define: defineRetention, run: runRetention, once: true},
 	{name: "budget", define: func(r *recorder, _ sizes) { defineBudget(r) }, run: runBudget},
+	{name: "fairness", define: defineFairness, run: runFairness, once: true},
 }
 
 func sectionNames() []string {

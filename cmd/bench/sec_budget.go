@@ -44,7 +44,7 @@ func runBudget(ctx context.Context, b *bench) error {
 		var firstErr error
 		for i := range budgetRacers {
 			wg.Go(func() {
-				err := bud.Reserve(ctx, fmt.Sprintf("r%d-%d", round, i), "m", budgetEst)
+				err := bud.Reserve(ctx, fmt.Sprintf("r%d-%d", round, i), "m", "", budgetEst)
 				var ex *jobs.ExceededError
 				if err != nil && !errors.As(err, &ex) {
 					mu.Lock()
@@ -85,7 +85,7 @@ func runBudget(ctx context.Context, b *bench) error {
 	}})
 	for i := range n {
 		id := fmt.Sprintf("c%d", i)
-		if err := big.Reserve(ctx, id, "m", budgetEst); err != nil {
+		if err := big.Reserve(ctx, id, "m", "", budgetEst); err != nil {
 			return err
 		}
 		if err := big.Adjust(ctx, id, budgetEst-1000); err != nil {

@@ -36,6 +36,7 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	aspect := fs.String("aspect-ratio", "", "16:9, 9:16, 1:1, …")
 	samples := fs.Int("sample-count", 0, "outputs per job (1-4)")
 	timeout := fs.Duration("timeout", 0, "overall deadline of each job (default: the worker's JOB_TIMEOUT)")
+	tenant := fs.String("tenant", "", "tenant of the jobs (default: default); see docs/tenants.md")
 	callbackURL := fs.String("callback-url", "", "URL that receives each job's terminal state as a signed POST (default: CALLBACK_URL)")
 	labels := labelFlags{}
 	fs.Var(labels, "label", "key=value label kept with the job (repeatable)")
@@ -55,7 +56,7 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer rdb.Close()
-	c := tasks.NewClient(rdb, cfg.producerOptions(log))
+	c := tasks.NewClient(rdb, cfg.producerOptions(log, rdb))
 	for i := 1; i <= *count; i++ {
 		req := tasks.Request{
 			Video: apiclient.CreateRequest{Model: *model, Prompt: *prompt, Duration: *duration, Size: *size,
@@ -63,6 +64,7 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			Timeout:     *timeout,
 			Labels:      labels,
 			CallbackURL: *callbackURL,
+			Tenant:      *tenant,
 		}
 		if *count > 1 {
 			req.Video.Prompt = fmt.Sprintf("%s #%d", *prompt, i)

@@ -99,8 +99,20 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	if err != nil {
 		return nil, nil, err
 	}
+	popts := cfg.producerOptions(log, rdb)
+	popts.Tenancy = cfg.tenancy(js)
+	if ten := popts.Tenancy; ten != nil {
+		m.AddTenants(func(ctx context.Context) ([]metrics.TenantJobs, error) {
+			figs, err := ten.Figures(ctx)
+			out := make([]metrics.TenantJobs, len(figs))
+			for i, f := range figs {
+				out[i] = metrics.TenantJobs{Tenant: f.Tenant, Waiting: f.Waiting, Admitted: f.Admitted}
+			}
+			return out, err
+		})
+	}
 	deps := server.Deps{Redis: rdb, Store: store, Logger: log, Auth: auth, Metrics: m, Jobs: js, Monitoring: true, TrustedProxies: proxies, Budgets: cfg.budgeter(rdb),
-		Producer: tasks.NewClient(rdb, cfg.producerOptions(log))}
+		Tenancy: popts.Tenancy, Producer: tasks.NewClient(rdb, popts)}
 	var hooks *webhook.Handler
 	if len(sc.Secrets) > 0 {
 		v, err := webhook.NewVerifier(sc.Secrets, sc.Tolerance, nil)

@@ -166,6 +166,9 @@ func printRecord(w io.Writer, r *jobs.Record, hist []jobs.Event, files []outputF
 		fmt.Fprintf(w, "  api %s %d%%", r.APIStatus, r.Progress)
 	}
 	fmt.Fprintln(w)
+	if r.Tenant != "" && r.Tenant != jobs.DefaultTenant {
+		fmt.Fprintf(w, "  tenant %s", r.Tenant)
+	}
 	fmt.Fprintf(w, "  model %s  prompt %q\n", r.Request.Model, clip(r.Request.Prompt, 60))
 	steps := []struct {
 		name string

@@ -90,6 +90,12 @@ type Config struct {
 	BudgetPolicy         string        `envconfig:"BUDGET_POLICY" default:"wait" desc:"a job over a budget: wait (state budget_wait, retried) or reject (failed, budget_exceeded)"`
 	BudgetReservationTTL time.Duration `envconfig:"BUDGET_RESERVATION_TTL" default:"24h" desc:"how long a job's reservation holds budget if it is never settled (its worker died)"`
 
+	// Tenancy (package jobs, tenants.go): off unless TENANT_LIMITS is set
+	// or TENANT_FAIRNESS is on. Producers and workers must agree.
+	TenantLimits     string `envconfig:"TENANT_LIMITS" desc:"most jobs each tenant may have admitted and not yet past generating, e.g. default=5,acme=20,bulk=2 (0: no limit); setting it turns tenancy on (docs/tenants.md)"`
+	TenantFairness   string `envconfig:"TENANT_FAIRNESS" default:"auto" desc:"on: creates are admitted round-robin across tenants (state tenant_wait); off; auto: on when TENANT_LIMITS is set"`
+	TenantAdmitAhead int    `envconfig:"TENANT_ADMIT_AHEAD" default:"2" desc:"with tenancy on, how many admitted jobs may wait in the create queue at once (fewer: fairer; more: fewer idle create slots)"`
+
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
@@ -309,6 +315,7 @@ func (c Config) Validate() error {
 		add("CALLBACK_MAX_AGE: want at least 1m")
 	}
 	c.validateBudgets(add)
+	c.validateTenancy(add)
 	switch c.LogFormat {
 	case "auto", "text", "json":
 	default:
@@ -341,6 +348,36 @@ func (c Config) validateBudgets(add func(format string, a ...any)) {
 	if c.BudgetReservationTTL < time.Minute {
 		add("BUDGET_RESERVATION_TTL: want at least 1m")
 	}
+}
+
+// validateTenancy checks TENANT_LIMITS, TENANT_FAIRNESS and
+// TENANT_ADMIT_AHEAD.
+func (c Config) validateTenancy(add func(format string, a ...any)) {
+	_, errs := jobs.ParseTenantLimits(c.TenantLimits)
+	for _, err := range errs {
+		add("TENANT_LIMITS: %v", err)
+	}
+	switch c.TenantFairness {
+	case "auto", "on", "off":
+	default:
+		add("TENANT_FAIRNESS: want auto, on or off, got %q", clip(c.TenantFairness, 20))
+	}
+	if c.TenantFairness == "off" && strings.TrimSpace(c.TenantLimits) != "" {
+		add("TENANT_LIMITS: set while TENANT_FAIRNESS is off: limits need tenancy on")
+	}
+	if c.TenantAdmitAhead < 1 || c.TenantAdmitAhead > 1000 {
+		add("TENANT_ADMIT_AHEAD: want 1-1000, got %d", c.TenantAdmitAhead)
+	}
+}
+
+// tenancy is the fleet's tenancy on store's jobs, or nil when it is off.
+func (c Config) tenancy(store *jobs.Store) *jobs.Tenancy {
+	on := c.TenantFairness == "on" || (c.TenantFairness == "auto" && strings.TrimSpace(c.TenantLimits) != "")
+	if !on {
+		return nil
+	}
+	limits, _ := jobs.ParseTenantLimits(c.TenantLimits)
+	return jobs.NewTenancy(store, jobs.TenancyConfig{Limits: limits, AdmitAhead: c.TenantAdmitAhead})
 }
 
 // budgeter is the fleet's budgets, or nil when BUDGETS is empty (off).
@@ -376,9 +413,10 @@ func (c Config) callbackPolicy() callback.Policy {
 
 // producerOptions are the tasks.Client options of the commands that
 // submit jobs.
-func (c Config) producerOptions(log *slog.Logger) tasks.ClientOptions {
+func (c Config) producerOptions(log *slog.Logger, rdb redis.UniversalClient) tasks.ClientOptions {
 	return tasks.ClientOptions{Prefix: c.KeyPrefix, Logger: log, KeyTemplate: c.KeyTemplate, NoWake: !c.Wake,
-		DefaultCallbackURL: c.CallbackURL, CallbackPolicy: c.callbackPolicy(), Retention: c.retention()}
+		DefaultCallbackURL: c.CallbackURL, CallbackPolicy: c.callbackPolicy(), Retention: c.retention(),
+		Tenancy: c.tenancy(c.jobStore(rdb))}
 }
 
 // validateStorage checks STORAGE_URL and, for s3:// URLs, the S3 settings.

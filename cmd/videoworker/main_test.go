@@ -351,22 +351,45 @@ func (n *notifyWriter) Write(p []byte) (int, error) {
 	return n.w.Write(p)
 }
 
+// TestConfigNamesEveryTenancyProblem: malformed tenancy settings stop
+// the program at start with every problem named.
+func TestConfigNamesEveryTenancyProblem(t *testing.T) {
+	t.Setenv("TENANT_LIMITS", "default=x,Acme=3,bulk,bulk=2,bulk=3")
+	t.Setenv("TENANT_FAIRNESS", "sometimes")
+	t.Setenv("TENANT_ADMIT_AHEAD", "0")
+	_, err := loadConfig()
+	if err == nil {
+		t.Fatal("invalid tenancy settings accepted")
+	}
+	for _, s := range []string{`"default=x"`, `"Acme=3"`, `"bulk"`, `"bulk=3": tenant given twice`, "TENANT_FAIRNESS", "TENANT_ADMIT_AHEAD"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error does not name %s:\n%v", s, err)
+		}
+	}
+	t.Setenv("TENANT_LIMITS", "default=5,acme=20,bulk=2")
+	t.Setenv("TENANT_FAIRNESS", "auto")
+	t.Setenv("TENANT_ADMIT_AHEAD", "2")
+	if _, err := loadConfig(); err != nil {
+		t.Fatalf("valid tenancy settings refused: %v", err)
+	}
+}
+
 // TestConfigNamesEveryBudgetProblem: malformed budgets and prices stop the
 // program at start with every problem named.
 func TestConfigNamesEveryBudgetProblem(t *testing.T) {
-	t.Setenv("BUDGETS", "day=200,week=5,tenant:acme/day=20,model:openai/sora-2/day=abc")
+	t.Setenv("BUDGETS", "day=200,week=5,tenant:Acme/day=20,model:openai/sora-2/day=abc")
 	t.Setenv("MODEL_PRICES", "google/veo-3.1-lite=0.05/s,openai/sora-2=cheap")
 	t.Setenv("BUDGET_POLICY", "maybe")
 	_, err := loadConfig()
 	if err == nil {
 		t.Fatal("invalid budgets accepted")
 	}
-	for _, s := range []string{`"week=5"`, "tenant budgets need tenants", `"model:openai/sora-2/day=abc"`, `"openai/sora-2=cheap"`, "BUDGET_POLICY"} {
+	for _, s := range []string{`"week=5"`, `"tenant:Acme/day=20": invalid tenant`, `"model:openai/sora-2/day=abc"`, `"openai/sora-2=cheap"`, "BUDGET_POLICY"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error does not name %s:\n%v", s, err)
 		}
 	}
-	t.Setenv("BUDGETS", "day=200,model:openai/sora-2/day=50")
+	t.Setenv("BUDGETS", "day=200,model:openai/sora-2/day=50,tenant:acme/day=20")
 	t.Setenv("MODEL_PRICES", "google/veo-3.1-lite=0.05/s")
 	t.Setenv("BUDGET_POLICY", "reject")
 	if _, err := loadConfig(); err != nil {

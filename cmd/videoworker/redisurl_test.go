@@ -130,6 +130,7 @@ func TestRedisCluster(t *testing.T) {
 	rdb, _ := startCluster(t)
 	defer rdb.Close()
 	runJobsOn(t, rdb, "cluster")
+	runJobsOn(t, rdb, "cluster-tenants", true)
 }
 
 // startCluster starts a three-node Redis Cluster and returns a client of
@@ -171,8 +172,9 @@ func startCluster(t *testing.T) (redis.UniversalClient, []string) {
 
 // runJobsOn runs five jobs end to end on rdb with a worker whose idle
 // check is an hour away: they finish only if wake-ups (pub/sub) reach the
-// worker on this deployment.
-func runJobsOn(t *testing.T, rdb redis.UniversalClient, name string) {
+// worker on this deployment. With tenants, tenancy is on (two tenants,
+// one job each at a time): admission works on this deployment too.
+func runJobsOn(t *testing.T, rdb redis.UniversalClient, name string, tenants ...bool) {
 	t.Helper()
 	ctx := t.Context()
 	api := standin.New(standin.Config{APIKey: "k", QueuedFor: 50 * time.Millisecond, ProcessingFor: 150 * time.Millisecond, ContentSize: 4096}, nil)
@@ -180,8 +182,14 @@ func runJobsOn(t *testing.T, rdb redis.UniversalClient, name string) {
 	defer hs.Close()
 	client, _ := apiclient.New(apiclient.Config{BaseURL: hs.URL + "/v1", APIKey: "k"})
 	store, _ := storage.NewDisk(t.TempDir())
+	js := jobs.NewStore(rdb, "")
+	var ten *jobs.Tenancy
+	if len(tenants) > 0 && tenants[0] {
+		limits, _ := jobs.ParseTenantLimits("default=1")
+		ten = jobs.NewTenancy(js, jobs.TenancyConfig{Limits: limits})
+	}
 	w, err := worker.New(worker.Config{PollInterval: 100 * time.Millisecond, MaxPollInterval: 300 * time.Millisecond, MinPollInterval: 50 * time.Millisecond,
-		DelayedTaskCheckInterval: 100 * time.Millisecond, ShutdownTimeout: time.Second, IdleCheckInterval: time.Hour}, worker.Deps{Redis: rdb, API: client, Store: store})
+		DelayedTaskCheckInterval: 100 * time.Millisecond, ShutdownTimeout: time.Second, IdleCheckInterval: time.Hour, Tenancy: ten}, worker.Deps{Redis: rdb, API: client, Store: store, Jobs: js})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,10 +197,11 @@ func runJobsOn(t *testing.T, rdb redis.UniversalClient, name string) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
 	defer func() { stop(); <-done }()
-	producer := tasks.NewClient(rdb, tasks.ClientOptions{})
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Tenancy: ten})
 	var ids []tasks.JobID
 	for i := 0; i < 5; i++ {
-		id, err := producer.Submit(ctx, tasks.Request{JobID: tasks.JobID(fmt.Sprintf("%s-%d", name, i)), Video: apiclient.CreateRequest{Model: "m", Prompt: fmt.Sprint("p", i)}})
+		id, err := producer.Submit(ctx, tasks.Request{JobID: tasks.JobID(fmt.Sprintf("%s-%d", name, i)), Video: apiclient.CreateRequest{Model: "m", Prompt: fmt.Sprint("p", i)},
+			Tenant: []string{"a", "b"}[i%2]})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -94,11 +94,13 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		Budgets:      cfg.budgeter(rdb),
 		BudgetPolicy: cfg.BudgetPolicy,
 	}
+	js := cfg.jobStore(rdb)
+	wc.Tenancy = cfg.tenancy(js)
 	if !cfg.Wake {
 		wc.IdleCheckInterval = -1
 	}
 	if tune != nil {
 		tune(&wc)
 	}
-	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: cfg.jobStore(rdb), Logger: log, Metrics: m})
+	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: js, Logger: log, Metrics: m})
 }
