@@ -159,6 +159,9 @@ func (s *Store) createCall(rec *Record) ([]string, []any, error) {
 	if rec.CallbackURL != "" {
 		fields = append(fields, FieldCallbackURL, rec.CallbackURL)
 	}
+	if rec.Trace != "" {
+		fields = append(fields, FieldTrace, rec.Trace)
+	}
 	// A short request without labels stays in the record; anything longer
 	// goes under the spec key (see spec).
 	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})

@@ -170,6 +170,12 @@ type Record struct {
 	EstimatedCost apiclient.Cost `json:"estimated_cost_usd,omitzero"`
 	SettledCost   apiclient.Cost `json:"settled_cost_usd,omitzero"`
 	BillingState  string         `json:"billing_state,omitempty"`
+	// Trace is the W3C traceparent of the job's submit span when the
+	// producer traced it (package internal/tracing), "" otherwise: every
+	// task made for the job carries it, so that each step's span joins the
+	// job's one trace, whichever path enqueued the task (a handler, a
+	// retry, dead-letter revival, the stranded-job reconciler).
+	Trace string `json:"trace,omitempty"`
 }
 
 // The statuses of a callback delivery.
@@ -259,6 +265,7 @@ const (
 	FieldEstimatedCost = "estimated_cost_usd" // decimal dollars; empty: unknown
 	FieldSettledCost   = "settled_cost_usd"   // decimal dollars; empty: unknown
 	FieldBillingState  = "billing_state"
+	FieldTrace         = "trace"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -323,6 +330,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		CallbackStatus:    m[FieldCallbackStatus],
 		CallbackLastError: m[FieldCallbackLastError],
 		BillingState:      m[FieldBillingState],
+		Trace:             m[FieldTrace],
 		CreateInDoubt:     m[FieldCreateInDoubt] == "1",
 
 		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
