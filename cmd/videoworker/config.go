@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/callback"
@@ -89,6 +90,21 @@ type Config struct {
 	ModelPrices          string        `envconfig:"MODEL_PRICES" desc:"prices that budgets reserve before a create, e.g. google/veo-3.1-lite=0.05/s,openai/sora-2=0.80 (per second, or per video), times samples"`
 	BudgetPolicy         string        `envconfig:"BUDGET_POLICY" default:"wait" desc:"a job over a budget: wait (state budget_wait, retried) or reject (failed, budget_exceeded)"`
 	BudgetReservationTTL time.Duration `envconfig:"BUDGET_RESERVATION_TTL" default:"24h" desc:"how long a job's reservation holds budget if it is never settled (its worker died)"`
+
+	// Tracing (docs/tracing.md): on when an OTLP endpoint is set. The
+	// exporter and the SDK read these variables themselves (and the other
+	// standard OTEL_EXPORTER_OTLP_* ones: timeout, compression,
+	// certificates); they are here to be checked at start and listed.
+	OTLPEndpoint       string `envconfig:"OTEL_EXPORTER_OTLP_ENDPOINT" desc:"OTLP/HTTP collector, e.g. http://localhost:4318 (traces go to its /v1/traces); set it or the next to export traces; both empty: tracing off, at no cost"`
+	OTLPTracesEndpoint string `envconfig:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" desc:"full URL of the collector's traces endpoint, e.g. http://localhost:4318/v1/traces (wins over OTEL_EXPORTER_OTLP_ENDPOINT)"`
+	OTLPHeaders        string `envconfig:"OTEL_EXPORTER_OTLP_HEADERS" desc:"headers of every export, key=value comma separated, e.g. authorization=Bearer%20TOKEN (secret; never logged)"`
+	OTLPTracesHeaders  string `envconfig:"OTEL_EXPORTER_OTLP_TRACES_HEADERS" desc:"headers of trace exports, as OTEL_EXPORTER_OTLP_HEADERS (secret; never logged)"`
+	OTLPProtocol       string `envconfig:"OTEL_EXPORTER_OTLP_PROTOCOL" desc:"only http/protobuf is supported (empty: http/protobuf)"`
+	OTLPTracesProtocol string `envconfig:"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" desc:"as OTEL_EXPORTER_OTLP_PROTOCOL, for traces"`
+	OTelServiceName    string `envconfig:"OTEL_SERVICE_NAME" default:"videoworker" desc:"service.name of the exported spans"`
+	OTelSampler        string `envconfig:"OTEL_TRACES_SAMPLER" desc:"which jobs are traced: parentbased_always_on (empty: the default), always_on, always_off, traceidratio, parentbased_traceidratio, parentbased_always_off"`
+	OTelSamplerArg     string `envconfig:"OTEL_TRACES_SAMPLER_ARG" desc:"the ratio of the traceidratio samplers, 0-1 (e.g. 0.1: one job in ten)"`
+	OTelSDKDisabled    bool   `envconfig:"OTEL_SDK_DISABLED" default:"false" desc:"true turns tracing off even with an endpoint set"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -309,6 +325,7 @@ func (c Config) Validate() error {
 		add("CALLBACK_MAX_AGE: want at least 1m")
 	}
 	c.validateBudgets(add)
+	c.validateTracing(add)
 	switch c.LogFormat {
 	case "auto", "text", "json":
 	default:
@@ -376,9 +393,10 @@ func (c Config) callbackPolicy() callback.Policy {
 
 // producerOptions are the tasks.Client options of the commands that
 // submit jobs.
-func (c Config) producerOptions(log *slog.Logger) tasks.ClientOptions {
+// tp is the tracer provider (nil: tracing off).
+func (c Config) producerOptions(log *slog.Logger, tp trace.TracerProvider) tasks.ClientOptions {
 	return tasks.ClientOptions{Prefix: c.KeyPrefix, Logger: log, KeyTemplate: c.KeyTemplate, NoWake: !c.Wake,
-		DefaultCallbackURL: c.CallbackURL, CallbackPolicy: c.callbackPolicy(), Retention: c.retention()}
+		DefaultCallbackURL: c.CallbackURL, CallbackPolicy: c.callbackPolicy(), Retention: c.retention(), TracerProvider: tp}
 }
 
 // validateStorage checks STORAGE_URL and, for s3:// URLs, the S3 settings.
