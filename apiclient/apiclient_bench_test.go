@@ -1,9 +1,13 @@
 package apiclient_test
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/videoworker/videoworker/apiclient"
 )
@@ -27,6 +31,28 @@ func BenchmarkDecodeVideo(b *testing.B) {
 		}
 		if v.Status != apiclient.StatusCompleted {
 			b.Fatalf("status %q", v.Status)
+		}
+	}
+}
+
+// BenchmarkGet measures one status check over HTTP (a local server
+// answering benchVideo): what the client adds per call, allocations
+// included (with tracing off it adds none).
+func BenchmarkGet(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(benchVideo)
+	}))
+	defer srv.Close()
+	c, err := apiclient.New(apiclient.Config{BaseURL: srv.URL + "/v1", APIKey: "sk-bench", Timeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Get(ctx, "vid_0123456789abcdef0123"); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -17,6 +17,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/videoworker/videoworker/internal/tracing"
 )
 
 // DefaultBaseURL is the public API's base URL.
@@ -228,7 +232,9 @@ type CreateOptions struct {
 
 // Create submits a job (POST /videos). It is never retried here: a failed
 // create whose InDoubt(err) is true may have started a paid job.
-func (c *Client) Create(ctx context.Context, req CreateRequest, opts CreateOptions) (*Video, error) {
+func (c *Client) Create(ctx context.Context, req CreateRequest, opts CreateOptions) (_ *Video, err error) {
+	ctx, sp := tracing.Child(ctx, "api.create", trace.SpanKindClient)
+	defer func() { endSpan(sp, err) }()
 	const op = "create video"
 	if req.Model == "" || req.Prompt == "" {
 		return nil, &APIError{Op: op, StatusCode: http.StatusBadRequest, Code: "validation_error", Description: "model and prompt are required (checked before sending)"}
@@ -253,7 +259,9 @@ func (c *Client) Create(ctx context.Context, req CreateRequest, opts CreateOptio
 }
 
 // Get returns the job's current state (GET /videos/{id}).
-func (c *Client) Get(ctx context.Context, id string) (*Video, error) {
+func (c *Client) Get(ctx context.Context, id string) (_ *Video, err error) {
+	ctx, sp := tracing.Child(ctx, "api.get", trace.SpanKindClient)
+	defer func() { endSpan(sp, err) }()
 	if err := checkID("get video", id); err != nil {
 		return nil, err
 	}
@@ -267,7 +275,9 @@ func (c *Client) Get(ctx context.Context, id string) (*Video, error) {
 
 // List returns one page of the caller's jobs, newest first unless
 // p.Order is "asc" (GET /videos).
-func (c *Client) List(ctx context.Context, p ListParams) (*VideoList, error) {
+func (c *Client) List(ctx context.Context, p ListParams) (_ *VideoList, err error) {
+	ctx, sp := tracing.Child(ctx, "api.list", trace.SpanKindClient)
+	defer func() { endSpan(sp, err) }()
 	q := url.Values{}
 	if p.Limit > 0 {
 		q.Set("limit", strconv.Itoa(p.Limit))
@@ -287,7 +297,7 @@ func (c *Client) List(ctx context.Context, p ListParams) (*VideoList, error) {
 	}
 	var l VideoList
 	var date string
-	err := c.callRaw(ctx, "list videos", http.MethodGet, "/videos", q, nil, nil, true, func(resp *http.Response) error {
+	err = c.callRaw(ctx, "list videos", http.MethodGet, "/videos", q, nil, nil, true, func(resp *http.Response) error {
 		date = resp.Header.Get("Date")
 		return decodeJSON(resp.Body, &l)
 	})
@@ -335,7 +345,9 @@ func (c *Client) Delete(ctx context.Context, id string) (*Deleted, error) {
 // Cancel asks the API to cancel a non-terminal job (POST
 // /videos/{id}/cancel). The API currently answers 501 not_implemented_yet
 // for every job; that comes back as a non-retryable *APIError.
-func (c *Client) Cancel(ctx context.Context, id string) (*Video, error) {
+func (c *Client) Cancel(ctx context.Context, id string) (_ *Video, err error) {
+	ctx, sp := tracing.Child(ctx, "api.cancel", trace.SpanKindClient)
+	defer func() { endSpan(sp, err) }()
 	if err := checkID("cancel video", id); err != nil {
 		return nil, err
 	}
@@ -353,7 +365,9 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Video, error) {
 // lives as long as ctx, and aborts when no byte arrives for
 // ContentIdleTimeout. A job that is not ready yet gives an *APIError whose
 // NotReady is true.
-func (c *Client) Content(ctx context.Context, id string, index int) (*Content, error) {
+func (c *Client) Content(ctx context.Context, id string, index int) (_ *Content, err error) {
+	ctx, sp := tracing.Child(ctx, "api.content", trace.SpanKindClient)
+	defer func() { endSpan(sp, err) }()
 	if err := checkID("content", id); err != nil {
 		return nil, err
 	}
@@ -363,7 +377,7 @@ func (c *Client) Content(ctx context.Context, id string, index int) (*Content, e
 		q.Set("index", strconv.Itoa(index))
 	}
 	var out *Content
-	err := c.retryReads(ctx, op, true, func() error {
+	err = c.retryReads(ctx, op, true, func() error {
 		sctx, cancel := context.WithCancel(ctx)
 		timer := time.AfterFunc(c.cfg.Timeout, cancel)
 		resp, err := c.send(sctx, op, http.MethodGet, "/videos/"+url.PathEscape(id)+"/content", q, nil, nil, false)
@@ -398,6 +412,19 @@ func (c *Client) Content(ctx context.Context, id string, index int) (*Content, e
 		return nil, err
 	}
 	return out, nil
+}
+
+// endSpan ends the span of an API call (tracing.Child: the zero Span when
+// the caller is not traced), with the HTTP status of an error answer.
+func endSpan(sp tracing.Span, err error) {
+	if !sp.Recording() {
+		return
+	}
+	var ae *APIError
+	if errors.As(err, &ae) && ae.StatusCode != 0 {
+		sp.Int(tracing.AttrHTTPStatus, ae.StatusCode)
+	}
+	sp.End(err)
 }
 
 // call performs one JSON call and decodes a 2xx body into out.

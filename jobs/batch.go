@@ -162,6 +162,9 @@ func (s *Store) createCall(rec *Record) ([]string, []any, error) {
 	if rec.Tenant != "" && rec.Tenant != DefaultTenant {
 		fields = append(fields, FieldTenant, rec.Tenant)
 	}
+	if rec.Trace != "" {
+		fields = append(fields, FieldTrace, rec.Trace)
+	}
 	// A short request without labels stays in the record; anything longer
 	// goes under the spec key (see spec).
 	ev := encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})

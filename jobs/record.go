@@ -187,6 +187,13 @@ type Record struct {
 	// lacks are in the archive.
 	ArchivedAt time.Time `json:"archived_at,omitzero"`
 	Compact    bool      `json:"compact,omitempty"`
+
+	// Trace is the W3C traceparent of the job's submit span when the
+	// producer traced it (package internal/tracing), "" otherwise: every
+	// task made for the job carries it, so that each step's span joins the
+	// job's one trace, whichever path enqueued the task (a handler, a
+	// retry, dead-letter revival, the stranded-job reconciler).
+	Trace string `json:"trace,omitempty"`
 }
 
 // The statuses of a callback delivery.
@@ -280,6 +287,7 @@ const (
 	FieldCompact       = "compact"
 	// FieldTenant is the job's tenant, absent for DefaultTenant.
 	FieldTenant = "tenant"
+	FieldTrace  = "trace"
 )
 
 // recordVersion is the stored format version: 2 may keep the request and
@@ -345,6 +353,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		CallbackStatus:    m[FieldCallbackStatus],
 		CallbackLastError: m[FieldCallbackLastError],
 		BillingState:      m[FieldBillingState],
+		Trace:             m[FieldTrace],
 		CreateInDoubt:     m[FieldCreateInDoubt] == "1",
 		Compact:           m[FieldCompact] == "1",
 

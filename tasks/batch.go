@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/videoworker/videoworker/internal/tracing"
 	"github.com/videoworker/videoworker/jobs"
 )
 
@@ -80,7 +81,7 @@ func (e *BatchError) Is(target error) bool { return target == ErrInvalidRequest 
 // to reqs[i]. An error other than a *BatchError comes from Redis: some
 // jobs may have been stored; submitting the same batch again (with job
 // ids) finishes it without duplicates.
-func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult, error) {
+func (c *Client) SubmitMany(ctx context.Context, reqs []Request) (out []SubmitResult, err error) {
 	if len(reqs) == 0 || len(reqs) > MaxBatch {
 		return nil, &BatchError{TooMany: true}
 	}
@@ -124,11 +125,27 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult
 		}
 		recs[i] = c.newRecord(id, req, now)
 	}
+	var spans []tracing.Span // tracing on: one trace per job, as in SubmitCreated
+	if c.tracer.On() {
+		spans = make([]tracing.Span, len(recs))
+		for i, rec := range recs {
+			_, spans[i] = c.startJob(ctx, rec)
+		}
+		defer func() {
+			for i, sp := range spans {
+				if err == nil && out[i].Err != nil {
+					sp.End(out[i].Err)
+					continue
+				}
+				sp.End(err)
+			}
+		}()
+	}
 	created, err := c.store.CreateMany(ctx, recs)
 	if err != nil {
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
-	out := make([]SubmitResult, len(reqs))
+	out = make([]SubmitResult, len(reqs))
 	var toEnqueue []*Next
 	for i, rec := range recs {
 		out[i] = SubmitResult{ID: JobID(rec.ID), New: created[i].Created}
@@ -147,6 +164,9 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) ([]SubmitResult
 			continue
 		}
 		if !created[i].Created {
+			if spans != nil {
+				spans[i].Bool(tracing.AttrCreated, false)
+			}
 			existing := created[i].Existing
 			if !sameRequest(existing, reqs[i]) {
 				out[i].Err = fmt.Errorf("submit %s: %w", rec.ID, ErrJobIDConflict)

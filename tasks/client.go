@@ -19,9 +19,11 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/callback"
+	"github.com/videoworker/videoworker/internal/tracing"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/wake"
@@ -121,6 +123,12 @@ type ClientOptions struct {
 	// admitted (see jobs.Tenancy). It must be on, with the same limits,
 	// in every producer and worker. Nil: off, no Redis command added.
 	Tenancy *jobs.Tenancy
+	// TracerProvider, when set, gives each submitted job one trace: a
+	// "video.submit" span (a new trace per job, linked to the span of the
+	// caller's context if any), whose context the job's record and tasks
+	// carry so that the workers' spans join it (see docs/tracing.md). Nil:
+	// tracing off, nothing added to records or tasks.
+	TracerProvider trace.TracerProvider
 }
 
 // Client is the producer API: it submits video jobs and looks them up.
@@ -137,6 +145,7 @@ type Client struct {
 	cbPolicy    callback.Policy
 	waitPoll    time.Duration
 	tenancy     *jobs.Tenancy
+	tracer      *tracing.Tracer // nil: off
 }
 
 // NewClient returns a Client that uses rdb. The client holds nothing but
@@ -152,7 +161,8 @@ func NewClient(rdb redis.UniversalClient, opts ClientOptions) *Client {
 		tmpl = storage.DefaultKeyTemplate
 	}
 	c := &Client{aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), store: jobs.NewStore(rdb, opts.Prefix), log: log, keyTemplate: tmpl,
-		rdb: rdb, cbDefault: opts.DefaultCallbackURL, cbPolicy: opts.CallbackPolicy, waitPoll: opts.WaitPollInterval, tenancy: opts.Tenancy}
+		rdb: rdb, cbDefault: opts.DefaultCallbackURL, cbPolicy: opts.CallbackPolicy, waitPoll: opts.WaitPollInterval, tenancy: opts.Tenancy,
+		tracer: tracing.New(opts.TracerProvider)}
 	if c.waitPoll <= 0 {
 		c.waitPoll = 30 * time.Second
 	}
@@ -177,7 +187,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (JobID, error) {
 // reports true (the record is created atomically in Redis); the others
 // find the job and report false, or ErrJobIDConflict when their request
 // differs from its (video request, labels or timeout).
-func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, error) {
+func (c *Client) SubmitCreated(ctx context.Context, req Request) (_ JobID, _ bool, err error) {
 	req = c.withDefaults(req)
 	if err := c.validate(req); err != nil {
 		return "", false, err
@@ -187,6 +197,11 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, e
 		id = newJobID()
 	}
 	rec := c.newRecord(id, req, time.Now().UTC())
+	if c.tracer.On() {
+		var sp tracing.Span
+		ctx, sp = c.startJob(ctx, rec)
+		defer func() { sp.End(err) }()
+	}
 	created, existing, err := c.store.Create(ctx, rec)
 	if err != nil {
 		return "", false, fmt.Errorf("submit %s: %w", id, err)
@@ -212,6 +227,9 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (JobID, bool, e
 			return id, false, nil // already past creation: nothing to enqueue
 		}
 		rec = existing
+	}
+	if !created {
+		tracing.Current(ctx).Bool(tracing.AttrCreated, false)
 	}
 	next, err := NextTask(rec, 0)
 	if err != nil {
@@ -631,6 +649,9 @@ func RetryJob(ctx context.Context, store *jobs.Store, aq *asynq.Client, insp *as
 	}
 	after := res.Record
 	after.Request, after.Labels = rec.Request, rec.Labels // the spec never changes
+	if after.Trace == "" {
+		after.Trace = rec.Trace // the retried job's tasks stay in its trace
+	}
 	next, err := NextTask(after, 0)
 	if err != nil || next == nil {
 		return after, nil, err
@@ -704,6 +725,18 @@ func enqueue(ctx context.Context, aq *asynq.Client, pub *wake.Publisher, n *Next
 		return fmt.Errorf("enqueue %s %s: %w", n.Type, n.ID, err)
 	}
 	return nil
+}
+
+// startJob starts the root span of rec's trace (tracing on) and keeps its
+// context on rec, which the job's tasks then carry. A resubmission that
+// finds the job keeps the job's first trace (the record's); its own span
+// says created=false.
+func (c *Client) startJob(ctx context.Context, rec *jobs.Record) (context.Context, tracing.Span) {
+	ctx, sp := c.tracer.StartJob(ctx, rec.ID)
+	sp.Str(tracing.AttrModel, rec.Request.Model)
+	sp.Str(tracing.AttrTenant, rec.Tenant)
+	rec.Trace = sp.Traceparent()
+	return ctx, sp
 }
 
 // newRecord is the record of a job submitted now with req: Submit and

@@ -24,7 +24,8 @@ type Next struct {
 // worker's poll interval); the other steps run at once. Every path that
 // enqueues a job's next step (the handlers, Retry, dead-letter revival,
 // the stranded-job reconciler) goes through it, so a task's id is made in
-// one place: enqueueing the same next task twice is a no-op.
+// one place: enqueueing the same next task twice is a no-op. The task
+// carries the job's trace context (rec.Trace, when the job was traced).
 func NextTask(rec *jobs.Record, delay time.Duration) (*Next, error) {
 	w := jobs.NextWait(rec)
 	n := &Next{}
@@ -32,13 +33,13 @@ func NextTask(rec *jobs.Record, delay time.Duration) (*Next, error) {
 	switch w.Step {
 	case jobs.StepCreate:
 		n.Type, n.Queue, n.ID = TypeCreate, QueueCreate, RetryTaskID(CreateTaskID(rec.ID), w.Generation)
-		n.Task, err = NewCreateTask(rec.ID, asynq.TaskID(n.ID))
+		n.Task, err = newCreateTask(rec.ID, rec.Trace, asynq.TaskID(n.ID))
 	case jobs.StepPoll:
 		n.Type, n.Queue, n.ID, n.ProcessIn = TypePoll, QueuePoll, PollTaskID(rec.ID, w.Seq), max(delay, 0)
-		n.Task, err = NewPollTask(rec.ID, w.Seq, n.ProcessIn)
+		n.Task, err = newPollTask(rec.ID, rec.Trace, w.Seq, n.ProcessIn)
 	case jobs.StepDownload:
 		n.Type, n.Queue, n.ID = TypeDownload, QueueDownload, RetryTaskID(DownloadTaskID(rec.ID), w.Generation)
-		n.Task, err = NewDownloadTask(rec.ID, w.VideoID, asynq.TaskID(n.ID))
+		n.Task, err = newDownloadTask(rec.ID, rec.Trace, w.VideoID, asynq.TaskID(n.ID))
 	case jobs.StepCancel:
 		n.Type, n.Queue, n.ID = TypeCancel, QueuePoll, CancelTaskID(rec.ID)
 		if w.VideoID != "" {
@@ -46,11 +47,11 @@ func NextTask(rec *jobs.Record, delay time.Duration) (*Next, error) {
 			// task: the first one may have run before the video was known.
 			n.ID += ":" + w.VideoID
 		}
-		n.Task, err = NewCancelTask(rec.ID, asynq.TaskID(n.ID))
+		n.Task, err = newCancelTask(rec.ID, rec.Trace, asynq.TaskID(n.ID))
 	case jobs.StepCallback:
 		ev := rec.CallbackEventID()
 		n.Type, n.Queue, n.ID = TypeCallback, QueuePoll, CallbackTaskID(ev)
-		n.Task, err = NewCallbackTask(rec.ID, ev)
+		n.Task, err = newCallbackTask(rec.ID, rec.Trace, ev)
 	default:
 		return nil, nil
 	}
@@ -70,7 +71,7 @@ func StatusCheck(rec *jobs.Record, key, reason string, opts ...asynq.Option) (*N
 	if rec.State != jobs.StateGenerating || rec.VideoID == "" {
 		return nil, nil
 	}
-	t, err := NewCheckTask(rec.ID, key, reason, opts...)
+	t, err := newCheckTask(rec.ID, rec.Trace, key, reason, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,10 @@ var ErrBadPayload = errors.New("bad task payload")
 type CreatePayload struct {
 	Version int    `json:"v"`
 	JobID   string `json:"job_id"`
+	// Trace is the W3C traceparent of the job's submit span (the job's
+	// record keeps it), so that the step's span joins the job's trace;
+	// absent when tracing was off (see docs/tracing.md).
+	Trace string `json:"trace,omitempty"`
 }
 
 // PollPayload is the payload of TypePoll, which carries two kinds of
@@ -85,6 +89,10 @@ type PollPayload struct {
 	// tell a handler when its task was due; the worker compares this with
 	// the time the check starts to measure how late polls fire.
 	NotBefore int64 `json:"not_before,omitempty"`
+	// Trace is the W3C traceparent of the job's submit span (the job's
+	// record keeps it), so that the step's span joins the job's trace;
+	// absent when tracing was off (see docs/tracing.md).
+	Trace string `json:"trace,omitempty"`
 }
 
 // CheckSeq is the Seq of a status check outside the poll chain.
@@ -99,6 +107,10 @@ type DownloadPayload struct {
 	Version int    `json:"v"`
 	JobID   string `json:"job_id"`
 	VideoID string `json:"video_id"`
+	// Trace is the W3C traceparent of the job's submit span (the job's
+	// record keeps it), so that the step's span joins the job's trace;
+	// absent when tracing was off (see docs/tracing.md).
+	Trace string `json:"trace,omitempty"`
 }
 
 // Task IDs make enqueueing idempotent: asynq refuses a second task with
@@ -143,7 +155,11 @@ const (
 // NewCreateTask returns the create task of jobID: queue QueueCreate, 25
 // retries, a 2-minute timeout, and TaskID CreateTaskID(jobID).
 func NewCreateTask(jobID string, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(CreatePayload{Version: PayloadVersion, JobID: jobID})
+	return newCreateTask(jobID, "", opts...)
+}
+
+func newCreateTask(jobID, trace string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(CreatePayload{Version: PayloadVersion, JobID: jobID, Trace: trace})
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +172,11 @@ func NewCreateTask(jobID string, opts ...asynq.Option) (*asynq.Task, error) {
 // PollTaskID(jobID, seq). A positive delay is also recorded in the payload
 // as NotBefore.
 func NewPollTask(jobID string, seq int, delay time.Duration, opts ...asynq.Option) (*asynq.Task, error) {
-	p := PollPayload{Version: PayloadVersion, JobID: jobID, Seq: seq}
+	return newPollTask(jobID, "", seq, delay, opts...)
+}
+
+func newPollTask(jobID, trace string, seq int, delay time.Duration, opts ...asynq.Option) (*asynq.Task, error) {
+	p := PollPayload{Version: PayloadVersion, JobID: jobID, Seq: seq, Trace: trace}
 	if delay > 0 {
 		p.NotBefore = time.Now().Add(delay).UnixMilli()
 	}
@@ -175,7 +195,11 @@ func NewPollTask(jobID string, seq int, delay time.Duration, opts ...asynq.Optio
 // deduplicated by key: queue QueuePoll, 3 retries, TaskID
 // CheckTaskID(jobID, key).
 func NewCheckTask(jobID, key, reason string, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(PollPayload{Version: PayloadVersion, JobID: jobID, Seq: CheckSeq, Reason: reason})
+	return newCheckTask(jobID, "", key, reason, opts...)
+}
+
+func newCheckTask(jobID, trace, key, reason string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(PollPayload{Version: PayloadVersion, JobID: jobID, Seq: CheckSeq, Reason: reason, Trace: trace})
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +211,11 @@ func NewCheckTask(jobID, key, reason string, opts ...asynq.Option) (*asynq.Task,
 // QueueDownload, 25 retries, a 60-minute timeout, TaskID
 // DownloadTaskID(jobID).
 func NewDownloadTask(jobID, videoID string, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(DownloadPayload{Version: PayloadVersion, JobID: jobID, VideoID: videoID})
+	return newDownloadTask(jobID, "", videoID, opts...)
+}
+
+func newDownloadTask(jobID, trace, videoID string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(DownloadPayload{Version: PayloadVersion, JobID: jobID, VideoID: videoID, Trace: trace})
 	if err != nil {
 		return nil, err
 	}
@@ -199,12 +227,20 @@ func NewDownloadTask(jobID, videoID string, opts ...asynq.Option) (*asynq.Task, 
 type CancelPayload struct {
 	Version int    `json:"v"`
 	JobID   string `json:"job_id"`
+	// Trace is the W3C traceparent of the job's submit span (the job's
+	// record keeps it), so that the step's span joins the job's trace;
+	// absent when tracing was off (see docs/tracing.md).
+	Trace string `json:"trace,omitempty"`
 }
 
 // NewCancelTask returns the cancel task of jobID: queue QueuePoll, 5
 // retries, TaskID CancelTaskID(jobID).
 func NewCancelTask(jobID string, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(CancelPayload{Version: PayloadVersion, JobID: jobID})
+	return newCancelTask(jobID, "", opts...)
+}
+
+func newCancelTask(jobID, trace string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(CancelPayload{Version: PayloadVersion, JobID: jobID, Trace: trace})
 	if err != nil {
 		return nil, err
 	}
@@ -218,6 +254,10 @@ type CallbackPayload struct {
 	JobID   string `json:"job_id"`
 	// Event is the delivery's event id (jobs.Record.CallbackEventID).
 	Event string `json:"event"`
+	// Trace is the W3C traceparent of the job's submit span (the job's
+	// record keeps it), so that the step's span joins the job's trace;
+	// absent when tracing was off (see docs/tracing.md).
+	Trace string `json:"trace,omitempty"`
 }
 
 // CallbackTaskID is the id of the task delivering event (an event id,
@@ -230,7 +270,11 @@ func CallbackTaskID(event string) string { return "callback:" + event }
 // the worker bounds those by time), a 2-minute timeout, TaskID
 // CallbackTaskID(event).
 func NewCallbackTask(jobID, event string, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(CallbackPayload{Version: PayloadVersion, JobID: jobID, Event: event})
+	return newCallbackTask(jobID, "", event, opts...)
+}
+
+func newCallbackTask(jobID, trace, event string, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(CallbackPayload{Version: PayloadVersion, JobID: jobID, Event: event, Trace: trace})
 	if err != nil {
 		return nil, err
 	}

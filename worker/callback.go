@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/videoworker/videoworker/callback"
+	"github.com/videoworker/videoworker/internal/tracing"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -95,7 +97,18 @@ func (w *Worker) handleCallback(ctx context.Context, t *asynq.Task) error {
 	} else if len(cfg.Secrets) == 0 || cfg.Secrets[0] == "" {
 		perr = errors.New("no CALLBACK_SECRETS configured on this worker")
 	} else {
-		code, hdr, perr = callback.Post(ctx, w.callbacks, rec.CallbackURL, cfg.Secrets[0], p.Event, attempt, body, w.now())
+		pctx, sp := tracing.Child(ctx, "callback.post", trace.SpanKindClient)
+		code, hdr, perr = callback.Post(pctx, w.callbacks, rec.CallbackURL, cfg.Secrets[0], p.Event, attempt, body, w.now())
+		if sp.Recording() {
+			if code != 0 {
+				sp.Int(tracing.AttrHTTPStatus, code)
+			}
+			if perr == nil && code >= 300 {
+				sp.End(fmt.Errorf("receiver answered %d", code))
+			} else {
+				sp.End(perr)
+			}
+		}
 	}
 	status, after := jobs.CallbackDelivered, time.Duration(0)
 	switch {

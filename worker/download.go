@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/internal/tracing"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/storage"
 	"github.com/videoworker/videoworker/tasks"
@@ -28,6 +29,7 @@ func (w *Worker) handleDownload(ctx context.Context, t *asynq.Task) (err error) 
 	// the record.
 	res, err := w.jobs.Do(ctx, p.JobID, jobs.DownloadStarted{})
 	rec := res.Record
+	annotate(ctx, rec)
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):
 		return permanent(err)
@@ -132,8 +134,13 @@ func (w *Worker) storeOutput(ctx context.Context, rec *jobs.Record, index int) (
 	if ct == "" {
 		ct = "video/mp4"
 	}
-	info, err := w.store.Put(ctx, key, c.Body, storage.PutOptions{Size: size, SHA256: wantSHA, ContentType: ct,
+	pctx, sp := storageSpan(ctx, key)
+	info, err := w.store.Put(pctx, key, c.Body, storage.PutOptions{Size: size, SHA256: wantSHA, ContentType: ct,
 		Metadata: map[string]string{storage.OwnerMetadataKey: rec.ID, "video_id": rec.VideoID, "output_index": strconv.Itoa(index)}})
+	if sp.Recording() && err == nil {
+		sp.Int(tracing.AttrBytes, int(info.Size))
+	}
+	sp.End(err)
 	if err != nil {
 		w.log.WarnContext(ctx, "store failed", "job_id", rec.ID, "video_id", rec.VideoID, "key", key, "err", err.Error())
 		return storage.ObjectInfo{}, w.storageFailure(ctx, rec, fmt.Errorf("store %s: %w", key, err))

@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/videoworker/videoworker/apiclient"
+	"github.com/videoworker/videoworker/internal/tracing"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/tasks"
 )
@@ -141,6 +142,9 @@ func (w *Worker) status(ctx context.Context, rec *jobs.Record) (*apiclient.Video
 		}
 		return nil, err
 	}
+	// The record a poll reads may not hold the request: the API's answer
+	// names the model.
+	tracing.Current(ctx).Str(tracing.AttrModel, v.Model)
 	return v, nil
 }
 

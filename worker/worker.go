@@ -38,9 +38,11 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/callback"
+	"github.com/videoworker/videoworker/internal/tracing"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/storage"
@@ -224,6 +226,11 @@ type Deps struct {
 	Metrics *metrics.Metrics
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// TracerProvider, when set, runs every task in a span of the job's
+	// trace, with the API calls, storage writes and callback deliveries
+	// of the step as its children (see docs/tracing.md). Nil: tracing
+	// off, at no cost per task.
+	TracerProvider trace.TracerProvider
 }
 
 // Worker processes video tasks.
@@ -248,6 +255,8 @@ type Worker struct {
 	inlineRefusedUntil atomic.Int64
 	// callbacks delivers completion callbacks (SSRF-guarded).
 	callbacks *http.Client
+	// tracer makes the tasks' spans; nil: tracing off.
+	tracer *tracing.Tracer
 }
 
 // New returns a Worker. It validates the key template and the deps.
@@ -286,12 +295,16 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		aq: asynq.NewClientFromRedisClient(d.Redis), insp: asynq.NewInspectorFromRedisClient(d.Redis), wake: pub, met: d.Metrics,
 		apiTimeout: d.API.Timeout(),
 		now:        func() time.Time { return d.Now().UTC() },
-		callbacks:  callback.NewHTTPClient(cfg.Callback.Policy, cfg.Callback.Timeout)}, nil
+		callbacks:  callback.NewHTTPClient(cfg.Callback.Policy, cfg.Callback.Timeout),
+		tracer:     tracing.New(d.TracerProvider)}, nil
 }
 
 // Handler returns the task mux: one handler per task type.
 func (w *Worker) Handler() asynq.Handler {
 	mux := asynq.NewServeMux()
+	if w.tracer.On() {
+		mux.Use(w.traced)
+	}
 	mux.HandleFunc(tasks.TypeCreate, w.handleCreate)
 	mux.HandleFunc(tasks.TypePoll, w.handlePoll)
 	mux.HandleFunc(tasks.TypeDownload, w.handleDownload)
@@ -721,6 +734,7 @@ func (w *Worker) loadJob(ctx context.Context, id string) (*jobs.Record, error) {
 	if errors.Is(err, jobs.ErrNotFound) {
 		return nil, permanent(err)
 	}
+	annotate(ctx, rec)
 	return rec, err
 }
 
@@ -730,5 +744,6 @@ func (w *Worker) loadJobSpec(ctx context.Context, id string) (*jobs.Record, erro
 	if errors.Is(err, jobs.ErrNotFound) {
 		return nil, permanent(err)
 	}
+	annotate(ctx, rec)
 	return rec, err
 }

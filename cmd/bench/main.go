@@ -68,6 +68,8 @@ type options struct {
 	plot              string
 	// breakdown runs the pipeline section under MONITOR (see monitor).
 	breakdown bool
+	// trace traces the pipeline section's jobs (see pipelineTracer).
+	trace bool
 }
 
 // sizes are the workloads of a mode.
@@ -150,6 +152,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "jobs in flight in the scale section (default 100,000; 5,000 with -quick)")
 	fs.IntVar(&o.scalePoll, "scale-poll", 0, "poll_after_seconds the stand-in sends in the scale section (default 20, the real gateway's; 5 with -quick)")
 	fs.BoolVar(&o.breakdown, "breakdown", false, "run the pipeline section under redis-cli MONITOR and print its Redis commands per job by purpose (asynq's scripts, the job's transitions, ...): counts only, its rates are slowed by MONITOR")
+	fs.BoolVar(&o.trace, "trace", false, "trace the pipeline section's jobs (producer and worker) over OTLP/HTTP: to OTEL_EXPORTER_OTLP_ENDPOINT when set, else to an in-process receiver that decodes what it gets, as a collector does")
 	fs.StringVar(&o.plot, "plot", "", "SVG plot of the latency distributions (default: next to the JSON, .svg)")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -5,11 +5,16 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/videoworker/videoworker/internal/tracing/otlptest"
 	"github.com/videoworker/videoworker/jobs"
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/standin"
@@ -35,6 +40,29 @@ func definePipeline(r *recorder) {
 	r.define(figureDef{Key: "pipeline.stage_dlwait", Section: s, Label: "stage: completed → download starts", Unit: "ms", Digits: 1})
 	r.define(figureDef{Key: "pipeline.stage_dl", Section: s, Label: "stage: download and store", Unit: "ms", Digits: 1})
 	r.define(figureDef{Key: "pipeline.redis_cpu", Section: s, Label: "CPU per job, redis-server", Unit: "ms", Digits: 2})
+	r.define(figureDef{Key: "pipeline.allocs", Section: s, Label: "heap allocations per job, bench process (producer, worker, stand-in)", Unit: "allocs", Digits: 0})
+	r.define(figureDef{Key: "pipeline.spans", Section: s, Label: "spans exported per job (-trace)", Unit: "spans", Digits: 1})
+}
+
+// pipelineTracer is the tracer provider of a -trace run: an OTLP/HTTP
+// exporter to OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) when set,
+// else to an in-process receiver (recv, nil otherwise) that decodes every
+// export as a collector does, its cost counted in the bench process.
+func pipelineTracer(ctx context.Context) (*sdktrace.TracerProvider, *otlptest.Receiver, func(), error) {
+	var opts []otlptracehttp.Option
+	var recv *otlptest.Receiver
+	stopRecv := func() {}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		recv, stopRecv = otlptest.Serve()
+		opts = append(opts, otlptracehttp.WithEndpointURL(recv.URL))
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		stopRecv()
+		return nil, nil, nil, err
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
+	return tp, recv, func() { _ = tp.Shutdown(context.Background()); stopRecv() }, nil
 }
 
 // runPipeline submits n jobs to an idle system, then starts a worker and
@@ -65,7 +93,21 @@ func runPipeline(ctx context.Context, b *bench) error {
 		b.rec.note("pipeline.jobs", "-pipeline-store mem: videos hashed and dropped, not stored")
 	}
 	n := b.sz.pipelineJobs
-	producer := tasks.NewClient(re.rdb, tasks.ClientOptions{})
+	var tp trace.TracerProvider // nil: tracing off
+	var sdk *sdktrace.TracerProvider
+	var recv *otlptest.Receiver
+	if b.opts.trace {
+		var stop func()
+		if sdk, recv, stop, err = pipelineTracer(ctx); err != nil {
+			return err
+		}
+		defer stop()
+		tp = sdk
+		b.rec.note("pipeline.jobs", "-trace: every job traced, spans exported over OTLP/HTTP")
+	}
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	producer := tasks.NewClient(re.rdb, tasks.ClientOptions{TracerProvider: tp})
 	js := jobs.NewStore(re.rdb, "")
 	st0, err := re.settledStats(ctx)
 	if err != nil {
@@ -95,7 +137,7 @@ func runPipeline(ctx context.Context, b *bench) error {
 	// The API completes at once; poll again as soon as asynq can.
 	cfg.PollInterval, cfg.MinPollInterval = time.Millisecond, time.Millisecond
 	cpu0, t0 := selfCPU(), time.Now()
-	deps := worker.Deps{Redis: re.rdb, API: api.client, Store: store, Jobs: js, Metrics: m}
+	deps := worker.Deps{Redis: re.rdb, API: api.client, Store: store, Jobs: js, Metrics: m, TracerProvider: tp}
 	w, err := startWorker(cfg, deps)
 	if err != nil {
 		return err
@@ -121,6 +163,19 @@ func runPipeline(ctx context.Context, b *bench) error {
 	cpu := selfCPU() - cpu0
 	if serr := w.stop(); err == nil {
 		err = serr
+	}
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	b.rec.add("pipeline.allocs", float64(ms1.Mallocs-ms0.Mallocs)/float64(n))
+	if sdk != nil {
+		if ferr := sdk.ForceFlush(ctx); ferr != nil && err == nil {
+			err = fmt.Errorf("pipeline: flush spans: %w", ferr)
+		}
+		if recv != nil {
+			spans, posts := recv.Count()
+			b.rec.add("pipeline.spans", float64(spans)/float64(n))
+			b.logf("pipeline: %d spans received in %d OTLP/HTTP exports", spans, posts)
+		}
 	}
 	if mon != nil {
 		if r := mon.stop(ctx, re.rdb); r != nil && err == nil {

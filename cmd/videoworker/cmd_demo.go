@@ -84,6 +84,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		cfg.LogLevel = "warn" // the demo prints its own progress
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	// Deferred first, so that it runs last: the spans still buffered are
+	// flushed once everything that makes them has stopped.
+	tp, stopTracing, err := setupTracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	// Ctrl-C (ctx ending) is how a user stops the demo: not a failure.
 	defer func() {
@@ -202,7 +209,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	w, err := newWorker(cfg, rdb, api, store, log, nil, func(wc *worker.Config) {
+	w, err := newWorker(cfg, rdb, api, store, log, nil, tp, func(wc *worker.Config) {
 		wc.PollInterval = time.Second
 		wc.DelayedTaskCheckInterval = 200 * time.Millisecond
 		wc.ShutdownTimeout = 5 * time.Second
@@ -211,7 +218,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake, Retention: cfg.retention()})
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Prefix: cfg.KeyPrefix, KeyTemplate: cfg.KeyTemplate, NoWake: !cfg.Wake, Retention: cfg.retention(),
+		TracerProvider: tp})
 	js := cfg.jobStore(rdb)
 	deps := server.Deps{Redis: rdb, Store: store, Producer: producer, Jobs: js, Monitoring: true, Logger: log.With("component", "http")}
 	if hooks != nil {

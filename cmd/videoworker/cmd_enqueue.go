@@ -51,12 +51,19 @@ func runEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	// Deferred first, so that it runs last: the spans still buffered are
+	// flushed once everything that makes them has stopped.
+	tp, stopTracing, err := setupTracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	rdb, err := openRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	c := tasks.NewClient(rdb, cfg.producerOptions(log, rdb))
+	c := tasks.NewClient(rdb, cfg.producerOptions(log, rdb, tp))
 	for i := 1; i <= *count; i++ {
 		req := tasks.Request{
 			Video: apiclient.CreateRequest{Model: *model, Prompt: *prompt, Duration: *duration, Size: *size,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/videoworker/videoworker/metrics"
 	"github.com/videoworker/videoworker/server"
@@ -47,6 +48,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		login = "log in as admin / " + pass + " (operator; generated at start: set OPERATORS to choose the logins)"
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	// Deferred first, so that it runs last: the spans still buffered are
+	// flushed once everything that makes them has stopped.
+	tp, stopTracing, err := setupTracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	rdb, err := openRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -56,7 +64,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	h, hooks, err := newServerHandler(cfg, sc, rdb, store, log)
+	h, hooks, err := newServerHandler(cfg, sc, rdb, store, log, tp)
 	if err != nil {
 		return err
 	}
@@ -84,7 +92,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // newServerHandler builds the server's routes from the configuration. The
 // webhook receiver, when webhooks are on, is returned too: its caller runs
 // it (webhook.Handler.Run).
-func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, store storage.Store, log *slog.Logger) (http.Handler, *webhook.Handler, error) {
+func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, store storage.Store, log *slog.Logger, tp trace.TracerProvider) (http.Handler, *webhook.Handler, error) {
 	auth, err := server.NewAuth(sc.APITokens, sc.Operators)
 	if err != nil {
 		return nil, nil, err
@@ -99,7 +107,7 @@ func newServerHandler(cfg Config, sc ServeConfig, rdb redis.UniversalClient, sto
 	if err != nil {
 		return nil, nil, err
 	}
-	popts := cfg.producerOptions(log, rdb)
+	popts := cfg.producerOptions(log, rdb, tp)
 	popts.Tenancy = cfg.tenancy(js)
 	if ten := popts.Tenancy; ten != nil {
 		m.AddTenants(func(ctx context.Context) ([]metrics.TenantJobs, error) {

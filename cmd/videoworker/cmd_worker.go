@@ -33,6 +33,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	// Deferred first, so that it runs last: the spans still buffered are
+	// flushed once everything that makes them has stopped.
+	tp, stopTracing, err := setupTracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	rdb, err := openRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -69,7 +76,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(cfg.CallbackSecrets) == 0 {
 		log.Info("CALLBACK_SECRETS not set: jobs with a callback_url wait (retried up to CALLBACK_MAX_AGE) for a worker that can sign their callback")
 	}
-	w, err := newWorker(cfg, rdb, api, store, log, m, func(wc *worker.Config) { wc.Webhook = sub })
+	w, err := newWorker(cfg, rdb, api, store, log, m, tp, func(wc *worker.Config) { wc.Webhook = sub })
 	if err != nil {
 		return err
 	}

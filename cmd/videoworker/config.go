@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/callback"
@@ -95,6 +96,21 @@ type Config struct {
 	TenantLimits     string `envconfig:"TENANT_LIMITS" desc:"most jobs each tenant may have admitted and not yet past generating, e.g. default=5,acme=20,bulk=2 (0: no limit); setting it turns tenancy on (docs/tenants.md)"`
 	TenantFairness   string `envconfig:"TENANT_FAIRNESS" default:"auto" desc:"on: creates are admitted round-robin across tenants (state tenant_wait); off; auto: on when TENANT_LIMITS is set"`
 	TenantAdmitAhead int    `envconfig:"TENANT_ADMIT_AHEAD" default:"2" desc:"with tenancy on, how many admitted jobs may wait in the create queue at once (fewer: fairer; more: fewer idle create slots)"`
+
+	// Tracing (docs/tracing.md): on when an OTLP endpoint is set. The
+	// exporter and the SDK read these variables themselves (and the other
+	// standard OTEL_EXPORTER_OTLP_* ones: timeout, compression,
+	// certificates); they are here to be checked at start and listed.
+	OTLPEndpoint       string `envconfig:"OTEL_EXPORTER_OTLP_ENDPOINT" desc:"OTLP/HTTP collector, e.g. http://localhost:4318 (traces go to its /v1/traces); set it or the next to export traces; both empty: tracing off, at no cost"`
+	OTLPTracesEndpoint string `envconfig:"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" desc:"full URL of the collector's traces endpoint, e.g. http://localhost:4318/v1/traces (wins over OTEL_EXPORTER_OTLP_ENDPOINT)"`
+	OTLPHeaders        string `envconfig:"OTEL_EXPORTER_OTLP_HEADERS" desc:"headers of every export, key=value comma separated, e.g. authorization=Bearer%20TOKEN (secret; never logged)"`
+	OTLPTracesHeaders  string `envconfig:"OTEL_EXPORTER_OTLP_TRACES_HEADERS" desc:"headers of trace exports, as OTEL_EXPORTER_OTLP_HEADERS (secret; never logged)"`
+	OTLPProtocol       string `envconfig:"OTEL_EXPORTER_OTLP_PROTOCOL" desc:"only http/protobuf is supported (empty: http/protobuf)"`
+	OTLPTracesProtocol string `envconfig:"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" desc:"as OTEL_EXPORTER_OTLP_PROTOCOL, for traces"`
+	OTelServiceName    string `envconfig:"OTEL_SERVICE_NAME" default:"videoworker" desc:"service.name of the exported spans"`
+	OTelSampler        string `envconfig:"OTEL_TRACES_SAMPLER" desc:"which jobs are traced: parentbased_always_on (empty: the default), always_on, always_off, traceidratio, parentbased_traceidratio, parentbased_always_off"`
+	OTelSamplerArg     string `envconfig:"OTEL_TRACES_SAMPLER_ARG" desc:"the ratio of the traceidratio samplers, 0-1 (e.g. 0.1: one job in ten)"`
+	OTelSDKDisabled    bool   `envconfig:"OTEL_SDK_DISABLED" default:"false" desc:"true turns tracing off even with an endpoint set"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else JSON), text or json"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -316,6 +332,7 @@ func (c Config) Validate() error {
 	}
 	c.validateBudgets(add)
 	c.validateTenancy(add)
+	c.validateTracing(add)
 	switch c.LogFormat {
 	case "auto", "text", "json":
 	default:
@@ -413,10 +430,11 @@ func (c Config) callbackPolicy() callback.Policy {
 
 // producerOptions are the tasks.Client options of the commands that
 // submit jobs.
-func (c Config) producerOptions(log *slog.Logger, rdb redis.UniversalClient) tasks.ClientOptions {
+// tp is the tracer provider (nil: tracing off).
+func (c Config) producerOptions(log *slog.Logger, rdb redis.UniversalClient, tp trace.TracerProvider) tasks.ClientOptions {
 	return tasks.ClientOptions{Prefix: c.KeyPrefix, Logger: log, KeyTemplate: c.KeyTemplate, NoWake: !c.Wake,
 		DefaultCallbackURL: c.CallbackURL, CallbackPolicy: c.callbackPolicy(), Retention: c.retention(),
-		Tenancy: c.tenancy(c.jobStore(rdb))}
+		Tenancy: c.tenancy(c.jobStore(rdb)), TracerProvider: tp}
 }
 
 // validateStorage checks STORAGE_URL and, for s3:// URLs, the S3 settings.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/metrics"
@@ -67,7 +68,8 @@ func newAPIClient(cfg Config, log *slog.Logger, m *metrics.Metrics, lim apiclien
 }
 
 // newWorker builds a worker from the configuration and its parts.
-func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store storage.Store, log *slog.Logger, m *metrics.Metrics, tune func(*worker.Config)) (*worker.Worker, error) {
+// tp is the tracer provider (nil: tracing off).
+func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store storage.Store, log *slog.Logger, m *metrics.Metrics, tp trace.TracerProvider, tune func(*worker.Config)) (*worker.Worker, error) {
 	queues, err := parseQueues(cfg.Queues)
 	if err != nil {
 		return nil, err
@@ -102,5 +104,6 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 	if tune != nil {
 		tune(&wc)
 	}
-	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: js, Logger: log, Metrics: m})
+	return worker.New(wc, worker.Deps{Redis: rdb, API: api, Store: store, Jobs: js, Logger: log, Metrics: m,
+		TracerProvider: tp})
 }
