@@ -129,10 +129,12 @@ func sectionNames() []string {
 	return out
 }
 
-// parseFlags reads the command line.
-func parseFlags(args []string, stderr io.Writer) (options, error) {
+// parseFlags reads the command line. -h prints the flags on stdout and
+// returns flag.ErrHelp (run then ends with success); a mistake prints
+// them on stderr.
+func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	var o options
 	var only string
 	fs.BoolVar(&o.quick, "quick", false, "small workloads, one run: every figure in about 2.5 minutes")
@@ -150,6 +152,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.breakdown, "breakdown", false, "run the pipeline section under redis-cli MONITOR and print its Redis commands per job by purpose (asynq's scripts, the job's transitions, ...): counts only, its rates are slowed by MONITOR")
 	fs.StringVar(&o.plot, "plot", "", "SVG plot of the latency distributions (default: next to the JSON, .svg)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+		} else {
+			fs.SetOutput(stderr) // main prints err itself
+		}
+		fs.Usage()
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -250,7 +258,10 @@ func (b *bench) cleanup() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o, err := parseFlags(args, stderr)
+	o, err := parseFlags(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
