@@ -50,7 +50,10 @@ type Config struct {
 	Webhooks bool
 	// Callbacks: every job has a callback URL to a receiver in the soak
 	// process; the drain waits for the deliveries too.
-	Callbacks              bool
+	Callbacks bool
+	// Budgets: a day budget on the first model that about half of its
+	// jobs fit, BUDGET_POLICY=reject (see budgetEnv).
+	Budgets                bool
 	WebhookDropRate        float64 // lost deliveries
 	WebhookDuplicateRate   float64
 	WebhookWrongSecretRate float64
@@ -125,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.Float64Var(&c.ExpireRate, "expire-rate", c.ExpireRate, "fraction of jobs the API expires")
 	fs.BoolVar(&c.Webhooks, "webhooks", c.Webhooks, "deliver webhooks to a separate `videoworker serve`")
 	fs.BoolVar(&c.Callbacks, "callbacks", c.Callbacks, "give every job a callback URL (a receiver in this process) and check each terminal state arrives, signed")
+	fs.BoolVar(&c.Budgets, "budgets", c.Budgets, "set BUDGETS (a day budget on the first model that about half its jobs fit), BUDGET_POLICY=reject and MODEL_PRICES for the workers; jobs refused budget_exceeded are expected, and that model's settled spend must stay within the budget plus one job's estimate")
 	fs.Float64Var(&c.WebhookDropRate, "webhook-drop-rate", c.WebhookDropRate, "fraction of webhook deliveries lost")
 	fs.Float64Var(&c.WebhookDuplicateRate, "webhook-dup-rate", c.WebhookDuplicateRate, "fraction of webhook deliveries sent twice")
 	fs.StringVar(&c.Out, "out", "", "JSON report path (default bench/results/soak-<UTC time>.json)")
