@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -195,6 +196,9 @@ type Budgeter struct {
 	prefix  string
 	budgets []Budget
 	prices  map[string]Price
+	// apiPrices are the prices GET /videos/models gives (SetAPIPrices),
+	// for the models prices does not name.
+	apiPrices atomic.Pointer[map[string]Price]
 	// ttl is how long a reservation lives without being settled.
 	ttl time.Duration
 	now func() time.Time
@@ -228,8 +232,25 @@ func (b *Budgeter) Applies(model, tenant string) bool {
 	return slices.ContainsFunc(b.budgets, func(bg Budget) bool { return bg.applies(model, tenant) })
 }
 
-// Price prices a request; ok false: the model has no price.
-func (b *Budgeter) Price(req apiclient.CreateRequest) (int64, bool) { return Estimate(b.prices, req) }
+// Price prices a request: with the operator's price (MODEL_PRICES) of its
+// model, else the API's (SetAPIPrices); ok false: the model has neither.
+func (b *Budgeter) Price(req apiclient.CreateRequest) (int64, bool) {
+	if est, ok := Estimate(b.prices, req); ok {
+		return est, true
+	}
+	if api := b.apiPrices.Load(); api != nil {
+		return Estimate(*api, req)
+	}
+	return 0, false
+}
+
+// SetAPIPrices replaces the prices read from the API's model catalogue
+// (APIPrices); MODEL_PRICES still comes first. Safe for concurrent use
+// with Price.
+func (b *Budgeter) SetAPIPrices(prices map[string]Price) { b.apiPrices.Store(&prices) }
+
+// OperatorPrices is the number of models MODEL_PRICES prices.
+func (b *Budgeter) OperatorPrices() int { return len(b.prices) }
 
 // ExceededError says that a job's estimate does not fit a budget now.
 type ExceededError struct {

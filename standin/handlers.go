@@ -324,6 +324,12 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 	data := []modelJSON{}
 	for _, m := range modelCatalog() {
 		if slices.IndexFunc(params, func(p string) bool { return !m.supports(p) }) < 0 {
+			// The price this server bills (Config.PricePerSecond), or the
+			// configured raw pricing.
+			m.Pricing = pricingJSON{Currency: "usd", Unit: "second", PerSecondUSD: usd(s.pricePerSecondNanos(m.Model))}
+			if raw, ok := s.cfg.ModelPricing[m.Model]; ok {
+				m.Pricing = json.RawMessage(raw)
+			}
 			data = append(data, m)
 		}
 	}

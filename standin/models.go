@@ -17,7 +17,8 @@ type modelJSON struct {
 	SupportedParamsDetail     map[string]paramDetail `json:"supported_params_detail"`
 	SupportedParametersDetail map[string]paramDetail `json:"supported_parameters_detail"`
 	Providers                 []providerJSON         `json:"providers"`
-	Pricing                   pricingJSON            `json:"pricing"`
+	// Pricing is a pricingJSON, or Config.ModelPricing's raw JSON.
+	Pricing any `json:"pricing"`
 }
 
 type paramDetail struct {

@@ -58,6 +58,11 @@ type Config struct {
 	// per sample) of the models it names; a job's billing estimate and
 	// settled cost follow it.
 	PricePerSecond map[string]float64
+	// ModelPricing replaces the pricing object that GET /v1/videos/models
+	// gives for the models it names by this raw JSON (the reference does
+	// not document its shape: a client can be tested against others). It
+	// does not change what a job is billed.
+	ModelPricing map[string]string
 	// APIKey is the bearer token required on every call except signed
 	// content links. Empty means any non-empty bearer is accepted.
 	APIKey string

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/videoworker/videoworker/internal/tracing"
@@ -67,10 +68,11 @@ func (e *BatchError) Is(target error) bool { return target == ErrInvalidRequest 
 // SubmitMany submits up to MaxBatch jobs at once. Every request is
 // validated first: if any is invalid, nothing is accepted and the error
 // is a *BatchError naming each bad one by index. Otherwise the records
-// are created in one pipeline and the create tasks enqueued in another
-// (each a few scripts, every one over a chunk of jobs), with one wake-up
-// for the whole batch: a batch of new jobs costs three round trips to
-// Redis, not three per job.
+// are created in one pipeline of scripts, each over a chunk of jobs and
+// writing each new job's record, history, index entries and create task
+// together (atomically, jobs.Store.CreateMany with the task as the
+// record's jobs.Companion), then one wake-up is sent for the whole batch:
+// a batch of new jobs costs two round trips to Redis, not three per job.
 //
 // Each job is idempotent by its own JobID exactly as in SubmitCreated:
 // a job found already with the same request is reported with New false
@@ -118,6 +120,8 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) (out []SubmitRe
 	}
 	now := time.Now().UTC()
 	recs := make([]*jobs.Record, len(reqs))
+	comps := make([]jobs.Companion, len(reqs))
+	since := strconv.FormatInt(now.UnixNano(), 10)
 	for i, req := range reqs {
 		id := req.JobID
 		if id == "" {
@@ -141,12 +145,19 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) (out []SubmitRe
 			}
 		}()
 	}
-	created, err := c.store.CreateMany(ctx, recs)
+	for i, rec := range recs {
+		if rec.State == jobs.StateTenantWait {
+			continue // no task yet: it waits in its tenant's list until admitted
+		}
+		comps[i] = createCompanion(rec.ID, rec.Trace, since)
+	}
+	created, err := c.store.CreateMany(ctx, recs, comps)
 	if err != nil {
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
 	out = make([]SubmitResult, len(reqs))
 	var toEnqueue []*Next
+	anyNew := false
 	for i, rec := range recs {
 		out[i] = SubmitResult{ID: JobID(rec.ID), New: created[i].Created}
 		if created[i].Created && rec.State == jobs.StateTenantWait {
@@ -162,6 +173,10 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) (out []SubmitRe
 				toEnqueue = append(toEnqueue, next)
 			}
 			continue
+		}
+		if created[i].Companion {
+			anyNew = true
+			continue // its create task was written with it
 		}
 		if !created[i].Created {
 			if spans != nil {
@@ -185,7 +200,7 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) (out []SubmitRe
 			toEnqueue = append(toEnqueue, next)
 		}
 	}
-	if err := c.enqueueMany(ctx, toEnqueue); err != nil {
+	if err := c.enqueueMany(ctx, toEnqueue, anyNew); err != nil {
 		return nil, fmt.Errorf("submit batch: %w", err)
 	}
 	n := 0
@@ -225,10 +240,11 @@ return n
 // asynq writes them, with its script (looped over chunks of tasks) and
 // its message encoding (createMessage), in one pipeline, then announced
 // with one wake-up. Any other task goes through enqueue, one call each.
-func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
-	if len(ns) == 0 {
-		return nil
-	}
+//
+// announce says that create tasks were written already (with their
+// records): the queue set and the wake-up are then sent even when ns
+// holds none.
+func (c *Client) enqueueMany(ctx context.Context, ns []*Next, announce bool) error {
 	var batch []*Next
 	for _, n := range ns {
 		if n.Type != TypeCreate || n.ProcessIn > 0 {
@@ -240,6 +256,18 @@ func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
 		batch = append(batch, n)
 	}
 	if len(batch) == 0 {
+		if !announce {
+			return nil
+		}
+		// The queue set asynq's inspector and servers list queues from
+		// (what asynq's client adds once per process), and the wake-up.
+		pipe := c.rdb.Pipeline()
+		queues := pipe.SAdd(ctx, "asynq:queues", QueueCreate)
+		c.wake.AnnouncePendingIn(ctx, pipe, QueueCreate)
+		_, _ = pipe.Exec(ctx) // a lost wake-up: found at the next idle check
+		if err := queues.Err(); err != nil {
+			return fmt.Errorf("enqueue: %w", jobs.ClassifyRedis(err))
+		}
 		return nil
 	}
 	// enqueueChunk tasks per script call keep each under a millisecond.
@@ -292,6 +320,42 @@ func (c *Client) enqueueMany(ctx context.Context, ns []*Next) error {
 	}
 	_ = c.wake.AnnouncePending(ctx, QueueCreate) // lost: found at the next idle check
 	return nil
+}
+
+// createCompanion is the create task of a new job (what NextTask gives
+// for its record: TypeCreate, id CreateTaskID, queue QueueCreate, pending
+// since sinceNS) as it is written beside the record: asynq v0.26's task
+// hash (fields msg, state, pending_since) and its push to the queue's
+// pending list, which is what asynq's own enqueue script writes.
+func createCompanion(jobID, trace, sinceNS string) jobs.Companion {
+	id := CreateTaskID(jobID)
+	prefix := "asynq:{" + QueueCreate + "}:"
+	return jobs.Companion{Key: prefix + "t:" + id, List: prefix + "pending", Member: id,
+		Fields: []string{"msg", createMessageFor(jobID, trace, id), "state", "pending", "pending_since", sinceNS}}
+}
+
+// createMessageFor is createMessage of the create task of a new job, its
+// payload written without json.Marshal (a job id is plain ASCII that JSON
+// needs no escape for: ValidateJobID, newJobID).
+func createMessageFor(jobID, trace, taskID string) string {
+	if !plainJobID(jobID) || trace != "" { // never for a validated untraced id: json.Marshal's way
+		t, _ := newCreateTask(jobID, trace, asynq.TaskID(taskID))
+		return createMessage(&Next{Task: t, Type: TypeCreate, Queue: QueueCreate, ID: taskID})
+	}
+	payload := make([]byte, 0, 24+len(jobID))
+	payload = append(payload, `{"v":`...)
+	payload = strconv.AppendInt(payload, PayloadVersion, 10)
+	payload = append(payload, `,"job_id":"`...)
+	payload = append(payload, jobID...)
+	payload = append(payload, `"}`...)
+	b := make([]byte, 0, 32+len(payload)+len(taskID))
+	b = appendBytes(b, 1, []byte(TypeCreate))
+	b = appendBytes(b, 2, payload)
+	b = appendBytes(b, 3, []byte(taskID))
+	b = appendBytes(b, 4, []byte(QueueCreate))
+	b = appendVarint(b, 5, createMaxRetry)
+	b = appendVarint(b, 8, uint64(createTimeout/time.Second))
+	return string(b)
 }
 
 // createMessage encodes n's create task as asynq v0.26 does (its

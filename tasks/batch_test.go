@@ -202,3 +202,60 @@ func TestSubmitManyKeepsWhatSubmitKeeps(t *testing.T) {
 			rec.RetentionMS, rec.Deadline.Sub(rec.SubmittedAt), rec.Labels)
 	}
 }
+
+// A create task left without its record (the record was forgotten, the
+// task not) is kept as it is: the batch creates the record and reports
+// the job new, and the queue holds one task for it, not two.
+func TestSubmitManyTaskWithoutRecord(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	task, err := tasks.NewCreateTask("orphan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.aq.EnqueueContext(b.ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	reqs := batchOf(3, "orph")
+	reqs[1].JobID = "orphan"
+	res, err := b.client.SubmitMany(b.ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if !r.New || r.Err != nil {
+			t.Errorf("job %d: %+v, want new", i, r)
+		}
+	}
+	if n := b.queueSize(t, tasks.QueueCreate); n != 3 {
+		t.Errorf("%d create tasks, want 3", n)
+	}
+	if rec, err := b.client.Status(b.ctx, "orphan"); err != nil || rec.State != jobs.StateQueued {
+		t.Errorf("orphan: %+v, %v", rec, err)
+	}
+}
+
+// The create tasks of a batch are served in the batch's order (asynq
+// takes a queue's oldest pending task first), though the batch pushes
+// each chunk's tasks with one command.
+func TestSubmitManyKeepsOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	reqs := batchOf(120, "ord")
+	if _, err := b.client.SubmitMany(b.ctx, reqs); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := b.rdb.LRange(b.ctx, "asynq:{"+tasks.QueueCreate+"}:pending", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != len(reqs) {
+		t.Fatalf("%d pending tasks, want %d", len(pending), len(reqs))
+	}
+	// asynq pushes on the left and serves from the right.
+	for i, req := range reqs {
+		if got, want := pending[len(pending)-1-i], tasks.CreateTaskID(string(req.JobID)); got != want {
+			t.Fatalf("task %d served is %s, want %s", i, got, want)
+		}
+	}
+}

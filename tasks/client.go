@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -78,11 +77,25 @@ var ErrJobIDConflict = errors.New("job id already used for a different request")
 // ErrInvalidRequest wraps every validation error of Submit.
 var ErrInvalidRequest = errors.New("invalid request")
 
-var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+// plainJobID reports whether id is 1-128 characters of [A-Za-z0-9._:-]
+// (a loop rather than a regular expression: a batch checks thousands).
+func plainJobID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ValidateJobID reports whether id is a usable job id.
 func ValidateJobID(id string) error {
-	if !jobIDPattern.MatchString(id) {
+	if !plainJobID(id) {
 		return fmt.Errorf("job id %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", truncate(id, 40))
 	}
 	return nil

@@ -3,6 +3,8 @@ package wake
 import (
 	"context"
 	"fmt"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // AnnouncePending publishes one wake-up saying that tasks became pending
@@ -16,4 +18,14 @@ func (p *Publisher) AnnouncePending(ctx context.Context, queue string) error {
 		return fmt.Errorf("wake: publish: %w", err)
 	}
 	return nil
+}
+
+// AnnouncePendingIn adds AnnouncePending's PUBLISH to pipe, for a caller
+// that sends other commands in the same round trip (nothing when p is
+// nil).
+func (p *Publisher) AnnouncePendingIn(ctx context.Context, pipe redis.Pipeliner, queue string) {
+	if p == nil {
+		return
+	}
+	pipe.Publish(ctx, Channel, pendingMessage(queue))
 }

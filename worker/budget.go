@@ -30,7 +30,7 @@ func (w *Worker) reserveBudget(ctx context.Context, rec *jobs.Record) error {
 	}
 	est, ok := b.Price(rec.Request)
 	if !ok {
-		err := fmt.Errorf("model %s has no price (MODEL_PRICES) and budgets are on: not submitted", rec.Request.Model)
+		err := fmt.Errorf("model %s has no price (not in MODEL_PRICES, and no recognised pricing from the API's model list) and budgets are on: not submitted", rec.Request.Model)
 		w.failJob(ctx, rec, jobs.StateFailed, "unpriced_model", err)
 		return permanent(err)
 	}

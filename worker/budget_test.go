@@ -4,7 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/standin"
 	"github.com/videoworker/videoworker/tasks"
 	"github.com/videoworker/videoworker/worker"
 )
@@ -59,11 +61,14 @@ func TestBudgetStopsCreates(t *testing.T) {
 	}
 }
 
-// TestBudgetUnpricedModel: with budgets on, a model without a price is
-// refused at its create step, with no API call.
+// TestBudgetUnpricedModel: with budgets on, a model without a price (not
+// in MODEL_PRICES, and a pricing in the API's model list in a currency
+// other than USD) is refused at its create step, with no API call.
 func TestBudgetUnpricedModel(t *testing.T) {
 	t.Parallel()
-	e := setup(t, fastStandin())
+	scfg := fastStandin()
+	scfg.ModelPricing = map[string]string{"openai/sora-2": `{"per_second_usd": 0.10, "currency": "eur"}`}
+	e := setup(t, scfg)
 	cfg := fastConfig()
 	cfg.Budgets = e.budgetsFor(t)
 	e.startWorker(cfg, nil)
@@ -95,4 +100,87 @@ func TestBudgetWaitResumes(t *testing.T) {
 	if r.CreateAttempts != 1 || r.SettledCost.Micros != 400_000 {
 		t.Fatalf("create attempts %d, settled %v; want 1, 0.40", r.CreateAttempts, r.SettledCost)
 	}
+}
+
+// TestBudgetPricesFromModelList: with budgets on, a model that MODEL_PRICES
+// does not name is priced from the API's model list (read over HTTP from
+// the stand-in once at start, not per job); MODEL_PRICES comes first; a
+// pricing of a shape the worker does not recognise prices nothing.
+func TestBudgetPricesFromModelList(t *testing.T) {
+	t.Parallel()
+	scfg := fastStandin()
+	scfg.PricePerSecond = map[string]float64{"openai/sora-2": 0.10, "google/veo-3.1-lite": 1.00}
+	scfg.ModelPricing = map[string]string{"google/veo-3.1": `{"per_second_usd": {"720p": 0.1, "1080p": 0.2}}`}
+	e := setup(t, scfg)
+	cfg := fastConfig()
+	budgets, _ := jobs.ParseBudgets("day=20")
+	prices, _ := jobs.ParsePrices("google/veo-3.1-lite=0.05/s")
+	bud := jobs.NewBudgeter(e.rdb, "", jobs.BudgetConfig{Budgets: budgets, Prices: prices})
+	cfg.Budgets = bud
+	e.startWorker(cfg, nil)
+	ids := []tasks.JobID{e.submitOne(t, "sora", "openai/sora-2"), e.submitOne(t, "lite", "google/veo-3.1-lite")}
+	e.checkStored(e.waitTerminal(ids, 30*time.Second))
+	for _, c := range []struct {
+		req  apiclient.CreateRequest
+		want int64
+		ok   bool
+	}{
+		{apiclient.CreateRequest{Model: "openai/sora-2", Duration: 4, SampleCount: 2}, 800_000, true}, // the API's $0.10/s
+		{apiclient.CreateRequest{Model: "google/veo-3.1-lite"}, 400_000, true},                        // MODEL_PRICES, not the API's $1/s
+		{apiclient.CreateRequest{Model: "google/veo-3.1"}, 0, false},                                  // prices by resolution: not read
+	} {
+		if got, ok := bud.Price(c.req); got != c.want || ok != c.ok {
+			t.Errorf("Price(%s, %d s, %d samples) = %d, %v; want %d, %v", c.req.Model, c.req.Duration, c.req.SampleCount, got, ok, c.want, c.ok)
+		}
+	}
+	r := e.waitTerminal([]tasks.JobID{e.submitOne(t, "veo", "google/veo-3.1")}, 10*time.Second)[0]
+	if r.ErrorCode != "unpriced_model" || r.CreateAttempts != 0 {
+		t.Errorf("veo-3.1: code %q, %d create attempts; want unpriced_model, 0", r.ErrorCode, r.CreateAttempts)
+	}
+	if n := e.api.Stats().Calls[standin.EndpointModels]; n != 1 {
+		t.Errorf("%d model list calls for 3 jobs, want 1 (at start)", n)
+	}
+}
+
+// TestBudgetModelListDown: a model list that answers 500 does not stop the
+// worker: MODEL_PRICES still prices its models, the others are refused
+// unpriced.
+func TestBudgetModelListDown(t *testing.T) {
+	t.Parallel()
+	scfg := fastStandin()
+	scfg.Faults = standin.Faults{ServerErrorRate: 1, Endpoints: []string{standin.EndpointModels}}
+	e := setup(t, scfg)
+	cfg := fastConfig()
+	cfg.Budgets = e.budgetsFor(t)
+	e.startWorker(cfg, nil)
+	e.checkStored(e.waitTerminal([]tasks.JobID{e.submitOne(t, "lite", "google/veo-3.1-lite")}, 30*time.Second))
+	r := e.waitTerminal([]tasks.JobID{e.submitOne(t, "sora", "openai/sora-2")}, 10*time.Second)[0]
+	if r.ErrorCode != "unpriced_model" || r.CreateAttempts != 0 {
+		t.Errorf("sora-2: code %q, %d create attempts; want unpriced_model, 0", r.ErrorCode, r.CreateAttempts)
+	}
+	if n := e.api.Stats().Calls[standin.EndpointModels]; n == 0 {
+		t.Error("the worker never asked for the model list")
+	}
+}
+
+// TestNoModelListWithoutBudgets: with budgets off the worker never reads
+// the model list.
+func TestNoModelListWithoutBudgets(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	e.startWorker(fastConfig(), nil)
+	e.checkStored(e.waitTerminal(e.submit(2, "openai/sora-2"), 30*time.Second))
+	if n := e.api.Stats().Calls[standin.EndpointModels]; n != 0 {
+		t.Errorf("%d model list calls with budgets off, want 0", n)
+	}
+}
+
+// submitOne submits one job with id for model.
+func (e *env) submitOne(t *testing.T, id, model string) tasks.JobID {
+	t.Helper()
+	got, err := e.producer.Submit(t.Context(), tasks.Request{JobID: tasks.JobID(id), Video: apiclient.CreateRequest{Model: model, Prompt: "prompt " + id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }

@@ -170,6 +170,11 @@ type Config struct {
 	// then admitted, and its stranded-job check repairs and sweeps it.
 	// Nil: off, no Redis command added.
 	Tenancy *jobs.Tenancy
+	// ModelPricesRefresh is how often the worker reads the API's model
+	// catalogue (GET /videos/models) for the prices of models that
+	// MODEL_PRICES does not name, with budgets on only; read once at
+	// start too. Default 10 min; negative: only at start.
+	ModelPricesRefresh time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -209,6 +214,9 @@ func (c *Config) setDefaults() {
 		c.RetentionSweepInterval = time.Minute
 	}
 	def(&c.BudgetRetryInterval, 30*time.Second)
+	if c.ModelPricesRefresh == 0 {
+		c.ModelPricesRefresh = 10 * time.Minute
+	}
 	if c.KeyTemplate == "" {
 		c.KeyTemplate = storage.DefaultKeyTemplate
 	}
@@ -360,6 +368,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	} else {
 		close(gateDone)
 	}
+	if w.cfg.Budgets != nil {
+		// Before the first job: a model priced only by the API would
+		// otherwise be refused as unpriced. A failure is logged, not
+		// fatal: MODEL_PRICES still apply.
+		_ = w.refreshPrices(ctx)
+	}
 	var servers []*asynq.Server
 	for _, cfg := range w.serverConfigs() {
 		rdb := w.rdb
@@ -378,7 +392,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		servers = append(servers, srv)
 		w.log.InfoContext(ctx, "worker started", "concurrency", cfg.Concurrency, "queues", cfg.Queues)
 	}
-	checks, sweeps := make(chan struct{}), make(chan struct{})
+	checks, sweeps, prices := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(prices)
+		if w.cfg.Budgets != nil && w.cfg.ModelPricesRefresh > 0 {
+			w.runPriceRefresh(ctx, w.cfg.ModelPricesRefresh)
+		}
+	}()
 	go func() {
 		defer close(checks)
 		if w.cfg.StrandedCheckInterval > 0 {
@@ -394,6 +414,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	<-checks
 	<-sweeps
+	<-prices
 	<-gateDone // the gate lets every call through from now on
 	if gate != nil {
 		st := gate.Stats()

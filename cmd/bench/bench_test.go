@@ -103,18 +103,34 @@ func TestRecorderAndTable(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
-	o, err := parseFlags([]string{"-quick", "-only", "latency,producer"}, io.Discard)
+	o, err := parseFlags([]string{"-quick", "-only", "latency,producer"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.runs != 1 || len(o.only) != 2 || !strings.HasSuffix(o.out, ".json") || !strings.HasSuffix(o.plot, ".svg") {
 		t.Errorf("options %+v", o)
 	}
-	if o, err := parseFlags(nil, io.Discard); err != nil || o.runs != 3 {
+	if o, err := parseFlags(nil, io.Discard, io.Discard); err != nil || o.runs != 3 {
 		t.Errorf("default runs = %d, %v", o.runs, err)
 	}
-	if _, err := parseFlags([]string{"-only", "nonsense"}, io.Discard); err == nil {
+	if _, err := parseFlags([]string{"-only", "nonsense"}, io.Discard, io.Discard); err == nil {
 		t.Error("an unknown section was accepted")
+	}
+}
+
+// TestHelp: -h prints the flags on stdout and succeeds (as videoworker's
+// commands do), rather than failing with "flag: help requested".
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr strings.Builder
+	if err := run(t.Context(), []string{"-h"}, &stdout, &stderr); err != nil {
+		t.Fatalf("-h: %v (stderr %q)", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "-quick") || stderr.Len() != 0 {
+		t.Errorf("-h: stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	if err := run(t.Context(), []string{"-nonsense"}, &stdout, &stderr); err == nil || !strings.Contains(stderr.String(), "-quick") {
+		t.Errorf("a bad flag: %v, stderr %q", err, stderr.String())
 	}
 }
 

@@ -133,10 +133,12 @@ func sectionNames() []string {
 	return out
 }
 
-// parseFlags reads the command line.
-func parseFlags(args []string, stderr io.Writer) (options, error) {
+// parseFlags reads the command line. -h prints the flags on stdout and
+// returns flag.ErrHelp (run then ends with success); a mistake prints
+// them on stderr.
+func parseFlags(args []string, stdout, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	var o options
 	var only string
 	fs.BoolVar(&o.quick, "quick", false, "small workloads, one run: every figure in about 2.5 minutes")
@@ -155,6 +157,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.trace, "trace", false, "trace the pipeline section's jobs (producer and worker) over OTLP/HTTP: to OTEL_EXPORTER_OTLP_ENDPOINT when set, else to an in-process receiver that decodes what it gets, as a collector does")
 	fs.StringVar(&o.plot, "plot", "", "SVG plot of the latency distributions (default: next to the JSON, .svg)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+		} else {
+			fs.SetOutput(stderr) // main prints err itself
+		}
+		fs.Usage()
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -255,7 +263,10 @@ func (b *bench) cleanup() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o, err := parseFlags(args, stderr)
+	o, err := parseFlags(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

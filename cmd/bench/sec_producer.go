@@ -35,6 +35,9 @@ func defineProducer(r *recorder) {
 	r.define(figureDef{Key: "producer.batch", Section: s, Label: fmt.Sprintf("SubmitMany, batches of %d, %d goroutines", producerBatch, producerBatchers), Unit: "jobs/s",
 		Target: "≥ 50,000/s", Pass: atLeast(50000)})
 	r.define(figureDef{Key: "producer.batch_p99", Section: s, Label: fmt.Sprintf("SubmitMany latency p99, batches of %d", producerBatch), Unit: "ms", Digits: 2})
+	r.define(figureDef{Key: "producer.batch_cmds", Section: s, Label: "SubmitMany: Redis commands per job (scripts' own included)", Unit: "cmds", Digits: 2})
+	r.define(figureDef{Key: "producer.batch_redis_cpu", Section: s, Label: "SubmitMany: redis-server CPU per job", Unit: "µs", Digits: 1})
+	r.define(figureDef{Key: "producer.batch_client_cpu", Section: s, Label: "SubmitMany: producer CPU per job (this process)", Unit: "µs", Digits: 1})
 }
 
 func runProducer(ctx context.Context, b *bench) error {
@@ -68,13 +71,40 @@ func runProducer(ctx context.Context, b *bench) error {
 	b.rec.add("producer.rate_p50", p50)
 	b.rec.add("producer.rate_p99", p99)
 	b.logf("producer at %d/s: p50 %.2f ms, p99 %.2f ms", producerRate, p50, p99)
+	cs0, err := re.commandStats(ctx)
+	if err != nil {
+		return err
+	}
+	st0, err := re.stats(ctx)
+	if err != nil {
+		return err
+	}
+	cpu0 := selfCPU()
 	rate, lat, err := submitBatchesFor(ctx, p, "batch", producerBatchers, b.sz.producerFor)
 	if err != nil {
 		return err
 	}
+	cpu1 := selfCPU()
+	st1, err := re.stats(ctx)
+	if err != nil {
+		return err
+	}
+	cs1, err := re.commandStats(ctx)
+	if err != nil {
+		return err
+	}
+	n := len(lat) * producerBatch
+	// Less the INFO calls of the readings themselves.
+	cmds := float64(sumCalls(cs1)-sumCalls(cs0)-2) / float64(n)
 	b.rec.add("producer.batch", rate)
 	b.rec.add("producer.batch_p99", 1000*percentile(lat, 0.99))
-	b.logf("producer, SubmitMany of %d from %d goroutines: %.0f jobs/s, p99 %.2f ms a batch", producerBatch, producerBatchers, rate, 1000*percentile(lat, 0.99))
+	b.rec.add("producer.batch_cmds", cmds)
+	b.rec.note("producer.batch_cmds", "per job: "+topCommands(cs0, cs1, n, 8))
+	b.rec.add("producer.batch_redis_cpu", 1e6*(st1.CPU-st0.CPU)/float64(n))
+	b.rec.add("producer.batch_client_cpu", float64((cpu1-cpu0).Microseconds())/float64(n))
+	b.logf("producer, SubmitMany of %d from %d goroutines: %.0f jobs/s, p99 %.2f ms a batch, %.2f Redis commands (%s), redis-server %.1f µs, producer %.1f µs CPU per job",
+		producerBatch, producerBatchers, rate, 1000*percentile(lat, 0.99), cmds, topCommands(cs0, cs1, n, 8),
+		1e6*(st1.CPU-st0.CPU)/float64(n), float64((cpu1-cpu0).Microseconds())/float64(n))
 	return nil
 }
 

@@ -55,7 +55,10 @@ type Config struct {
 	// Either way the sweep runs every retentionSweep: ended jobs are
 	// archived and compacted during the run, and with a short retention
 	// forgotten too; the verifier reads them from their archives.
-	Retention              time.Duration
+	Retention time.Duration
+	// Budgets: a day budget on the first model that about half of its
+	// jobs fit, BUDGET_POLICY=reject (see budgetEnv).
+	Budgets                bool
 	WebhookDropRate        float64 // lost deliveries
 	WebhookDuplicateRate   float64
 	WebhookWrongSecretRate float64
@@ -131,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.Webhooks, "webhooks", c.Webhooks, "deliver webhooks to a separate `videoworker serve`")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "JOB_RETENTION of the workers (e.g. 20s; 0: their default, 7d): ended jobs are forgotten during the run and checked against their archive documents")
 	fs.BoolVar(&c.Callbacks, "callbacks", c.Callbacks, "give every job a callback URL (a receiver in this process) and check each terminal state arrives, signed")
+	fs.BoolVar(&c.Budgets, "budgets", c.Budgets, "set BUDGETS (a day budget on the first model that about half its jobs fit), BUDGET_POLICY=reject and MODEL_PRICES for the workers; jobs refused budget_exceeded are expected, and that model's settled spend must stay within the budget plus one job's estimate")
 	fs.Float64Var(&c.WebhookDropRate, "webhook-drop-rate", c.WebhookDropRate, "fraction of webhook deliveries lost")
 	fs.Float64Var(&c.WebhookDuplicateRate, "webhook-dup-rate", c.WebhookDuplicateRate, "fraction of webhook deliveries sent twice")
 	fs.StringVar(&c.Out, "out", "", "JSON report path (default bench/results/soak-<UTC time>.json)")

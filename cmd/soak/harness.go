@@ -200,6 +200,12 @@ func (h *harness) setup(ctx context.Context) error {
 	if h.cfg.Callbacks {
 		env = append(env, "CALLBACK_SECRETS="+callbackSecret, "CALLBACK_ALLOW_LOOPBACK=true")
 	}
+	if h.cfg.Budgets {
+		b := h.budget()
+		env = append(env, "BUDGETS=model:"+b.Model+"/day="+apiclient.FormatMicros(b.Limit), "BUDGET_POLICY=reject",
+			"MODEL_PRICES="+b.Model+"="+apiclient.FormatMicros(budgetPricePerSecond)+"/s")
+		h.logf("budgets: %s may spend %s a day (%s a job), policy reject", b.Model, apiclient.FormatMicros(b.Limit), apiclient.FormatMicros(b.JobEstimate))
+	}
 	h.fleet = newFleet(h.bin, env, h.logDir, h.t0)
 	if err := h.fleet.start(h.cfg.Workers); err != nil {
 		return err
@@ -245,8 +251,14 @@ func (h *harness) build(ctx context.Context) error {
 // injector, on a loopback port.
 func (h *harness) startAPI() error {
 	c := h.cfg
+	var prices map[string]float64
+	if c.Budgets {
+		// The price the workers' MODEL_PRICES names is the one billed.
+		prices = map[string]float64{h.budget().Model: float64(budgetPricePerSecond) / 1e6}
+	}
 	h.api = standin.New(standin.Config{
-		APIKey: apiKey, QueuedFor: queuedFor, ProcessingFor: processingFor, PollAfterSeconds: pollAfterSeconds,
+		PricePerSecond: prices,
+		APIKey:         apiKey, QueuedFor: queuedFor, ProcessingFor: processingFor, PollAfterSeconds: pollAfterSeconds,
 		ContentSize: c.ContentSize, FailRate: c.FailRate, ExpireRate: c.ExpireRate, Seed: c.Seed,
 		Faults: standin.Faults{ServerErrorRate: c.ServerErrorRate, RateLimitRate: c.RateLimitRate, RetryAfter: time.Second,
 			Latency: c.Latency, DropRate: c.DropRate, TruncateRate: c.TruncateRate},
@@ -705,4 +717,28 @@ func (t *tracker) summary() string {
 		line += fmt.Sprintf(", %d without a record", len(t.missing))
 	}
 	return line
+}
+
+// budgetPricePerSecond is the price (micro-dollars per second of video)
+// of the budgeted model with -budgets, billed by the stand-in and named
+// in MODEL_PRICES; a job (8 s, one sample) costs 8 times it.
+const budgetPricePerSecond = 50_000
+
+// soakBudget is the budget of -budgets: on Model, at most Limit
+// micro-dollars a day, about half of that model's jobs.
+type soakBudget struct {
+	Model              string
+	Limit, JobEstimate int64
+}
+
+func (h *harness) budget() soakBudget {
+	m := h.cfg.Models[0]
+	n := 0
+	for i := range h.cfg.Jobs {
+		if h.model(i) == m {
+			n++
+		}
+	}
+	est := budgetPricePerSecond * int64(jobs.DefaultDurationSeconds)
+	return soakBudget{Model: m, Limit: est * int64(max((n+1)/2, 1)), JobEstimate: est}
 }

@@ -37,11 +37,29 @@ type Report struct {
 	Webhooks Webhooks       `json:"webhooks"`
 	// Callbacks are the completion callbacks received (-callbacks).
 	Callbacks Callbacks `json:"callbacks,omitzero"`
+	// Budget is the budget's outcome (-budgets).
+	Budget BudgetReport `json:"budget,omitzero"`
 	// Problems lists jobs that were lost, created twice, stored wrong or
 	// failed unexpectedly, each with its history (as videoworker status
 	// prints it); at most maxProblems.
 	Problems      []Problem `json:"problems,omitempty"`
 	ProblemsTotal int       `json:"problems_total"`
+}
+
+// BudgetReport is what -budgets checks: the budgeted model's settled
+// spend against its day budget.
+type BudgetReport struct {
+	On             bool   `json:"on"`
+	Model          string `json:"model"`
+	LimitUSD       string `json:"limit_usd"`
+	JobEstimateUSD string `json:"job_estimate_usd"`
+	SettledUSD     string `json:"settled_usd"`
+	// Paid counts the model's jobs with a settled cost above zero;
+	// Exceeded those refused budget_exceeded.
+	Paid     int `json:"paid"`
+	Exceeded int `json:"exceeded"`
+	// Overspent: settled above the limit plus one job's estimate.
+	Overspent bool `json:"overspent"`
 }
 
 // ReportConfig is Config as reported.
@@ -360,6 +378,10 @@ func (r *Report) writeText(w io.Writer) {
 		row("webhooks duplicated", r.Faults.WebhookDup, "")
 		row("webhooks wrongly signed", r.Faults.WebhookBadSig, "")
 		row("webhook events", r.Webhooks.Events, fmt.Sprintf("(%d attempts, %d delivered, %d failed, %d given up)", r.Webhooks.Attempts, r.Webhooks.Delivered, r.Webhooks.Failed, r.Webhooks.FailedPermanently))
+	}
+	if r.Budget.On {
+		row("budget "+r.Budget.Model, r.Budget.Paid, fmt.Sprintf("jobs paid, %d refused budget_exceeded; settled %s of a %s day budget (a job: %s)",
+			r.Budget.Exceeded, r.Budget.SettledUSD, r.Budget.LimitUSD, r.Budget.JobEstimateUSD))
 	}
 	if r.Callbacks.On {
 		row("callback events", r.Callbacks.Events, fmt.Sprintf("(%d requests, %d repeats of an event, %d badly signed, %d terminal jobs without theirs)", r.Callbacks.Requests, r.Callbacks.Duplicates, r.Callbacks.BadSignature, r.Callbacks.Missing))

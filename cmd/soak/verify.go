@@ -78,7 +78,7 @@ func (h *harness) verify(ctx context.Context) error {
 			switch {
 			case rec.State == jobs.StateFailed:
 				rep.Jobs.FailedByCode[rec.ErrorCode]++
-				if rec.ErrorCode != "generation_failed" {
+				if rec.ErrorCode != "generation_failed" && (rec.ErrorCode != "budget_exceeded" || !h.cfg.Budgets) {
 					rep.Jobs.UnexpectedFailures++
 					add(i, "unexpected failure", rec.ErrorCode+": "+rec.Error)
 				}
@@ -172,6 +172,22 @@ func (h *harness) verify(ctx context.Context) error {
 	}
 	if h.callbacks != nil {
 		rep.Callbacks = h.callbacks.report(recs, add)
+	}
+	if h.cfg.Budgets {
+		b := h.budget()
+		rep.Budget = BudgetReport{On: true, Model: b.Model, LimitUSD: apiclient.FormatMicros(b.Limit), JobEstimateUSD: apiclient.FormatMicros(b.JobEstimate),
+			Exceeded: rep.Jobs.FailedByCode["budget_exceeded"]}
+		var settled int64
+		for i, rec := range recs {
+			if rec != nil && isSub[i] && rec.Request.Model == b.Model && rec.SettledCost.Known {
+				settled += rec.SettledCost.Micros
+				if rec.SettledCost.Micros > 0 {
+					rep.Budget.Paid++
+				}
+			}
+		}
+		rep.Budget.SettledUSD = apiclient.FormatMicros(settled)
+		rep.Budget.Overspent = settled > b.Limit+b.JobEstimate
 	}
 	kills, exits, started := h.fleet.snapshot()
 	rep.Chaos.Kills, rep.Chaos.KillList, rep.Chaos.UnexpectedExits, rep.Chaos.WorkersStarted = len(kills), kills, exits, started
@@ -549,6 +565,12 @@ func (h *harness) verdict() {
 	}
 	if r.Callbacks.Missing > 0 || r.Callbacks.BadSignature > 0 {
 		fail("%d terminal jobs without their callback, %d callbacks with a bad signature", r.Callbacks.Missing, r.Callbacks.BadSignature)
+	}
+	if r.Budget.Overspent {
+		fail("budget overspent: %s settled on %s, over its %s budget plus one job's estimate (%s)", r.Budget.SettledUSD, r.Budget.Model, r.Budget.LimitUSD, r.Budget.JobEstimateUSD)
+	}
+	if r.Budget.On && r.Budget.Exceeded == 0 {
+		warn("no job was refused budget_exceeded: the budget was never reached")
 	}
 	if r.Objects.Duplicate > 0 || r.Objects.Extra > 0 {
 		fail("%d duplicate objects, %d extra objects", r.Objects.Duplicate, r.Objects.Extra)

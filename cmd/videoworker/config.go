@@ -87,7 +87,8 @@ type Config struct {
 
 	// Spend control (package jobs, budget.go): off while BUDGETS is empty.
 	Budgets              string        `envconfig:"BUDGETS" desc:"fleet-wide spend limits in USD, e.g. day=200,month=4000,model:openai/sora-2/day=50 (empty: off)"`
-	ModelPrices          string        `envconfig:"MODEL_PRICES" desc:"prices that budgets reserve before a create, e.g. google/veo-3.1-lite=0.05/s,openai/sora-2=0.80 (per second, or per video), times samples"`
+	ModelPrices          string        `envconfig:"MODEL_PRICES" desc:"prices that budgets reserve before a create, e.g. google/veo-3.1-lite=0.05/s,openai/sora-2=0.80 (per second, or per video), times samples; before the API's own (GET /videos/models)"`
+	ModelPricesRefresh   time.Duration `envconfig:"MODEL_PRICES_REFRESH" default:"10m" desc:"worker, budgets on: how often the API's model catalogue is read for the prices of models MODEL_PRICES does not name (also at start)"`
 	BudgetPolicy         string        `envconfig:"BUDGET_POLICY" default:"wait" desc:"a job over a budget: wait (state budget_wait, retried) or reject (failed, budget_exceeded)"`
 	BudgetReservationTTL time.Duration `envconfig:"BUDGET_RESERVATION_TTL" default:"24h" desc:"how long a job's reservation holds budget if it is never settled (its worker died)"`
 
@@ -346,16 +347,19 @@ func (c Config) Validate() error {
 
 // validateBudgets checks BUDGETS, MODEL_PRICES and BUDGET_POLICY.
 func (c Config) validateBudgets(add func(format string, a ...any)) {
-	budgets, errs := jobs.ParseBudgets(c.Budgets)
+	// An empty MODEL_PRICES with BUDGETS set is fine: the API's model
+	// catalogue may price every model (a model priced by neither is
+	// refused at its create, unpriced_model).
+	_, errs := jobs.ParseBudgets(c.Budgets)
 	for _, err := range errs {
 		add("BUDGETS: %v", err)
 	}
-	prices, errs := jobs.ParsePrices(c.ModelPrices)
+	_, errs = jobs.ParsePrices(c.ModelPrices)
 	for _, err := range errs {
 		add("MODEL_PRICES: %v", err)
 	}
-	if len(budgets) > 0 && len(prices) == 0 && len(errs) == 0 {
-		add("MODEL_PRICES: empty while BUDGETS is set: every job would be refused as unpriced")
+	if c.ModelPricesRefresh < time.Minute {
+		add("MODEL_PRICES_REFRESH: want at least 1m")
 	}
 	switch c.BudgetPolicy {
 	case worker.BudgetWait, worker.BudgetReject:

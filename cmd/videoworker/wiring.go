@@ -93,8 +93,9 @@ func newWorker(cfg Config, rdb redis.UniversalClient, api worker.VideoAPI, store
 		Callback: worker.CallbackConfig{Secrets: cfg.CallbackSecrets, Policy: cfg.callbackPolicy(),
 			Timeout: cfg.CallbackTimeout, MaxAge: cfg.CallbackMaxAge},
 
-		Budgets:      cfg.budgeter(rdb),
-		BudgetPolicy: cfg.BudgetPolicy,
+		Budgets:            cfg.budgeter(rdb),
+		BudgetPolicy:       cfg.BudgetPolicy,
+		ModelPricesRefresh: cfg.ModelPricesRefresh,
 	}
 	js := cfg.jobStore(rdb)
 	wc.Tenancy = cfg.tenancy(js)
