@@ -376,7 +376,7 @@ if KEYS[9] and KEYS[9] ~= KEYS[1] then
   if redis.call('HINCRBY', KEYS[9], ARGV[spendAt], ARGV[spendAt+1]) == tonumber(ARGV[spendAt+1]) then
     redis.call('EXPIRE', KEYS[9], ARGV[spendAt+2])
   end
-  if (ARGV[spendAt+3] or '') ~= '' then redis.call('HINCRBY', KEYS[8], 't:' .. ARGV[spendAt+3], ARGV[spendAt+1]) end
+  if (ARGV[spendAt+3] or '') ~= '' then redis.call('HINCRBY', KEYS[9], 't:' .. ARGV[spendAt+3], ARGV[spendAt+1]) end
 end
 return reply(1)
 `)
