@@ -58,7 +58,12 @@ type Config struct {
 	Retention time.Duration
 	// Budgets: a day budget on the first model that about half of its
 	// jobs fit, BUDGET_POLICY=reject (see budgetEnv).
-	Budgets                bool
+	Budgets bool
+	// Tenants: two tenants (every fourth job soakTenantSmall's, the rest
+	// soakTenantBulk's), tenancy on in the producer and the workers with
+	// TENANT_LIMITS soakTenantLimits; the verifier checks each job kept
+	// its tenant.
+	Tenants                bool
 	WebhookDropRate        float64 // lost deliveries
 	WebhookDuplicateRate   float64
 	WebhookWrongSecretRate float64
@@ -135,6 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "JOB_RETENTION of the workers (e.g. 20s; 0: their default, 7d): ended jobs are forgotten during the run and checked against their archive documents")
 	fs.BoolVar(&c.Callbacks, "callbacks", c.Callbacks, "give every job a callback URL (a receiver in this process) and check each terminal state arrives, signed")
 	fs.BoolVar(&c.Budgets, "budgets", c.Budgets, "set BUDGETS (a day budget on the first model that about half its jobs fit), BUDGET_POLICY=reject and MODEL_PRICES for the workers; jobs refused budget_exceeded are expected, and that model's settled spend must stay within the budget plus one job's estimate")
+	fs.BoolVar(&c.Tenants, "tenants", c.Tenants, "two tenants (every fourth job acme's, limited to 8 generating at once; the rest bulk's, unlimited), tenancy on in the producer and the workers; each job must keep its tenant")
 	fs.Float64Var(&c.WebhookDropRate, "webhook-drop-rate", c.WebhookDropRate, "fraction of webhook deliveries lost")
 	fs.Float64Var(&c.WebhookDuplicateRate, "webhook-dup-rate", c.WebhookDuplicateRate, "fraction of webhook deliveries sent twice")
 	fs.StringVar(&c.Out, "out", "", "JSON report path (default bench/results/soak-<UTC time>.json)")

@@ -177,6 +177,13 @@ func (h *harness) setup(ctx context.Context) error {
 		h.callbacks = newCallbackReceiver()
 		popts.DefaultCallbackURL, popts.CallbackPolicy = h.callbacks.srv.URL+"/video-done", callback.Policy{AllowLoopback: true}
 	}
+	if h.cfg.Tenants {
+		limits, errs := jobs.ParseTenantLimits(soakTenantLimits)
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		popts.Tenancy = jobs.NewTenancy(jobs.NewStore(h.rdb, ""), jobs.TenancyConfig{Limits: limits})
+	}
 	h.producer = tasks.NewClient(h.rdb, popts)
 	if info, err := h.rdb.Info(ctx, "server").Result(); err == nil {
 		for _, line := range strings.Split(info, "\n") {
@@ -205,6 +212,10 @@ func (h *harness) setup(ctx context.Context) error {
 		env = append(env, "BUDGETS=model:"+b.Model+"/day="+apiclient.FormatMicros(b.Limit), "BUDGET_POLICY=reject",
 			"MODEL_PRICES="+b.Model+"="+apiclient.FormatMicros(budgetPricePerSecond)+"/s")
 		h.logf("budgets: %s may spend %s a day (%s a job), policy reject", b.Model, apiclient.FormatMicros(b.Limit), apiclient.FormatMicros(b.JobEstimate))
+	}
+	if h.cfg.Tenants {
+		env = append(env, "TENANT_LIMITS="+soakTenantLimits)
+		h.logf("tenants: every fourth job %s's, the rest %s's; TENANT_LIMITS=%s", soakTenantSmall, soakTenantBulk, soakTenantLimits)
 	}
 	h.fleet = newFleet(h.bin, env, h.logDir, h.t0)
 	if err := h.fleet.start(h.cfg.Workers); err != nil {
@@ -401,6 +412,25 @@ func (h *harness) prompt(i int) string {
 
 func (h *harness) model(i int) string { return h.cfg.Models[i%len(h.cfg.Models)] }
 
+// The tenants of -tenants: a small one with a limit and a bulk one.
+const (
+	soakTenantSmall  = "acme"
+	soakTenantBulk   = "bulk"
+	soakTenantLimits = soakTenantSmall + "=8"
+)
+
+// tenant is job i's tenant: "" (the default) without -tenants.
+func (h *harness) tenant(i int) string {
+	switch {
+	case !h.cfg.Tenants:
+		return ""
+	case i%4 == 0:
+		return soakTenantSmall
+	default:
+		return soakTenantBulk
+	}
+}
+
 // runLoad submits the jobs and drains them while the chaos goroutine kills
 // workers and restarts Redis.
 func (h *harness) runLoad(ctx context.Context) {
@@ -489,7 +519,7 @@ func (h *harness) submitAll(ctx context.Context, start time.Time) {
 						return
 					}
 				}
-				req := tasks.Request{JobID: h.jobID(i), Video: apiclient.CreateRequest{Model: h.model(i), Prompt: h.prompt(i)}}
+				req := tasks.Request{JobID: h.jobID(i), Tenant: h.tenant(i), Video: apiclient.CreateRequest{Model: h.model(i), Prompt: h.prompt(i)}}
 				backoff := 50 * time.Millisecond
 				for {
 					_, err := h.producer.Submit(ctx, req)
@@ -594,6 +624,10 @@ func reportConfig(c Config) ReportConfig {
 	r.Retention, r.RetentionSweep = "7d (the default)", retentionSweep.String()
 	if c.Retention > 0 {
 		r.Retention = c.Retention.String()
+	}
+	r.Callbacks, r.Budgets = c.Callbacks, c.Budgets
+	if c.Tenants {
+		r.TenantLimits = soakTenantLimits
 	}
 	return r
 }

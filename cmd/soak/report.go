@@ -83,8 +83,14 @@ type ReportConfig struct {
 	// JOB_RETENTION_SWEEP_INTERVAL.
 	Retention      string `json:"retention"`
 	RetentionSweep string `json:"retention_sweep"`
-	PollInterval   string `json:"poll_interval"`
-	API            struct {
+	// Callbacks, Budgets and TenantLimits say which of -callbacks,
+	// -budgets and -tenants were on (TenantLimits: the workers'
+	// TENANT_LIMITS, "" off).
+	Callbacks    bool   `json:"callbacks"`
+	Budgets      bool   `json:"budgets"`
+	TenantLimits string `json:"tenant_limits,omitempty"`
+	PollInterval string `json:"poll_interval"`
+	API          struct {
 		QueuedFor        string  `json:"queued_for"`
 		ProcessingFor    string  `json:"processing_for"`
 		PollAfterSeconds int     `json:"poll_after_seconds"`
@@ -158,6 +164,10 @@ type JobCounts struct {
 	Archived    int `json:"archived"`
 	Forgotten   int `json:"forgotten"`
 	BadArchives int `json:"bad_archives"`
+	// ByTenant counts the jobs by tenant (-tenants); WrongTenant ones
+	// ended with another tenant than the one submitted.
+	ByTenant    map[string]int `json:"by_tenant,omitempty"`
+	WrongTenant int            `json:"wrong_tenant,omitempty"`
 }
 
 // Latency is per job, in seconds, from the job records.
@@ -341,6 +351,12 @@ func (r *Report) writeText(w io.Writer) {
 	row("unexpected failures", r.Jobs.UnexpectedFailures, "(failed for another reason than the API's own)")
 	row("archived by retention", r.Jobs.Archived, fmt.Sprintf("(%d of them forgotten, read from their archives; retention %s, sweep every %s; %d bad archives) %s",
 		r.Jobs.Forgotten, r.Config.Retention, r.Config.RetentionSweep, r.Jobs.BadArchives, mark(r.Jobs.BadArchives == 0)))
+	for _, t := range slices.Sorted(maps.Keys(r.Jobs.ByTenant)) {
+		row("  tenant "+t, r.Jobs.ByTenant[t], "")
+	}
+	if r.Jobs.ByTenant != nil {
+		row("wrong tenant", r.Jobs.WrongTenant, mark(r.Jobs.WrongTenant == 0))
+	}
 	fmt.Fprintln(tw, "latency\t\t")
 	row("submit → created", r.Latency.ToCreated, "")
 	row("submit → terminal", r.Latency.ToDone, "")

@@ -71,6 +71,16 @@ func (h *harness) verify(ctx context.Context) error {
 			add(i, "lost", "no job record: Redis lost it")
 		} else {
 			rep.Jobs.ByState[string(rec.State)]++
+			if h.cfg.Tenants {
+				if rep.Jobs.ByTenant == nil {
+					rep.Jobs.ByTenant = map[string]int{}
+				}
+				rep.Jobs.ByTenant[rec.Tenant]++
+				if want := h.tenant(i); rec.Tenant != want {
+					rep.Jobs.WrongTenant++
+					add(i, "wrong tenant", fmt.Sprintf("tenant %q, submitted as %q", rec.Tenant, want))
+				}
+			}
 			if !rec.State.Terminal() {
 				rep.Jobs.Lost++
 				add(i, "lost", fmt.Sprintf("not terminal at the end: %s (updated %s before the drain ended)", rec.State, time.Since(rec.UpdatedAt).Round(time.Second)))
@@ -544,6 +554,9 @@ func (h *harness) verdict() {
 	}
 	if r.Jobs.Lost > 0 {
 		fail("%d lost jobs", r.Jobs.Lost)
+	}
+	if r.Jobs.WrongTenant > 0 {
+		fail("%d jobs with another tenant than submitted", r.Jobs.WrongTenant)
 	}
 	if r.Creates.Duplicate > 0 {
 		fail("%d duplicate creates (%d jobs)", r.Creates.Duplicate, len(r.Creates.DuplicateJobs))
