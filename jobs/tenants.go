@@ -351,9 +351,9 @@ func (t *Tenancy) Admit(ctx context.Context) ([]Admission, error) {
 	return t.run(ctx, "admit", "", "")
 }
 
-// Started says that the job's create started (it is submitting, or waits
-// for a budget): it no longer counts against AdmitAhead. It runs an
-// admission round.
+// Started says that the job's create started (it is submitting, waits
+// for a budget, or waits for its model's create lock): it no longer
+// counts against AdmitAhead. It runs an admission round.
 func (t *Tenancy) Started(ctx context.Context, id, tenant string) ([]Admission, error) {
 	return t.run(ctx, "start", id, tenant)
 }

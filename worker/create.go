@@ -47,6 +47,15 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	// job an unanswered call started.
 	held, err := w.lockCreate(ctx, rec)
 	if err != nil || !held {
+		var rl *retryLater
+		if w.cfg.Tenancy != nil && rec.State == jobs.StateQueued && errors.As(err, &rl) {
+			// Waiting for another job's create of this model (a lock
+			// that may be held until a dead worker's lease lapses): give
+			// the admission window's place back, so that jobs of other
+			// models are admitted meanwhile. It still counts against its
+			// tenant's limit.
+			w.tenantStarted(ctx, rec)
+		}
 		return err
 	}
 	lock, err := w.createLocked(ctx, rec)

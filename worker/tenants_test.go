@@ -220,3 +220,42 @@ func TestTenantWaitWithTenancyOff(t *testing.T) {
 	e.startWorker(cfg, nil)
 	e.checkStored(e.waitTerminal([]tasks.JobID{"left"}, 30*time.Second))
 }
+
+// TestTenantAdmissionNotBlockedByModelLock: admitted jobs that wait for
+// their model's create lock (held, say, by a worker killed mid-create
+// until its lease lapses) give their place in the admission window back,
+// so that jobs of other models are admitted and run meanwhile. Before,
+// the window stayed full of the blocked model's jobs and admission of
+// every tenant and model stalled until the lock's lease ran out.
+func TestTenantAdmissionNotBlockedByModelLock(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fastStandin())
+	ten := e.withTenancy("default=0", 2)
+	ctx := context.Background()
+	const blocked, free = "openai/sora-2", "google/veo-3.1-lite"
+	if ok, _, _, err := e.jobs.AcquireCreateLock(ctx, blocked, "a-dead-worker", time.Hour); err != nil || !ok {
+		t.Fatalf("take %s's create lock: %v, %v", blocked, ok, err)
+	}
+	var stuck, others []tasks.JobID
+	for i := range 6 {
+		model, list := free, &others
+		if i < 2 {
+			model, list = blocked, &stuck
+		}
+		id, err := e.producer.Submit(ctx, tasks.Request{JobID: tasks.JobID(fmt.Sprintf("lock-%02d", i)),
+			Video: apiclient.CreateRequest{Model: model, Prompt: fmt.Sprintf("lock prompt %02d", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*list = append(*list, id)
+	}
+	cfg := fastConfig()
+	cfg.Tenancy = ten
+	e.startWorker(cfg, nil)
+	e.checkStored(e.waitTerminal(others, 30*time.Second))
+	for _, id := range stuck {
+		if rec, _ := e.jobs.Get(ctx, string(id)); rec.State.Terminal() || rec.VideoID != "" {
+			t.Errorf("%s: %s with video %q while its model's lock is held; want it waiting", id, rec.State, rec.VideoID)
+		}
+	}
+}
