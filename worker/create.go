@@ -48,12 +48,14 @@ func (w *Worker) handleCreate(ctx context.Context, t *asynq.Task) (err error) {
 	held, err := w.lockCreate(ctx, rec)
 	if err != nil || !held {
 		var rl *retryLater
-		if w.cfg.Tenancy != nil && rec.State == jobs.StateQueued && errors.As(err, &rl) {
-			// Waiting for another job's create of this model (a lock
-			// that may be held until a dead worker's lease lapses): give
+		if w.cfg.Tenancy != nil && rec.State == jobs.StateQueued && errors.As(err, &rl) && w.now().Sub(rec.UpdatedAt) >= lockGiveBack {
+			// Waiting long for another job's create of this model (a
+			// lock may be held until a dead worker's lease lapses): give
 			// the admission window's place back, so that jobs of other
 			// models are admitted meanwhile. It still counts against its
-			// tenant's limit.
+			// tenant's limit. A short wait keeps the place: giving it
+			// back at every wait would let admission run ahead of the
+			// creates and undo its fairness.
 			w.tenantStarted(ctx, rec)
 		}
 		return err
@@ -129,6 +131,11 @@ func (w *Worker) createLocked(ctx context.Context, rec *jobs.Record) (lockAfter,
 // lockWait is how long a create waits in the handler for its model's
 // lock before it gives the slot back and retries later.
 const lockWait = 200 * time.Millisecond
+
+// lockGiveBack is how long an admitted job (tenancy on) waits for its
+// model's create lock, counted from its admission (the record's last
+// update), before it gives its place in the admission window back.
+const lockGiveBack = 5 * time.Second
 
 // lockCreate takes the model's create lock for rec, waiting briefly. When
 // another job holds it, it returns a retryLater error (no attempt used).
