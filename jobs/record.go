@@ -187,6 +187,11 @@ type Record struct {
 	// lacks are in the archive.
 	ArchivedAt time.Time `json:"archived_at,omitzero"`
 	Compact    bool      `json:"compact,omitempty"`
+	// RequestSum is, on a Compact record, the digest of the request,
+	// labels and callback URL the job was submitted with (RequestSum),
+	// which a resubmission of its id is checked against: the record no
+	// longer holds them.
+	RequestSum string `json:"-"`
 
 	// Trace is the W3C traceparent of the job's submit span when the
 	// producer traced it (package internal/tracing), "" otherwise: every
@@ -241,6 +246,7 @@ const (
 	FieldFinishedAt         = "finished_at"
 	FieldUpdatedAt          = "updated_at"
 	FieldDeadline           = "deadline"
+	FieldRequestSum         = "request_sum"
 	FieldCreateInDoubt      = "create_in_doubt"
 	FieldCreateAttempts     = "create_attempts"
 	FieldPolls              = "polls"
@@ -356,6 +362,7 @@ func decodeRecord(m map[string]string) (*Record, error) {
 		Trace:             m[FieldTrace],
 		CreateInDoubt:     m[FieldCreateInDoubt] == "1",
 		Compact:           m[FieldCompact] == "1",
+		RequestSum:        m[FieldRequestSum],
 
 		EarlyWebhookEvent: m[FieldEarlyWebhookEvent],
 		EarlyWebhookKey:   m[FieldEarlyWebhookKey],

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/videoworker/videoworker/apiclient"
 	"github.com/videoworker/videoworker/storage"
 )
 
@@ -230,9 +231,38 @@ func CompactFields(r *Record, at time.Time) []any {
 	add(FieldDeadTask, compactValue(r.DeadTask))
 	add(FieldCallbackStatus, r.CallbackStatus)
 	add(FieldRetention, r.RetentionMS)
+	// What a resubmission of the id is checked against (the request,
+	// labels and callback URL as a digest; the timeout as the deadline
+	// and the retry that restarted it): without them a resubmission of
+	// the same request would be refused as a conflict.
+	sum := r.RequestSum
+	if !r.Compact {
+		sum = RequestSum(r.Request, r.Labels, r.CallbackURL)
+	}
+	add(FieldRequestSum, sum)
+	add(FieldDeadline, r.Deadline)
+	add(FieldRetriedAt, r.RetriedAt)
 	add(FieldArchivedAt, at)
 	add(FieldCompact, true)
 	return out
+}
+
+// RequestSum is the digest of what a resubmission of a job must repeat
+// besides its tenant and timeout: the video request (as JSON), the
+// labels and the callback URL. A compact record keeps it instead of
+// them (FieldRequestSum).
+func RequestSum(req apiclient.CreateRequest, labels map[string]string, callbackURL string) string {
+	h := sha256.New()
+	b, _ := json.Marshal(req)
+	h.Write(b)
+	h.Write([]byte{0})
+	if len(labels) > 0 {
+		b, _ = json.Marshal(labels) // keys sorted
+		h.Write(b)
+	}
+	h.Write([]byte{0})
+	h.Write([]byte(callbackURL))
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // Compactable reports whether the sweep may archive and compact rec now:

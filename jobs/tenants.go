@@ -179,12 +179,15 @@ type Admission struct {
 	// Retries is the job's retry count (its create task's generation).
 	Retries int
 	Tenant  string
+	// Trace is the job's trace context (the record's; "" untraced),
+	// which its create task carries.
+	Trace string
 }
 
 // Record is the admitted job's record as far as its next task depends
 // on it.
 func (a Admission) Record() *Record {
-	return &Record{ID: a.ID, State: StateQueued, Retries: a.Retries, Tenant: a.Tenant}
+	return &Record{ID: a.ID, State: StateQueued, Retries: a.Retries, Tenant: a.Tenant, Trace: a.Trace}
 }
 
 // tenancyScript is every change of the tenancy structures, followed by
@@ -218,7 +221,7 @@ func (a Admission) Record() *Record {
 // (with its history line), into busy and adm, and the tenant's score
 // goes up by one (it leaves the ring when its list is empty). Ids whose
 // record is not in tenant_wait any more (cancelled) are dropped. It
-// returns the admitted ids with their retry counts and tenants.
+// returns the admitted ids with their retry counts, tenants and traces.
 var tenancyScript = redis.NewScript(`
 local op, id, tn = ARGV[1], ARGV[2], ARGV[3]
 local P, now, ahead, stale, jp = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
@@ -254,14 +257,14 @@ while room > 0 do
   if not t then break end
   local wk, busy = P .. 'wait:' .. t, P .. 'busy:' .. t
   local j = redis.call('LPOP', wk)
-  local ok, retries = j ~= false and j ~= nil, '0'
+  local ok, retries, trace = j ~= false and j ~= nil, '0', ''
   if ok and jp ~= '' then
     local jk = jp .. j .. '}'
-    local v = redis.call('HMGET', jk, 'state', 'retries')
+    local v = redis.call('HMGET', jk, 'state', 'retries', '` + FieldTrace + `')
     if v[1] ~= '` + string(StateTenantWait) + `' then
       ok = false
     else
-      retries = v[2] or '0'
+      retries, trace = v[2] or '0', v[3] or ''
       redis.call('HSET', jk, 'state', '` + string(StateQueued) + `', 'updated_at', now)
       if redis.call('RPUSH', jk .. ':events', '{"t":' .. now .. ',"s":"` + string(StateQueued) + `","e":"` + string(TAdmitted) + `","d":"tenant ' .. t .. '"}') > ` + strconv.Itoa(historyLen) + ` then
         redis.call('LTRIM', jk .. ':events', -` + strconv.Itoa(historyLen) + `, -1)
@@ -278,7 +281,7 @@ while room > 0 do
     redis.call('ZADD', adm, now, j)
     redis.call('SET', P .. 'vtime', score)
     room = room - 1
-    out[#out+1] = j; out[#out+1] = retries; out[#out+1] = t
+    out[#out+1] = j; out[#out+1] = retries; out[#out+1] = t; out[#out+1] = trace
   end
 end
 return out
@@ -301,10 +304,10 @@ func (t *Tenancy) run(ctx context.Context, op, id, tenant string) ([]Admission, 
 	if err != nil {
 		return nil, fmt.Errorf("tenancy %s: %w", op, ClassifyRedis(err))
 	}
-	out := make([]Admission, 0, len(res)/3)
-	for i := 0; i+2 < len(res); i += 3 {
+	out := make([]Admission, 0, len(res)/4)
+	for i := 0; i+3 < len(res); i += 4 {
 		n, _ := strconv.Atoi(res[i+1])
-		out = append(out, Admission{ID: res[i], Retries: n, Tenant: res[i+2]})
+		out = append(out, Admission{ID: res[i], Retries: n, Tenant: res[i+2], Trace: res[i+3]})
 	}
 	if t.cluster {
 		return t.applyAdmissions(ctx, out)
@@ -324,7 +327,7 @@ func (t *Tenancy) applyAdmissions(ctx context.Context, adm []Admission) ([]Admis
 		res, err := t.store.Do(ctx, a.ID, Admitted{Tenant: a.Tenant})
 		switch {
 		case err == nil && res.Applied:
-			a.Retries = res.Record.Retries
+			a.Retries, a.Trace = res.Record.Retries, res.Record.Trace
 			out = append(out, a)
 		case err == nil || errors.Is(err, ErrIllegalTransition) || errors.Is(err, ErrNotFound):
 			if _, lerr := t.run(ctx, "leave", a.ID, a.Tenant); lerr != nil && firstErr == nil {
@@ -439,7 +442,7 @@ func (x *WaitIndex) Repair(ctx context.Context, rec *Record) ([]Admission, bool,
 		if err != nil || !res.Applied {
 			return nil, false, err
 		}
-		return []Admission{{ID: rec.ID, Retries: res.Record.Retries, Tenant: tenant}}, true, nil
+		return []Admission{{ID: rec.ID, Retries: res.Record.Retries, Tenant: tenant, Trace: res.Record.Trace}}, true, nil
 	}
 	adm, err := t.Enter(ctx, rec.ID, tenant)
 	return adm, true, err

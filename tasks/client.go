@@ -475,13 +475,23 @@ func labelsProblem(labels map[string]string) string {
 }
 
 // sameRequest reports whether req asks for what the existing job was
-// submitted with: the same video request, labels and timeout.
+// submitted with: the same video request, labels, callback URL, tenant
+// and timeout. A record compacted by retention keeps a digest of the
+// first three (jobs.RequestSum).
 func sameRequest(existing *jobs.Record, req Request) bool {
-	ja, _ := json.Marshal(existing.Request)
-	jb, _ := json.Marshal(req.Video)
-	tenant := cmp.Or(req.Tenant, jobs.DefaultTenant)
-	if string(ja) != string(jb) || !maps.Equal(existing.Labels, req.Labels) || existing.CallbackURL != req.CallbackURL || existing.Tenant != tenant {
+	if existing.Tenant != cmp.Or(req.Tenant, jobs.DefaultTenant) {
 		return false
+	}
+	if existing.Compact && existing.RequestSum != "" {
+		if jobs.RequestSum(req.Video, req.Labels, req.CallbackURL) != existing.RequestSum {
+			return false
+		}
+	} else {
+		ja, _ := json.Marshal(existing.Request)
+		jb, _ := json.Marshal(req.Video)
+		if string(ja) != string(jb) || !maps.Equal(existing.Labels, req.Labels) || existing.CallbackURL != req.CallbackURL {
+			return false
+		}
 	}
 	// The timeout is kept as the deadline, in milliseconds, counted from
 	// submission (or from the last retry, which restarts it).

@@ -180,3 +180,52 @@ func payloadTrace(t *testing.T, b *bundle, queue, id string) string {
 	}
 	return p.Trace
 }
+
+// TestAdmittedJobsCreateTaskCarriesTrace: with tenancy and tracing on, a
+// job admitted by the tenancy (at its Submit, in a SubmitMany batch, or
+// later when a create starts) gets a create task that carries the
+// record's trace, as the create task of a job without tenancy does.
+func TestAdmittedJobsCreateTaskCarriesTrace(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	recv := otlptest.Start(t)
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(recv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	ten := jobs.NewTenancy(b.store, jobs.TenancyConfig{AdmitAhead: 2})
+	c := tasks.NewClient(b.rdb, tasks.ClientOptions{TracerProvider: tp, Tenancy: ten})
+
+	if _, err := c.Submit(b.ctx, tasks.Request{JobID: "ta-1", Tenant: "acme", Video: video("one")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SubmitMany(b.ctx, []tasks.Request{
+		{JobID: "ta-2", Tenant: "acme", Video: video("two")},
+		{JobID: "ta-3", Tenant: "bulk", Video: video("three")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// ta-3 waits (two admitted jobs fill the window) until ta-1's create
+	// starts.
+	adm, err := ten.Started(b.ctx, "ta-1", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tasks.EnqueueAdmitted(b.ctx, b.aq, nil, adm); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"ta-1", "ta-2", "ta-3"} {
+		rec, err := c.Status(b.ctx, tasks.JobID(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.State != jobs.StateQueued || rec.Trace == "" {
+			t.Fatalf("job %s: state %s, trace %q; want admitted (queued) and traced", id, rec.State, rec.Trace)
+		}
+		if got := payloadTrace(t, b, tasks.QueueCreate, tasks.CreateTaskID(id)); got != rec.Trace {
+			t.Errorf("admitted job %s: create task carries trace %q, record %q", id, got, rec.Trace)
+		}
+	}
+}

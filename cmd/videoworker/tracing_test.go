@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -98,5 +101,36 @@ func TestTracingConfig(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "secret-value") {
 		t.Errorf("error quotes a header: %v", err)
+	}
+}
+
+// TestTracingExportErrorHidesURLQuery: an export that fails is logged
+// without the endpoint's query, which may carry a token (as the "tracing
+// on" line leaves it out).
+func TestTracingExportErrorHidesURLQuery(t *testing.T) {
+	const token = "otlp-query-token-7f3a2b"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", srv.URL+"/v1/traces?api-key="+token)
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	tp, stop, err := setupTracing(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sp := tp.Tracer("test").Start(context.Background(), "span")
+	sp.End()
+	stop()
+	if !strings.Contains(logs.String(), "401") {
+		t.Fatalf("the failed export was not logged:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), token) {
+		t.Errorf("the endpoint's query token was logged:\n%s", logs.String())
 	}
 }
