@@ -161,7 +161,7 @@ func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error)
 			return false, ctx.Err()
 		case <-t.C:
 		}
-		sleep = min(2*sleep, 50*time.Millisecond)
+		sleep = min(2*sleep, 10*time.Millisecond)
 	}
 }
 
