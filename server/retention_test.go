@@ -22,21 +22,7 @@ import (
 func TestJobAPIForgottenJob(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	rdb := redisSrv.Client(t, redisSrv.NewDB(t))
-	disk, err := storage.NewDisk(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := jobs.NewStore(rdb, "")
-	js.SetRetention(time.Millisecond)
-	producer := tasks.NewClient(rdb, tasks.ClientOptions{Retention: time.Millisecond})
-	auth, err := server.NewAuth(apiToken, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Store: disk, Producer: producer, Jobs: js, Auth: auth}))
-	t.Cleanup(srv.Close)
-	f := &fixture{t: t, srv: srv, producer: producer, store: js}
+	f, js, disk := retentionFixture(t, time.Millisecond)
 	tok := bearer(apiToken)
 
 	code, _, raw := f.call("POST", "/v1/jobs", map[string]any{"job_id": "gone-1", "model": "m", "prompt": "p", "retention_seconds": 60}, tok)
@@ -96,21 +82,7 @@ func TestJobAPIForgottenJob(t *testing.T) {
 func TestJobAPICompactedJob(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	rdb := redisSrv.Client(t, redisSrv.NewDB(t))
-	disk, err := storage.NewDisk(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := jobs.NewStore(rdb, "")
-	js.SetRetention(time.Hour)
-	producer := tasks.NewClient(rdb, tasks.ClientOptions{Retention: time.Hour})
-	auth, err := server.NewAuth(apiToken, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Store: disk, Producer: producer, Jobs: js, Auth: auth}))
-	t.Cleanup(srv.Close)
-	f := &fixture{t: t, srv: srv, producer: producer, store: js}
+	f, js, disk := retentionFixture(t, time.Hour)
 	tok := bearer(apiToken)
 
 	if code, _, raw := f.call("POST", "/v1/jobs", map[string]any{"job_id": "compact-1", "model": "m", "prompt": "p"}, tok); code != http.StatusAccepted {
@@ -151,4 +123,26 @@ func TestJobAPICompactedJob(t *testing.T) {
 	if req, _ := m["request"].(map[string]any); req["prompt"] != "p" {
 		t.Errorf("GET of a compacted job: request %v; want its prompt from the archive", m["request"])
 	}
+}
+
+// retentionFixture serves the job API over a fresh database with the
+// given retention on the store and the producer, and a disk store where
+// the tests put archive documents.
+func retentionFixture(t *testing.T, retention time.Duration) (*fixture, *jobs.Store, *storage.Disk) {
+	t.Helper()
+	rdb := redisSrv.Client(t, redisSrv.NewDB(t))
+	disk, err := storage.NewDisk(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := jobs.NewStore(rdb, "")
+	js.SetRetention(retention)
+	producer := tasks.NewClient(rdb, tasks.ClientOptions{Retention: retention})
+	auth, err := server.NewAuth(apiToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New(server.Deps{Redis: rdb, Store: disk, Producer: producer, Jobs: js, Auth: auth}))
+	t.Cleanup(srv.Close)
+	return &fixture{t: t, srv: srv, producer: producer, store: js}, js, disk
 }
