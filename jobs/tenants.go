@@ -456,7 +456,8 @@ var busyStates = []State{StateTenantWait, StateQueued, StateBudgetWait, StateSub
 // Started call left there (a worker killed between a transition and its
 // tenancy call): from each tenant's admitted set the jobs no longer in
 // queued, budget_wait, submitting or generating (or gone), from the
-// create-queue window the jobs no longer queued. Then it runs an
+// create-queue window the jobs no longer queued (one command per set for
+// all its stale members). Then it runs an
 // admission round (the safety net for lost admission triggers). It
 // reads each admitted job's state: a cost bounded by the tenants'
 // limits.
@@ -474,11 +475,15 @@ func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
 		if err != nil {
 			return nil, err
 		}
+		var stale []any
 		for i, id := range ids {
 			if !slices.Contains(busyStates, states[i]) {
-				if _, err := t.rdb.SRem(ctx, t.key("busy:"+tn), id).Result(); err != nil {
-					return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
-				}
+				stale = append(stale, id)
+			}
+		}
+		if len(stale) > 0 {
+			if err := t.rdb.SRem(ctx, t.key("busy:"+tn), stale...).Err(); err != nil {
+				return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
 			}
 		}
 	}
@@ -490,11 +495,15 @@ func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
 	if err != nil {
 		return nil, err
 	}
+	var stale []any
 	for i, id := range ids {
 		if states[i] != StateQueued && states[i] != StateTenantWait {
-			if err := t.rdb.ZRem(ctx, t.key("adm"), id).Err(); err != nil {
-				return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
-			}
+			stale = append(stale, id)
+		}
+	}
+	if len(stale) > 0 {
+		if err := t.rdb.ZRem(ctx, t.key("adm"), stale...).Err(); err != nil {
+			return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
 		}
 	}
 	return t.Admit(ctx)
