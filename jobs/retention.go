@@ -525,6 +525,9 @@ func (s *Store) Forget(ctx context.Context, now time.Time, batch []Forgotten) (i
 	if len(batch) == 0 {
 		return 0, nil
 	}
+	if s.cluster {
+		return s.forgetCluster(ctx, now, batch)
+	}
 	keys := make([]string, 0, 6+4*len(batch))
 	keys = append(keys, s.finishedKey(), s.indexKey(), s.claimsKey(), s.retentionStatsKey(), s.activeKey(), s.retainedKey())
 	args := make([]any, 0, 1+4*len(batch))
@@ -532,9 +535,6 @@ func (s *Store) Forget(ctx context.Context, now time.Time, batch []Forgotten) (i
 	for _, f := range batch {
 		keys = append(keys, s.jobKey(f.ID), s.eventsKey(f.ID), s.webhooksKey(f.ID), s.specKey(f.ID))
 		args = append(args, f.ID, f.VideoID, encodeValue(f.Archived), f.Member)
-	}
-	if s.cluster {
-		return s.forgetCluster(ctx, now, batch)
 	}
 	n, err := forgetScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
