@@ -240,8 +240,6 @@ func (c *Client) SubmitCreated(ctx context.Context, req Request) (_ JobID, _ boo
 			return id, false, nil // already past creation: nothing to enqueue
 		}
 		rec = existing
-	}
-	if !created {
 		tracing.Current(ctx).Bool(tracing.AttrCreated, false)
 	}
 	next, err := NextTask(rec, 0)
