@@ -130,7 +130,7 @@ func (s *Store) CreateMany(ctx context.Context, recs []*Record, comps []Companio
 			// key existed, or it had none); 2: both created.
 			i := j*createChunk + k
 			out[i].Created = n >= 1
-			out[i].Companion = n == 2 || (n == 1 && (comps == nil || comps[i].Key != ""))
+			out[i].Companion = n == 2 || (n == 1 && comps != nil && comps[i].Key != "")
 		}
 	}
 	for i, rec := range recs {
