@@ -253,7 +253,10 @@ func TestContentStalledErrorBodyBounded(t *testing.T) {
 		w.(http.Flusher).Flush()
 		waitOrDone(r, 5*time.Second)
 	})
-	c := newClient(t, srv.URL, noRetries, func(c *apiclient.Config) { c.Timeout = 150 * time.Millisecond })
+	// 400 ms, not less: under CI's load the headers alone once took
+	// longer than a 150 ms timeout, and the call ended as a transport
+	// error before the 409 was seen.
+	c := newClient(t, srv.URL, noRetries, func(c *apiclient.Config) { c.Timeout = 400 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -263,7 +266,7 @@ func TestContentStalledErrorBodyBounded(t *testing.T) {
 		t.Fatal("no error")
 	}
 	if d := time.Since(start); d > 1500*time.Millisecond {
-		t.Errorf("Content returned after %v with a 150 ms timeout", d)
+		t.Errorf("Content returned after %v with a 400 ms timeout", d)
 	}
 	if ae := asAPIError(t, err); ae.StatusCode != http.StatusConflict {
 		t.Errorf("got %+v", ae)

@@ -43,7 +43,11 @@ func TestJobIsOneTrace(t *testing.T) {
 	scfg.ProcessingFor = time.Hour // completed by hand below, which sends the webhook
 	e := setup(t, scfg)
 	wc := fastConfig()
-	wc.PollInterval, wc.MaxPollInterval = 200*time.Millisecond, 5*time.Second
+	// Polls 0.4 s apart, growing by half: after the third the next is
+	// about 1.35 s away, time enough for the webhook's check to come
+	// first even on a loaded machine (at 0.2 s the gap was 0.68 s, and
+	// under CI's load the fourth poll sometimes saw the completion first).
+	wc.PollInterval, wc.MaxPollInterval = 400*time.Millisecond, 5*time.Second
 	wc = e.withWebhooks(t, wc)
 	w, err := worker.New(wc, worker.Deps{Redis: e.rdb, API: e.client, Store: e.store, Jobs: e.jobs, Logger: e.log, TracerProvider: tp})
 	if err != nil {
