@@ -52,8 +52,9 @@ type Gate struct {
 
 	stats Stats
 
-	// onEvent, when set (tests), is told of "subscribed", "closed <q>",
-	// "wake <q>", "probe <q>", "blocked <q>" and "learned <set key>";
+	// onEvent, when set (tests), is told of "subscribed", "dequeue <q>"
+	// (asynq asks for a task), "closed <q>", "wake <q>", "probe <q>",
+	// "blocked <q>" and "learned <set key>";
 	// it may be called with g.mu held.
 	onEvent func(string)
 }
@@ -205,7 +206,14 @@ func intCmd(n int64) *redis.Cmd       { return redis.NewCmdResult(n, nil) }
 func farFuture(t time.Time) time.Time { return t.Add(100 * 365 * 24 * time.Hour) }
 
 // dequeue gates asynq's dequeue of queue q for a server serving served.
+// A dequeue that finds the queue empty (in Redis, or by an idle check)
+// does not return at once when every queue of the server is then closed:
+// it parks like a call that found them closed. asynq sleeps
+// TaskCheckInterval after every empty dequeue, and a wake-up that arrived
+// during that sleep waited for it to end.
 func (g *Gate) dequeue(ctx context.Context, served []string, q, pendingKey string, run func() *redis.Cmd) *redis.Cmd {
+	g.event("dequeue " + q)
+	var empty *redis.Cmd // this call's own empty answer from Redis
 	for {
 		g.mu.Lock()
 		if !g.active() {
@@ -214,19 +222,30 @@ func (g *Gate) dequeue(ctx context.Context, served []string, q, pendingKey strin
 		}
 		st := g.queue(q)
 		now := g.now()
-		if !st.closed() {
+		var cmd *redis.Cmd
+		switch {
+		case !st.closed():
 			gen := st.gen
 			g.mu.Unlock()
-			return g.dequeueRedis(q, gen, true, run)
+			cmd = g.dequeueRedis(q, gen, true, run)
+		case now.Sub(st.checkedAt) >= g.idle:
+			gen := st.gen
+			g.mu.Unlock()
+			cmd = g.probe(ctx, q, pendingKey, gen, run)
 		}
-		if now.Sub(st.checkedAt) >= g.idle {
-			gen := st.gen
-			g.mu.Unlock()
-			return g.probe(ctx, q, pendingKey, gen, run)
+		if cmd != nil {
+			if !errors.Is(cmd.Err(), redis.Nil) {
+				return cmd
+			}
+			empty = cmd
+			continue // closed now, unless a wake-up came meanwhile
 		}
 		wait, all := g.allClosed(served, q, now)
 		if !all {
 			g.mu.Unlock()
+			if empty != nil {
+				return empty
+			}
 			g.stats.Answered.Add(1)
 			return nilCmd()
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -174,6 +175,47 @@ func TestWakeUpTakesTaskAtOnce(t *testing.T) {
 	seen := f.waitRan("a")
 	if !contains(seen, "wake "+f.queue) {
 		t.Errorf("task handled without a wake-up (events %v)", seen)
+	}
+}
+
+// TestEmptyDequeueParks: a dequeue that finds the queue empty in Redis
+// parks in the gate itself, rather than return "no task" and leave asynq
+// asleep for TaskCheckInterval, when a wake-up coming meanwhile would wait
+// for the sleep to end (tasks enqueued one after another, each soon after
+// the previous was taken, waited up to 30 ms each).
+func TestEmptyDequeueParks(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil, time.Hour, nil)
+	f.waitEvent("blocked " + f.queue)
+	info, err := f.aq.EnqueueContext(t.Context(), asynq.NewTask("t", []byte("a")), asynq.Queue(f.queue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := NewPublisher(f.rdb).Announce(t.Context(), info); err != nil {
+		t.Fatal(err)
+	}
+	seen := f.waitRan("a")
+	// After taking "a", asynq asks again: that call finds the queue empty
+	// in Redis and must park at once, not be followed by another call.
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for !contains(seen[slices.Index(seen, "wake "+f.queue)+1:], "blocked "+f.queue) {
+		select {
+		case e := <-f.events:
+			seen = append(seen, e)
+		case <-timer.C:
+			t.Fatalf("the server did not park after taking a task (events %v)", seen)
+		}
+	}
+	after := seen[slices.Index(seen, "wake "+f.queue)+1:]
+	calls := 0
+	for _, e := range after {
+		if e == "dequeue "+f.queue {
+			calls++
+		}
+	}
+	if calls != 1 || !contains(after, "closed "+f.queue) {
+		t.Errorf("after the task was taken, want one dequeue that found the queue empty and parked; events %v", after)
 	}
 }
 
