@@ -49,6 +49,9 @@ type Gate struct {
 	delayed    map[string]*delayedState
 	// changed is closed (and replaced) when a queue may have opened.
 	changed chan struct{}
+	// released holds, per lock name, the channel Released handed out,
+	// closed at the lock's next release message.
+	released map[string]chan struct{}
 
 	stats Stats
 
@@ -93,7 +96,8 @@ func NewGate(rdb redis.UniversalClient, opts Options) *Gate {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Gate{rdb: rdb, idle: opts.IdleCheck, log: opts.Logger, now: time.Now,
-		queues: map[string]*queueState{}, delayed: map[string]*delayedState{}, changed: make(chan struct{})}
+		queues: map[string]*queueState{}, delayed: map[string]*delayedState{}, changed: make(chan struct{}),
+		released: map[string]chan struct{}{}}
 }
 
 // Stats returns the gate's counters.
@@ -187,6 +191,37 @@ func (g *Gate) delayedSet(key string) *delayedState {
 		g.delayed[key] = d
 	}
 	return d
+}
+
+// Released returns a channel closed when the lock named name is next
+// announced released (ReleasedMessage), or when the gate may have missed
+// such a message (it re-subscribed, or stopped). It is nil, never closed,
+// for a nil Gate or while the gate is not subscribed: the caller then
+// polls. Take the channel before looking at the lock, so that a release
+// after the look is not missed.
+func (g *Gate) Released(name string) <-chan struct{} {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.active() {
+		return nil
+	}
+	ch := g.released[name]
+	if ch == nil {
+		ch = make(chan struct{})
+		g.released[name] = ch
+	}
+	return ch
+}
+
+// releaseAll closes every channel Released handed out. g.mu held.
+func (g *Gate) releaseAll() {
+	for name, ch := range g.released {
+		close(ch)
+		delete(g.released, name)
+	}
 }
 
 // broadcast wakes the dequeues blocked in the gate. g.mu held.
@@ -447,6 +482,13 @@ func (g *Gate) handle(payload string) {
 	case kindPending:
 		g.event("wake " + q) // before the wake-up, so a test sees it before the task runs
 		g.wake(q)
+	case kindReleased:
+		g.mu.Lock()
+		if ch, ok := g.released[q]; ok {
+			close(ch)
+			delete(g.released, q)
+		}
+		g.mu.Unlock()
 	case kindScheduled:
 		g.mu.Lock()
 		if d, ok := g.delayed[queuePrefix(q)+"scheduled"]; ok {
@@ -471,6 +513,7 @@ func (g *Gate) setSubscribed(on bool) {
 	for _, st := range g.queues {
 		st.gen++
 	}
+	g.releaseAll()
 	for _, d := range g.delayed {
 		d.seq++
 		d.known = false
@@ -491,6 +534,7 @@ func (g *Gate) stop() {
 	g.stopped = true
 	g.subscribed = false
 	g.broadcast()
+	g.releaseAll()
 }
 
 // Run subscribes to wake-ups and applies them until ctx ends; then the gate

@@ -297,6 +297,50 @@ func TestResubscribesAfterRedisRestart(t *testing.T) {
 	f.waitRan("e")
 }
 
+// TestReleasedWakesWaiters: a release message closes the channel the
+// waiters of that lock hold, and only theirs; the next wait gets a new
+// channel. A stopped gate releases every waiter (they poll from then on),
+// and a nil gate hands out nil (poll).
+func TestReleasedWakesWaiters(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil, time.Hour, nil)
+	a1, a2, b := f.gate.Released("lock-a"), f.gate.Released("lock-a"), f.gate.Released("lock-b")
+	if a1 == nil || a1 != a2 {
+		t.Fatalf("Released(lock-a) = %v, %v; want one channel for both waiters", a1, a2)
+	}
+	if err := f.rdb.Publish(t.Context(), Channel, ReleasedMessage("lock-a")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []<-chan struct{}{a1, a2} {
+		select {
+		case <-ch:
+		case <-time.After(wait):
+			t.Fatal("a waiter of lock-a was not woken by its release")
+		}
+	}
+	select {
+	case <-b:
+		t.Fatal("lock-b's waiter woken by lock-a's release")
+	default:
+	}
+	if again := f.gate.Released("lock-a"); again == a1 {
+		t.Error("after a release, Released handed out the closed channel again")
+	}
+	f.gate.stop()
+	select {
+	case <-b:
+	default:
+		t.Error("stopping the gate did not release lock-b's waiter")
+	}
+	if ch := f.gate.Released("lock-b"); ch != nil {
+		t.Error("a stopped gate handed out a channel; want nil (poll)")
+	}
+	var none *Gate
+	if none.Released("x") != nil {
+		t.Error("a nil gate handed out a channel")
+	}
+}
+
 func TestParseMessage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -309,6 +353,7 @@ func TestParseMessage(t *testing.T) {
 		{"p video_poll", "p", "video_poll", 0, true},
 		{"s video_poll 1700000000", "s", "video_poll", 1700000000, true},
 		{"s video_poll x", "", "", 0, false},
+		{ReleasedMessage("vw:create_lock:openai/sora-2"), "u", "vw:create_lock:openai/sora-2", 0, true},
 		{"p", "", "", 0, false},
 		{"x q", "", "", 0, false},
 		{"", "", "", 0, false},

@@ -23,6 +23,12 @@
 // process holds one subscriber connection, whatever its number of servers
 // and queues.
 //
+// The same subscription carries lock releases: a Lua script that releases
+// a lock with waiters publishes ReleasedMessage, and Gate.Released hands a
+// waiter a channel closed at that message, so that a waiter for the
+// fleet's create lock of a model tries again at once instead of polling
+// (package jobs, worker).
+//
 // Failure behaviour: a lost wake-up (a subscriber reconnecting, a producer
 // that does not publish) delays a task by at most IdleCheck, because every
 // gate looks at Redis itself at that interval. While the subscriber is not
@@ -53,10 +59,17 @@ const Channel = "videoworker:wake"
 //
 //	p <queue>             a task became pending in queue
 //	s <queue> <unix s>    a task was scheduled in queue, due at that second
+//	u <lock>              a lock with waiters was released (see Gate.Released)
 const (
 	kindPending   = "p"
 	kindScheduled = "s"
+	kindReleased  = "u"
 )
+
+// ReleasedMessage is the message that tells waiters of the lock named
+// name (a key, without spaces) that it was released: what a releasing
+// Lua script publishes on Channel.
+func ReleasedMessage(name string) string { return kindReleased + " " + name }
 
 // Publisher announces enqueued tasks to the workers' gates. A nil
 // *Publisher announces nothing. It is safe for concurrent use.
@@ -92,14 +105,15 @@ func (p *Publisher) Announce(ctx context.Context, info *asynq.TaskInfo) error {
 
 func pendingMessage(queue string) string { return kindPending + " " + queue }
 
-// parseMessage reads a wake-up; ok is false for anything else.
+// parseMessage reads a wake-up (the queue is a lock's name for a release);
+// ok is false for anything else.
 func parseMessage(s string) (kind, queue string, due int64, ok bool) {
 	kind, rest, ok := strings.Cut(s, " ")
 	if !ok || rest == "" {
 		return "", "", 0, false
 	}
 	switch kind {
-	case kindPending:
+	case kindPending, kindReleased:
 		return kind, rest, 0, true
 	case kindScheduled:
 		q, sec, ok := strings.Cut(rest, " ")
