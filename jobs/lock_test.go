@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/videoworker/videoworker/jobs"
+	"github.com/videoworker/videoworker/wake"
 )
 
 func TestCreateLock(t *testing.T) {
@@ -14,16 +17,23 @@ func TestCreateLock(t *testing.T) {
 	b := setup(t)
 	const lease = 10 * time.Second
 
-	acquire := func(model, job string, wantOK bool, wantHolder string) time.Duration {
+	// look is a job's look as the worker makes it: TryCreateLock, then
+	// AcquireCreateLock (which queues it) when the lock is taken.
+	look := func(model, job string, wantOK bool, wantHolder string) {
 		t.Helper()
-		ok, holder, ttl, err := b.store.AcquireCreateLock(b.ctx, model, job, lease)
+		ok, err := b.store.TryCreateLock(b.ctx, model, job, lease)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok != wantOK || holder != wantHolder {
-			t.Errorf("AcquireCreateLock(%s, %s) = %v, %q; want %v, %q", model, job, ok, holder, wantOK, wantHolder)
+		try := jobs.LockTry{Held: true, Holder: job}
+		if !ok {
+			if try, err = b.store.AcquireCreateLock(b.ctx, model, job, b.clock.Now(), lease); err != nil {
+				t.Fatal(err)
+			}
 		}
-		return ttl
+		if try.Held != wantOK || try.Holder != wantHolder {
+			t.Errorf("look at %s by %s = %+v; want held %v, holder %q", model, job, try, wantOK, wantHolder)
+		}
 	}
 	holder := func(model, want string) {
 		t.Helper()
@@ -46,52 +56,65 @@ func TestCreateLock(t *testing.T) {
 	}
 
 	holder("veo-3", "")
-	if ttl := acquire("veo-3", "j1", true, "j1"); ttl != lease {
-		t.Errorf("holder's ttl %v, want the lease %v", ttl, lease)
-	}
+	look("veo-3", "j1", true, "j1")
 	holder("veo-3", "j1")
-
-	// Exclusive across jobs; the waiter learns the holder (in one
-	// command: the lease left is not read).
-	if ttl := acquire("veo-3", "j2", false, "j1"); ttl != 0 {
-		t.Errorf("waiter's ttl %v, want 0 (not read)", ttl)
+	if pttl := b.rdb.PTTL(b.ctx, "videoworker:create_lock:veo-3").Val(); pttl < lease/2 || pttl > lease {
+		t.Errorf("lock key PTTL %v, want about the lease %v", pttl, lease)
 	}
+
+	// Exclusive across jobs; the waiter learns the holder.
+	look("veo-3", "j2", false, "j1")
 	// Model names are case-insensitive.
-	acquire("VEO-3", "j2", false, "j1")
+	look("VEO-3", "j2", false, "j1")
 	holder("Veo-3", "j1")
 	// Other models have their own lock.
-	acquire("sora-2", "j2", true, "j2")
+	look("sora-2", "j2", true, "j2")
 
 	// Release by a non-holder does nothing.
 	release("veo-3", "j2")
 	release("veo-3", "")
 	holder("veo-3", "j1")
-	acquire("veo-3", "j3", false, "j1")
 
-	// Release by the holder frees it, whatever the model's case.
+	// Release by the holder, whatever the model's case, hands the lock to
+	// the waiter, reserved for a short while, even against a newcomer.
 	release("VEO-3", "j1")
-	holder("veo-3", "")
-	acquire("veo-3", "j3", true, "j3")
+	holder("veo-3", "j2")
+	if pttl := b.rdb.PTTL(b.ctx, "videoworker:create_lock:veo-3").Val(); pttl > 2*time.Second {
+		t.Errorf("handed-over lock's PTTL %v, want a short reservation", pttl)
+	}
+	look("veo-3", "j3", false, "j2")
+	// The waiter takes it with its own lease.
+	look("veo-3", "j2", true, "j2")
+	if pttl := b.rdb.PTTL(b.ctx, "videoworker:create_lock:veo-3").Val(); pttl < lease/2 {
+		t.Errorf("taken lock's PTTL %v, want about the lease %v", pttl, lease)
+	}
 	holder("sora-2", "j2")
 	release("veo-3", "j1") // no longer the holder: does nothing
+	holder("veo-3", "j2")
+	release("veo-3", "j2")
 	holder("veo-3", "j3")
+	release("veo-3", "j3") // nobody waits: free
+	holder("veo-3", "")
 }
 
 func TestCreateLockReentrantExtendsLease(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ok, _, _, err := b.store.AcquireCreateLock(b.ctx, "m", "j1", 200*time.Millisecond)
-	if err != nil || !ok {
-		t.Fatalf("acquire = %v, %v", ok, err)
+	if ok, err := b.store.TryCreateLock(b.ctx, "m", "j1", 200*time.Millisecond); err != nil || !ok {
+		t.Fatalf("take = %v, %v", ok, err)
 	}
-	ok, h, ttl, err := b.store.AcquireCreateLock(b.ctx, "M", "j1", time.Minute)
-	if err != nil || !ok || h != "j1" || ttl != time.Minute {
-		t.Fatalf("re-acquire by the holder = %v, %q, %v, %v; want true, j1, 1m", ok, h, ttl, err)
+	// Its in-doubt create's retry finds the lock its own.
+	if ok, err := b.store.TryCreateLock(b.ctx, "m", "j1", time.Minute); err != nil || ok {
+		t.Fatalf("SET NX on its own lock = %v, %v; want false", ok, err)
+	}
+	try, err := b.store.AcquireCreateLock(b.ctx, "M", "j1", b.clock.Now(), time.Minute)
+	if err != nil || !try.Held || try.Holder != "j1" {
+		t.Fatalf("re-acquire by the holder = %+v, %v; want held by j1", try, err)
 	}
 	// The lease is now the new one.
-	ok, h, _, err = b.store.AcquireCreateLock(b.ctx, "m", "j2", time.Minute)
-	if err != nil || ok || h != "j1" {
-		t.Fatalf("waiter = %v, %q, %v; want false, j1", ok, h, err)
+	try, err = b.store.AcquireCreateLock(b.ctx, "m", "j2", b.clock.Now(), time.Minute)
+	if err != nil || try.Held || try.Holder != "j1" {
+		t.Fatalf("waiter = %+v, %v; want not held, holder j1", try, err)
 	}
 	if pttl := b.rdb.PTTL(b.ctx, "videoworker:create_lock:m").Val(); pttl < 30*time.Second {
 		t.Errorf("lock key PTTL %v, want about 1m", pttl)
@@ -103,32 +126,31 @@ func TestCreateLockLeaseExpires(t *testing.T) {
 	b := setup(t)
 	const lease = 200 * time.Millisecond
 	start := time.Now()
-	ok, _, _, err := b.store.AcquireCreateLock(b.ctx, "m", "crashed", lease)
-	if err != nil || !ok {
-		t.Fatalf("acquire = %v, %v", ok, err)
+	if ok, err := b.store.TryCreateLock(b.ctx, "m", "crashed", lease); err != nil || !ok {
+		t.Fatalf("take = %v, %v", ok, err)
 	}
 
-	// Another job waits for the lease to run out, in steps of the ttl it is
-	// told, and gives up after a bound.
+	// Another job waits for the lease to run out, looking every 20 ms,
+	// and gives up after a bound.
 	deadline := time.NewTimer(5 * time.Second)
 	defer deadline.Stop()
 	for attempt := 1; ; attempt++ {
-		ok, holder, ttl, err := b.store.AcquireCreateLock(b.ctx, "m", "next", lease)
+		try, err := b.store.AcquireCreateLock(b.ctx, "m", "next", b.clock.Now(), lease)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok {
+		if try.Held {
 			break
 		}
-		if holder != "crashed" || ttl > lease {
-			t.Fatalf("attempt %d: holder %q ttl %v; want crashed, at most %v", attempt, holder, ttl, lease)
+		if try.Holder != "crashed" || try.Ahead != 0 {
+			t.Fatalf("attempt %d: %+v; want held by crashed, nobody else waiting", attempt, try)
 		}
 		select {
 		case <-deadline.C:
 			t.Fatalf("the lock was still held after 5s (lease %v)", lease)
 		case <-b.ctx.Done():
 			t.Fatal(b.ctx.Err())
-		case <-time.After(ttl + time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	if waited := time.Since(start); waited < lease*3/4 {
@@ -143,5 +165,200 @@ func TestCreateLockLeaseExpires(t *testing.T) {
 	}
 	if h, _ := b.rdb.Get(b.ctx, "videoworker:create_lock:m").Result(); h != "next" {
 		t.Errorf("after a stale release the holder is %q, want next", h)
+	}
+}
+
+// TestCreateLockFirstComeFirstServed: each release hands the lock to the
+// waiter with the earliest ticket, whoever looks first; a waiter that
+// leaves and comes back keeps its place; one that leaves just as the lock
+// is handed to it passes it on; the queue is gone once it is served.
+func TestCreateLockFirstComeFirstServed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const lease = time.Minute
+	t1 := b.clock.Now()
+	tickets := map[string]time.Time{"first": t1.Add(time.Millisecond), "second": t1.Add(2 * time.Millisecond), "third": t1.Add(3 * time.Millisecond)}
+	try := func(job string) jobs.LockTry {
+		t.Helper()
+		got, err := b.store.AcquireCreateLock(b.ctx, "m", job, tickets[job], lease)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	want := func(got, want jobs.LockTry) {
+		t.Helper()
+		if got != want {
+			t.Errorf("got %+v, want %+v", got, want)
+		}
+	}
+	release := func(job string) {
+		t.Helper()
+		if err := b.store.ReleaseCreateLock(b.ctx, "m", job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leave := func(job string) {
+		t.Helper()
+		if err := b.store.LeaveCreateQueue(b.ctx, "m", job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := b.store.TryCreateLock(b.ctx, "m", "holder", lease); err != nil || !ok {
+		t.Fatalf("take = %v, %v", ok, err)
+	}
+	// Three waiters, queued by ticket, not by arrival.
+	want(try("third"), jobs.LockTry{Holder: "holder"})
+	want(try("first"), jobs.LockTry{Holder: "holder"})
+	want(try("second"), jobs.LockTry{Holder: "holder", Ahead: 1})
+	want(try("third"), jobs.LockTry{Holder: "holder", Ahead: 2})
+	// The first leaves (it retries later), and comes back: its place is
+	// its ticket.
+	leave("first")
+	want(try("third"), jobs.LockTry{Holder: "holder", Ahead: 1})
+	want(try("first"), jobs.LockTry{Holder: "holder"})
+	release("holder")
+	// Handed to the first, whoever looks first.
+	want(try("third"), jobs.LockTry{Holder: "first", Ahead: 1})
+	if ok, _ := b.store.TryCreateLock(b.ctx, "m", "newcomer", lease); ok {
+		t.Error("a newcomer took the lock handed to the first waiter")
+	}
+	want(try("first"), jobs.LockTry{Held: true, Holder: "first"})
+	release("first")
+	// Handed to the second, which leaves just then: it passes it on.
+	leave("second")
+	want(try("third"), jobs.LockTry{Held: true, Holder: "third"})
+	release("third")
+	if n := b.rdb.Exists(b.ctx, "videoworker:create_lock:m", "{videoworker:create_lock:m}:waiters", "{videoworker:create_lock:m}:seen").Val(); n != 0 {
+		t.Errorf("%d lock keys left once every waiter was served", n)
+	}
+}
+
+// TestCreateLockPassesOverStaleWaiter: a waiter that stopped looking (its
+// worker died) is not handed the lock once it is stale, and one that died
+// after it was handed the lock holds the others up only while the
+// reservation lasts.
+func TestCreateLockPassesOverStaleWaiter(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	t1 := b.clock.Now()
+	tickets := map[string]time.Time{"dead": t1, "live": t1.Add(time.Millisecond), "dead-later": t1.Add(2 * time.Millisecond), "next": t1.Add(3 * time.Millisecond)}
+	acquire := func(job string) jobs.LockTry {
+		t.Helper()
+		got, err := b.store.AcquireCreateLock(b.ctx, "m", job, tickets[job], time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if ok, err := b.store.TryCreateLock(b.ctx, "m", "holder", time.Minute); err != nil || !ok {
+		t.Fatalf("take = %v, %v", ok, err)
+	}
+	acquire("dead")
+	b.clock.Advance(1500 * time.Millisecond)
+	acquire("live")
+	acquire("dead-later")
+	if err := b.store.ReleaseCreateLock(b.ctx, "m", "holder"); err != nil {
+		t.Fatal(err)
+	}
+	// "dead" was last seen 1.5 s ago: passed over.
+	if got := acquire("live"); !got.Held {
+		t.Fatalf("live = %+v; want the lock, the dead waiter passed over", got)
+	}
+	// Handed to "dead-later", seen just now, which dies: the others wait
+	// for the reservation, not the lease.
+	if err := b.store.ReleaseCreateLock(b.ctx, "m", "live"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		got := acquire("next")
+		if got.Held {
+			break
+		}
+		if got.Holder != "dead-later" || time.Since(start) > 5*time.Second {
+			t.Fatalf("after %v: %+v; want held by dead-later for about a second, then ours", time.Since(start), got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCreateLockReleaseAnnounced: a hand-over announces itself to the
+// waiter it goes to (one PUBLISH of wake.ReleasedMessage), whether by
+// ReleaseCreateLock or by the transition that saves the video id, and a
+// release says nothing when nobody waits.
+func TestCreateLockReleaseAnnounced(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	model := "announce-" + t.Name() // pub/sub is shared by every database
+	sub := b.rdb.Subscribe(b.ctx, wake.Channel)
+	defer sub.Close()
+	if _, err := sub.Receive(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := sub.Channel()
+	heard := func(to string) bool {
+		t.Helper()
+		want := wake.ReleasedMessage(b.store.HandOverName(model, to))
+		timer := time.NewTimer(2 * time.Second)
+		defer timer.Stop()
+		for {
+			select {
+			case m := <-msgs:
+				if m.Payload == want {
+					return true
+				}
+			case <-timer.C:
+				return false
+			}
+		}
+	}
+	take := func(job string) {
+		t.Helper()
+		if ok, err := b.store.TryCreateLock(b.ctx, model, job, time.Minute); err != nil || !ok {
+			t.Fatalf("take by %s = %v, %v", job, ok, err)
+		}
+	}
+	acquire := func(job string) jobs.LockTry {
+		t.Helper()
+		got, err := b.store.AcquireCreateLock(b.ctx, model, job, b.clock.Now(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	// Nobody waits: no announcement.
+	take("j1")
+	if err := b.store.ReleaseCreateLock(b.ctx, model, "j1"); err != nil {
+		t.Fatal(err)
+	}
+	if heard("j1") || heard("j2") {
+		t.Error("a release without waiters was announced")
+	}
+	// A waiter: ReleaseCreateLock hands over and announces.
+	take("j1")
+	acquire("j2")
+	if err := b.store.ReleaseCreateLock(b.ctx, model, "j1"); err != nil {
+		t.Fatal(err)
+	}
+	if !heard("j2") {
+		t.Error("a hand-over by ReleaseCreateLock was not announced")
+	}
+	// The transition that saves the video id releases and announces too.
+	if got := acquire("j2"); !got.Held {
+		t.Fatalf("j2 = %+v, want the lock handed to it", got)
+	}
+	if got := acquire("j3"); got.Held || got.Holder != "j2" {
+		t.Fatalf("j3 = %+v, want waiting for j2", got)
+	}
+	b.create(t, "j2", model)
+	if _, err := b.store.Do(b.ctx, "j2", jobs.Adopted{VideoID: "video_j2", Model: model, How: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if !heard("j3") {
+		t.Error("the hand-over by the transition that saved the video id was not announced")
+	}
+	if got := acquire("j3"); !got.Held {
+		t.Errorf("after j2's video was saved, j3 = %+v; want the lock handed to it", got)
 	}
 }

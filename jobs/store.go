@@ -63,9 +63,6 @@ func (s *Store) webhookStatsKey() string      { return s.prefix + "webhook_stats
 func (s *Store) claimsKey() string            { return s.prefix + "claims" }
 func (s *Store) activeKey() string            { return s.prefix + "active" }
 func (s *Store) callbacksKey() string         { return s.prefix + "callbacks_due" }
-func (s *Store) createLockKey(model string) string {
-	return s.prefix + "create_lock:" + strings.ToLower(model)
-}
 
 // createScript writes a new record, its spec, its first history line, its
 // place in the job index and its membership of the unfinished set in one
@@ -267,14 +264,16 @@ var scriptLib = func() string {
 // KEYS: job, events, active, claims, create lock, finished, callbacks due
 // (the ended jobs whose callback delivery has not finished: kept in step
 // only for jobs with a callback URL, on a single Redis, not on a Cluster),
-// retained, and the day's spend hash when the change adds spend.
+// retained, then, when the change adds spend or releases the lock, the
+// day's spend hash (the job key when it adds none), and, when it releases
+// the lock, the lock's waiters and their seen set (releaseLockLua).
 // ARGV: from, to, now, event, return, claim video, release owner,
 // retention (ms, 0: off), then
 // the counted lists: conditions (field, value, unset matches), sets
 // (field, value), increments (field, delta), then with a spend key the
 // model, the micro-dollars, the hash's TTL in seconds and the tenant (""
 // for DefaultTenant; else also added to the field "t:<tenant>").
-var applyScript = redis.NewScript(scriptLib + `
+var applyScript = redis.NewScript(scriptLib + releaseLockLua + `
 local i = 9
 local nif = tonumber(ARGV[i]); i = i + 1
 local conds = {}
@@ -311,7 +310,7 @@ local function reply(code, extra)
   for k, v in pairs(cur) do flat[#flat+1] = k; flat[#flat+1] = v end
   return {code, st, extra or '', flat}
 end
-if ARGV[7] ~= '' and redis.call('GET', KEYS[5]) == ARGV[7] then redis.call('DEL', KEYS[5]) end
+if ARGV[7] ~= '' then releaseLock(KEYS[5], KEYS[10], KEYS[11], ARGV[7], tonumber(ARGV[3])) end
 if ARGV[6] ~= '' and redis.call('HSETNX', KEYS[4], ARGV[6], cur['id'] or '') == 0 then
   local owner = redis.call('HGET', KEYS[4], ARGV[6])
   if owner ~= cur['id'] then return reply(-2, owner) end
@@ -478,6 +477,13 @@ func (s *Store) apply(ctx context.Context, id string, c Change, x applyExtra) (O
 		keys = append(keys, s.SpendKey(now))
 		args = append(args, x.spendModel, x.spendMicros, int64(spendTTL/time.Second), x.spendTenant)
 	}
+	if x.releaseLock {
+		if len(keys) == 8 {
+			keys = append(keys, s.jobKey(id)) // no spend
+		}
+		w := s.createWaitersKey(x.lockModel)
+		keys = append(keys, w, seenKey(w))
+	}
 	if s.cluster {
 		return s.applyCluster(ctx, id, c, x, keys, args)
 	}
@@ -520,10 +526,12 @@ func (s *Store) applyCluster(ctx context.Context, id string, c Change, x applyEx
 	}
 	args[6] = ""
 	spendKey := ""
-	if len(keys) > 8 {
-		spendKey, keys[8] = keys[8], keys[0]
+	if x.spendMicros != 0 {
+		spendKey = keys[8]
 	}
-	keys[2], keys[3], keys[4], keys[5], keys[6], keys[7] = keys[0], keys[0], keys[0], keys[0], keys[0], keys[0]
+	for i := 2; i < len(keys); i++ {
+		keys[i] = keys[0] // the script reaches only the job's own slot
+	}
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("update job %s: %w", id, ClassifyRedis(err))
@@ -712,53 +720,6 @@ func (s *Store) Owners(ctx context.Context, videoIDs []string) (map[string]strin
 		}
 	}
 	return out, nil
-}
-
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// AcquireCreateLock takes (or extends, when jobID holds it already) the
-// fleet-wide lock that serialises create calls of one model, for lease. It
-// reports whether jobID holds the lock now, and the lock's holder. The
-// time left on the lease is returned when jobID holds it (the lease); for
-// another holder it is not read (0): a waiter polls. Taking a free lock,
-// or finding it taken, is one command.
-func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, lease time.Duration) (bool, string, time.Duration, error) {
-	key := s.createLockKey(model)
-	prev, err := s.rdb.SetArgs(ctx, key, jobID, redis.SetArgs{Mode: "NX", TTL: lease, Get: true}).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return true, jobID, lease, nil
-	case err != nil:
-		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, ClassifyRedis(err))
-	case prev != jobID:
-		return false, prev, 0, nil
-	}
-	// Ours already (an in-doubt create's retry): extend the lease while it
-	// is still ours; if it expired meanwhile, try once more.
-	n, err := extendScript.Run(ctx, s.rdb, []string{key}, jobID, lease.Milliseconds()).Int()
-	if err != nil {
-		return false, "", 0, fmt.Errorf("create lock for model %s: %w", model, ClassifyRedis(err))
-	}
-	if n == 0 {
-		return s.AcquireCreateLock(ctx, model, jobID, lease)
-	}
-	return true, jobID, lease, nil
-}
-
-var extendScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`)
-
-// ReleaseCreateLock releases the model's create lock if jobID holds it.
-func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) error {
-	if err := releaseScript.Run(ctx, s.rdb, []string{s.createLockKey(model)}, jobID).Err(); err != nil {
-		return fmt.Errorf("release create lock for model %s: %w", model, ClassifyRedis(err))
-	}
-	return nil
 }
 
 // WebhookDelivery describes a verified webhook delivery for RecordWebhook

@@ -129,39 +129,83 @@ func (w *Worker) createLocked(ctx context.Context, rec *jobs.Record) (lockAfter,
 }
 
 // lockWait is how long a create waits in the handler for its model's
-// lock before it gives the slot back and retries later.
+// lock, behind other waiters, before it gives the slot back and retries
+// later (keeping its place in the queue of waiters: its ticket).
 const lockWait = 200 * time.Millisecond
+
+// lockWaitNext is how long a create that is next in the queue of waiters
+// waits for the lock: longer, so that it is there when the lock is
+// released rather than retrying later and letting the waiters after it go
+// first.
+const lockWaitNext = 2 * time.Second
+
+// lockPoll is how long a waiter waits for its hand-over announcement
+// before it looks again all the same (a lapsed lease, a lost
+// announcement) and tells the queue it is alive (jobs: a waiter not seen
+// for a second is passed over); without the wake-up gate it polls, next
+// in the queue more often than behind it.
+const (
+	lockPoll       = 250 * time.Millisecond
+	lockPollNext   = 10 * time.Millisecond
+	lockPollBehind = 50 * time.Millisecond
+)
 
 // lockGiveBack is how long an admitted job (tenancy on) waits for its
 // model's create lock, counted from its admission (the record's last
 // update), before it gives its place in the admission window back.
 const lockGiveBack = 5 * time.Second
 
-// lockCreate takes the model's create lock for rec, waiting briefly. When
-// another job holds it, it returns a retryLater error (no attempt used).
+// lockCreate takes the model's create lock for rec. When it is taken, the
+// job waits in the model's queue of waiters (first come, first served, by
+// the time the job became ready: rec.UpdatedAt), and a release hands the
+// lock to the first of them. A waiter looks again when its hand-over is
+// announced, or after lockPoll (which also tells the queue it is alive).
+// When it has waited long enough it leaves the queue and returns a
+// retryLater error (no attempt used).
 func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error) {
+	model := rec.Request.Model
 	lease := w.apiTimeout + w.cfg.ReconcileDelay + 10*time.Second
-	deadline := time.Now().Add(lockWait)
-	sleep := 2 * time.Millisecond
+	start := time.Now()
+	gate, name := w.gate.Load(), w.jobs.HandOverName(model, rec.ID)
+	handed := gate.Released(name) // before the look: a hand-over after it is heard
+	if ok, err := w.jobs.TryCreateLock(ctx, model, rec.ID, lease); err != nil || ok {
+		return ok, err
+	}
 	for {
-		ok, holder, _, err := w.jobs.AcquireCreateLock(ctx, rec.Request.Model, rec.ID, lease)
-		if err != nil || ok {
-			return ok, err
+		try, err := w.jobs.AcquireCreateLock(ctx, model, rec.ID, rec.UpdatedAt, lease)
+		if err != nil || try.Held {
+			return try.Held, err
 		}
-		if time.Now().After(deadline) {
-			// The holder's lease is not read (one command per try); a lock
-			// is held for a create call, seconds: look again in about 1 s.
+		waited := time.Since(start)
+		if waited >= lockWaitNext || (waited >= lockWait && try.Ahead > 0) {
+			if err := w.jobs.LeaveCreateQueue(context.WithoutCancel(ctx), model, rec.ID); err != nil {
+				w.log.WarnContext(ctx, "leave create lock queue", "job_id", rec.ID, "err", err.Error())
+			}
+			holder := try.Holder
+			if holder == "" {
+				holder = "nobody; waiters ahead"
+			}
 			return false, &retryLater{after: jitter(time.Second, 0.3),
-				err: fmt.Errorf("waiting for the create lock of model %s (held by job %s)", rec.Request.Model, holder)}
+				err: fmt.Errorf("waiting for the create lock of model %s (held by job %s, %d waiting ahead)", model, holder, try.Ahead)}
 		}
-		t := time.NewTimer(sleep)
+		poll := lockPoll
+		if handed == nil {
+			poll = lockPollBehind
+			if try.Ahead == 0 {
+				poll = lockPollNext
+			}
+		}
+		timer := time.NewTimer(min(poll, max(lockWaitNext-waited, time.Millisecond)))
 		select {
 		case <-ctx.Done():
-			t.Stop()
+			timer.Stop()
+			_ = w.jobs.LeaveCreateQueue(context.WithoutCancel(ctx), model, rec.ID)
 			return false, ctx.Err()
-		case <-t.C:
+		case <-handed:
+			timer.Stop()
+		case <-timer.C:
 		}
-		sleep = min(2*sleep, 10*time.Millisecond)
+		handed = gate.Released(name)
 	}
 }
 

@@ -153,8 +153,8 @@ func TestReconcileDecisions(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if ok, _, _, err := st.AcquireCreateLock(ctx, "m", "j", time.Minute); err != nil || !ok {
-				t.Fatalf("lock: %v %v", ok, err)
+			if try, err := st.AcquireCreateLock(ctx, "m", "j", time.Now(), time.Minute); err != nil || !try.Held {
+				t.Fatalf("lock: %+v %v", try, err)
 			}
 			rec, err = st.Get(ctx, "j")
 			if err != nil {
@@ -183,8 +183,8 @@ func TestReconcileDecisions(t *testing.T) {
 				if owner, _ := st.Claim(ctx, tc.want.adopted, "x"); owner != "j" {
 					t.Errorf("video %s owned by %q, want j", tc.want.adopted, owner)
 				}
-				if ok, holder, _, _ := st.AcquireCreateLock(ctx, "m", "next", time.Second); !ok {
-					t.Errorf("the model's create lock is still held by %s after the adoption", holder)
+				if try, _ := st.AcquireCreateLock(ctx, "m", "next", time.Now(), time.Second); !try.Held {
+					t.Errorf("the model's create lock is still held by %s after the adoption", try.Holder)
 				}
 			case tc.want.resubmit:
 				if err != nil || adopted {

@@ -233,8 +233,8 @@ func TestTenantAdmissionNotBlockedByModelLock(t *testing.T) {
 	ten := e.withTenancy("default=0", 2)
 	ctx := context.Background()
 	const blocked, free = "openai/sora-2", "google/veo-3.1-lite"
-	if ok, _, _, err := e.jobs.AcquireCreateLock(ctx, blocked, "a-dead-worker", time.Hour); err != nil || !ok {
-		t.Fatalf("take %s's create lock: %v, %v", blocked, ok, err)
+	if try, err := e.jobs.AcquireCreateLock(ctx, blocked, "a-dead-worker", time.Now(), time.Hour); err != nil || !try.Held {
+		t.Fatalf("take %s's create lock: %+v, %v", blocked, try, err)
 	}
 	var stuck, others []tasks.JobID
 	for i := range 6 {

@@ -253,6 +253,9 @@ type Worker struct {
 	insp  *asynq.Inspector
 	// wake announces the worker's enqueues; nil with the gate off.
 	wake *wake.Publisher
+	// gate is Run's wake-up gate (nil before Run, or with the gate off):
+	// create lock waiters hear of releases through it.
+	gate atomic.Pointer[wake.Gate]
 	met  *metrics.Metrics
 	// apiTimeout is api.Timeout(), read once: the API client's timeout is
 	// the only one (a copy in Config could disagree with it and let a
@@ -364,6 +367,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	gateDone := make(chan struct{})
 	if w.cfg.IdleCheckInterval > 0 {
 		gate = wake.NewGate(w.rdb, wake.Options{IdleCheck: w.cfg.IdleCheckInterval, Logger: w.log})
+		w.gate.Store(gate)
+		defer w.gate.Store(nil)
 		go func() { defer close(gateDone); gate.Run(gateCtx) }()
 	} else {
 		close(gateDone)
