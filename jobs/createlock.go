@@ -52,16 +52,24 @@ const waiterStale = time.Second
 const handoffLease = time.Second
 
 // releaseLockLua is the release shared by releaseScript, leaveScript and
-// applyScript: releaseLock(lock, waiters, seen, holder, now ms) frees the
-// lock if holder holds it, handing it to the first live waiter (announced
-// on wake.Channel to that waiter: HandOverName) when there is one; stale
-// waiters met on the way leave the queue.
+// applyScript: releaseLock(lock, waiters, seen, holder) frees the lock if
+// holder holds it, handing it to the first live waiter (announced on
+// wake.Channel to that waiter: HandOverName) when there is one; stale
+// waiters met on the way leave the queue. Liveness is judged by Redis's
+// clock (TIME), as it is recorded, so that workers' clocks need not
+// agree; it also defines serverMillis for the scripts that include it.
 var releaseLockLua = `
-local function releaseLock(lock, waiters, seen, holder, now)
+local function serverMillis()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function releaseLock(lock, waiters, seen, holder)
   if redis.call('GET', lock) ~= holder then return 0 end
+  local now
   while true do
     local head = redis.call('ZPOPMIN', waiters)[1]
     if not head then break end
+    now = now or serverMillis()
     local at = redis.call('ZSCORE', seen, head)
     redis.call('ZREM', seen, head)
     if at and tonumber(at) > now - ` + strconv.FormatInt(waiterStale.Milliseconds(), 10) + ` then
@@ -119,28 +127,30 @@ type LockTry struct {
 }
 
 // acquireScript is a waiter's look at a model's create lock. KEYS: lock,
-// waiters, seen. ARGV: job id, lease (ms), now (ms), ticket (ms), stale
-// (ms). It returns {held, holder, ahead}.
+// waiters, seen. ARGV: job id, lease (ms), ticket (ms), stale (ms). It
+// returns {held, holder, ahead}. It includes releaseLockLua for
+// serverMillis.
 //
 // A lock the job holds (handed over, or its own in-doubt create's) gets
 // the job's lease. A free lock (a lease or reservation lapsed) goes to the
 // job if no live waiter comes first. Otherwise the job joins the queue
 // (keeping its place if it is there already) and is seen now.
-var acquireScript = redis.NewScript(`
-local id, now = ARGV[1], tonumber(ARGV[3])
+var acquireScript = redis.NewScript(releaseLockLua + `
+local id = ARGV[1]
 local h = redis.call('GET', KEYS[1])
 if h == id then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1, h, 0}
 end
+local now = serverMillis()
 local function queue()
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[4], id)
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[3], id)
   redis.call('ZADD', KEYS[3], now, id)
   return redis.call('ZRANK', KEYS[2], id)
 end
 if not h then
   if redis.call('ZCARD', KEYS[2]) > 0 then
-    local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[5])))
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[4])))
     if #gone > 0 then
       redis.call('ZREM', KEYS[2], unpack(gone))
       redis.call('ZREM', KEYS[3], unpack(gone))
@@ -180,7 +190,7 @@ func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, tick
 	key := s.createLockKey(model)
 	w := s.createWaitersKey(model)
 	res, err := acquireScript.Run(ctx, s.rdb, []string{key, w, seenKey(w)},
-		jobID, lease.Milliseconds(), s.now().UnixMilli(), ticket.UnixMilli(), waiterStale.Milliseconds()).Slice()
+		jobID, lease.Milliseconds(), ticket.UnixMilli(), waiterStale.Milliseconds()).Slice()
 	if err != nil {
 		return LockTry{}, fmt.Errorf("create lock for model %s: %w", model, ClassifyRedis(err))
 	}
@@ -195,11 +205,11 @@ func (s *Store) AcquireCreateLock(ctx context.Context, model, jobID string, tick
 
 // leaveScript takes a job out of a lock's waiters, and releases the lock
 // (to the next waiter) if it was handed to the job meanwhile. KEYS: lock,
-// waiters, seen. ARGV: job id, now (ms).
+// waiters, seen. ARGV: job id.
 var leaveScript = redis.NewScript(releaseLockLua + `
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-return releaseLock(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]))
+return releaseLock(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 `)
 
 // LeaveCreateQueue takes jobID out of the model's create lock waiters: it
@@ -208,23 +218,23 @@ return releaseLock(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]))
 // is passed over once stale.
 func (s *Store) LeaveCreateQueue(ctx context.Context, model, jobID string) error {
 	w := s.createWaitersKey(model)
-	if err := leaveScript.Run(ctx, s.rdb, []string{s.createLockKey(model), w, seenKey(w)}, jobID, s.now().UnixMilli()).Err(); err != nil {
+	if err := leaveScript.Run(ctx, s.rdb, []string{s.createLockKey(model), w, seenKey(w)}, jobID).Err(); err != nil {
 		return fmt.Errorf("leave create lock queue for model %s: %w", model, ClassifyRedis(err))
 	}
 	return nil
 }
 
 // releaseScript releases a lock its holder holds (releaseLockLua).
-// KEYS: lock, waiters, seen. ARGV: holder, now (ms).
+// KEYS: lock, waiters, seen. ARGV: holder.
 var releaseScript = redis.NewScript(releaseLockLua + `
-return releaseLock(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]))
+return releaseLock(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 `)
 
 // ReleaseCreateLock releases the model's create lock if jobID holds it,
 // handing it to the first waiter.
 func (s *Store) ReleaseCreateLock(ctx context.Context, model, jobID string) error {
 	w := s.createWaitersKey(model)
-	if err := releaseScript.Run(ctx, s.rdb, []string{s.createLockKey(model), w, seenKey(w)}, jobID, s.now().UnixMilli()).Err(); err != nil {
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.createLockKey(model), w, seenKey(w)}, jobID).Err(); err != nil {
 		return fmt.Errorf("release create lock for model %s: %w", model, ClassifyRedis(err))
 	}
 	return nil

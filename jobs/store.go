@@ -310,7 +310,7 @@ local function reply(code, extra)
   for k, v in pairs(cur) do flat[#flat+1] = k; flat[#flat+1] = v end
   return {code, st, extra or '', flat}
 end
-if ARGV[7] ~= '' then releaseLock(KEYS[5], KEYS[10], KEYS[11], ARGV[7], tonumber(ARGV[3])) end
+if ARGV[7] ~= '' then releaseLock(KEYS[5], KEYS[10], KEYS[11], ARGV[7]) end
 if ARGV[6] ~= '' and redis.call('HSETNX', KEYS[4], ARGV[6], cur['id'] or '') == 0 then
   local owner = redis.call('HGET', KEYS[4], ARGV[6])
   if owner ~= cur['id'] then return reply(-2, owner) end
