@@ -133,7 +133,10 @@ type TenancyConfig struct {
 	AdmitAhead int
 	// AdmitTimeout is how long an admitted job counts against
 	// AdmitAhead without its create starting (a lost trigger, a worker
-	// that died). Default 2 min.
+	// killed while the create waited for its model's lock). Default
+	// 10 s: twice the wait after which a live worker gives the place back
+	// itself (worker: 5 s for the model's create lock), so that a killed
+	// worker's admitted jobs do not hold admission up for much longer.
 	AdmitTimeout time.Duration
 }
 
@@ -157,7 +160,7 @@ func NewTenancy(store *Store, cfg TenancyConfig) *Tenancy {
 		cfg.AdmitAhead = 2
 	}
 	if cfg.AdmitTimeout <= 0 {
-		cfg.AdmitTimeout = 2 * time.Minute
+		cfg.AdmitTimeout = 10 * time.Second
 	}
 	t := &Tenancy{rdb: store.rdb, store: store, prefix: store.prefix, cluster: store.cluster, cfg: cfg, now: store.now}
 	t.limitArgs = append(t.limitArgs, cfg.Limits.Default)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/videoworker/videoworker/jobs"
 )
@@ -373,5 +374,31 @@ func TestTenancyLateTenantCatchesUp(t *testing.T) {
 	want := []string{"b00", "b01", "b02", "a06", "b03", "a07", "b04", "a08"}
 	if !slices.Equal(order, want) {
 		t.Errorf("admissions after b arrived %v; want %v", order, want)
+	}
+}
+
+// TestTenancyWindowForgetsDeadCreates: admitted jobs whose creates never
+// start (their worker was killed while they waited for their model's
+// create lock) hold the create window for 10 s, not longer: then the
+// next round admits again.
+func TestTenancyWindowForgetsDeadCreates(t *testing.T) {
+	b := setup(t)
+	ten := jobs.NewTenancy(b.store, jobs.TenancyConfig{AdmitAhead: 2})
+	for _, id := range []string{"a1", "a2", "a3"} {
+		b.waitJob(t, id, "a")
+		if _, err := ten.Enter(b.ctx, id, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rec := b.get(t, "a3"); rec.State != jobs.StateTenantWait {
+		t.Fatalf("a3 is %s with a1 and a2 in the window; want tenant_wait", rec.State)
+	}
+	b.clock.Advance(9 * time.Second)
+	if adm, err := ten.Admit(b.ctx); err != nil || len(adm) != 0 {
+		t.Fatalf("after 9 s: Admit = %v, %v; want nothing (the window still holds a1 and a2)", ids(adm), err)
+	}
+	b.clock.Advance(2 * time.Second)
+	if adm, err := ten.Admit(b.ctx); err != nil || !slices.Equal(ids(adm), []string{"a3"}) {
+		t.Fatalf("after 11 s: Admit = %v, %v; want a3 (the dead creates forgotten)", ids(adm), err)
 	}
 }
