@@ -104,6 +104,11 @@ func defaultConfig() Config {
 	}
 }
 
+// tenantsDrainTimeout is -drain-timeout's default with -tenants: with
+// tenancy on, jobs are admitted through a create window of two, which
+// the kills stall now and then, and 2,000 jobs drain in 9-10 min.
+const tenantsDrainTimeout = 20 * time.Minute
+
 // MaxJobs is the largest run the harness accepts.
 const MaxJobs = 100_000
 
@@ -124,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.Float64Var(&c.KillUntil, "kill-until", c.KillUntil, "stop killing once this fraction of jobs is terminal (a killed worker's tasks return after ~1 min)")
 	fs.IntVar(&c.RedisRestarts, "redis-restarts", c.RedisRestarts, "Redis restarts, at even fractions of the jobs finished")
 	fs.BoolVar(&c.RedisCrash, "redis-crash", c.RedisCrash, "restart Redis with SIGKILL (loses up to 1 s of writes under appendfsync everysec) instead of SIGTERM")
-	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long after the last submission every job must be terminal; the rest are lost")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long after the last submission every job must be terminal; the rest are lost (20m when -tenants is given and this is not: admission through the create window drains in about 9-10 min under the kills)")
 	fs.Float64Var(&c.SubmitRate, "submit-rate", c.SubmitRate, "jobs submitted per second (0: as fast as possible)")
 	fs.Int64Var(&c.Seed, "seed", c.Seed, "seed of the fault draws and the kills (0: from the clock)")
 	models := fs.String("models", strings.Join(c.Models, ","), "models used in turn, comma separated")
@@ -151,6 +156,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	drainSet := false
+	fs.Visit(func(f *flag.Flag) { drainSet = drainSet || f.Name == "drain-timeout" })
+	if c.Tenants && !drainSet {
+		c.DrainTimeout = tenantsDrainTimeout
 	}
 	c.Models = nil
 	for _, m := range strings.Split(*models, ",") {

@@ -108,6 +108,13 @@ func TestParseFlags(t *testing.T) {
 	if def.Jobs != 2000 || def.Workers != 3 || def.RedisRestarts != 2 || def.DrainTimeout != 10*time.Minute || !strings.HasPrefix(def.Out, "bench/results/soak-") {
 		t.Errorf("defaults %+v", def)
 	}
+	// -tenants drains more slowly: its drain timeout is longer, unless given.
+	if ten, err := parseFlags([]string{"-tenants"}, &stderr); err != nil || ten.DrainTimeout != 20*time.Minute {
+		t.Errorf("-tenants: drain timeout %v, %v; want 20m", ten.DrainTimeout, err)
+	}
+	if ten, err := parseFlags([]string{"-drain-timeout", "5m", "-tenants"}, &stderr); err != nil || ten.DrainTimeout != 5*time.Minute {
+		t.Errorf("-drain-timeout 5m -tenants: drain timeout %v, %v; want 5m", ten.DrainTimeout, err)
+	}
 	for _, args := range [][]string{{"-jobs", "0"}, {"-jobs", "100001"}, {"-workers", "1"}, {"-error-rate", "0.9"}, {"extra"}} {
 		if _, err := parseFlags(args, &stderr); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
