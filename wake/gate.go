@@ -195,25 +195,33 @@ func (g *Gate) delayedSet(key string) *delayedState {
 
 // Released returns a channel closed when the lock named name is next
 // announced released (ReleasedMessage), or when the gate may have missed
-// such a message (it re-subscribed, or stopped). It is nil, never closed,
-// for a nil Gate or while the gate is not subscribed: the caller then
-// polls. Take the channel before looking at the lock, so that a release
-// after the look is not missed.
-func (g *Gate) Released(name string) <-chan struct{} {
+// such a message (it re-subscribed, or stopped), and a function to call
+// when the caller stops listening (it forgets the name unless the
+// channel was closed meanwhile). The channel is nil, never closed, for a
+// nil Gate or while the gate is not subscribed: the caller then polls.
+// Listen before the look at the lock that could lead to the
+// announcement, so that it is not missed.
+func (g *Gate) Released(name string) (<-chan struct{}, func()) {
 	if g == nil {
-		return nil
+		return nil, func() {}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.active() {
-		return nil
+		return nil, func() {}
 	}
 	ch := g.released[name]
 	if ch == nil {
 		ch = make(chan struct{})
 		g.released[name] = ch
 	}
-	return ch
+	return ch, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.released[name] == ch {
+			delete(g.released, name)
+		}
+	}
 }
 
 // releaseAll closes every channel Released handed out. g.mu held.

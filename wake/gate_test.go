@@ -304,7 +304,9 @@ func TestResubscribesAfterRedisRestart(t *testing.T) {
 func TestReleasedWakesWaiters(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil, time.Hour, nil)
-	a1, a2, b := f.gate.Released("lock-a"), f.gate.Released("lock-a"), f.gate.Released("lock-b")
+	a1, _ := f.gate.Released("lock-a")
+	a2, _ := f.gate.Released("lock-a")
+	b, _ := f.gate.Released("lock-b")
 	if a1 == nil || a1 != a2 {
 		t.Fatalf("Released(lock-a) = %v, %v; want one channel for both waiters", a1, a2)
 	}
@@ -323,7 +325,7 @@ func TestReleasedWakesWaiters(t *testing.T) {
 		t.Fatal("lock-b's waiter woken by lock-a's release")
 	default:
 	}
-	if again := f.gate.Released("lock-a"); again == a1 {
+	if again, _ := f.gate.Released("lock-a"); again == a1 {
 		t.Error("after a release, Released handed out the closed channel again")
 	}
 	f.gate.stop()
@@ -332,12 +334,44 @@ func TestReleasedWakesWaiters(t *testing.T) {
 	default:
 		t.Error("stopping the gate did not release lock-b's waiter")
 	}
-	if ch := f.gate.Released("lock-b"); ch != nil {
+	if ch, _ := f.gate.Released("lock-b"); ch != nil {
 		t.Error("a stopped gate handed out a channel; want nil (poll)")
 	}
 	var none *Gate
-	if none.Released("x") != nil {
+	if ch, done := none.Released("x"); ch != nil {
 		t.Error("a nil gate handed out a channel")
+	} else {
+		done()
+	}
+}
+
+// TestReleasedForgotten: a waiter that stops listening leaves nothing
+// behind (one name per waiting job: the gate would grow with every job
+// that ever waited), and does not take away another waiter's channel.
+func TestReleasedForgotten(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil, time.Hour, nil)
+	_, done := f.gate.Released("lock-x job-1")
+	done()
+	ch, done2 := f.gate.Released("lock-x job-2")
+	if err := f.rdb.Publish(t.Context(), Channel, ReleasedMessage("lock-x job-2")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	ch3, done3 := f.gate.Released("lock-x job-2") // a new wait for the same name
+	done2()                                       // the old one's done must not drop it
+	f.gate.mu.Lock()
+	n, kept := len(f.gate.released), f.gate.released["lock-x job-2"] == ch3
+	f.gate.mu.Unlock()
+	if n != 1 || !kept {
+		t.Errorf("names listened for: %d (the new wait kept: %v); want only the new wait's", n, kept)
+	}
+	done3()
+	f.gate.mu.Lock()
+	n = len(f.gate.released)
+	f.gate.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d names left after every waiter stopped", n)
 	}
 }
 

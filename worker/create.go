@@ -166,11 +166,13 @@ func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error)
 	model := rec.Request.Model
 	lease := w.apiTimeout + w.cfg.ReconcileDelay + 10*time.Second
 	start := time.Now()
-	gate, name := w.gate.Load(), w.jobs.HandOverName(model, rec.ID)
-	handed := gate.Released(name) // before the look: a hand-over after it is heard
 	if ok, err := w.jobs.TryCreateLock(ctx, model, rec.ID, lease); err != nil || ok {
 		return ok, err
 	}
+	// Listen for the hand-over before the look that queues the job.
+	gate, name := w.gate.Load(), w.jobs.HandOverName(model, rec.ID)
+	handed, stop := gate.Released(name)
+	defer func() { stop() }()
 	for {
 		try, err := w.jobs.AcquireCreateLock(ctx, model, rec.ID, rec.UpdatedAt, lease)
 		if err != nil || try.Held {
@@ -205,7 +207,8 @@ func (w *Worker) lockCreate(ctx context.Context, rec *jobs.Record) (bool, error)
 			timer.Stop()
 		case <-timer.C:
 		}
-		handed = gate.Released(name)
+		stop()
+		handed, stop = gate.Released(name)
 	}
 }
 
