@@ -147,6 +147,25 @@ func (f *fixture) waitRan(p string) []string {
 	}
 }
 
+// enqueue enqueues a task with payload p in the fixture's queue, without
+// announcing it.
+func (f *fixture) enqueue(p string) *asynq.TaskInfo {
+	f.t.Helper()
+	info, err := f.aq.EnqueueContext(f.t.Context(), asynq.NewTask("t", []byte(p)), asynq.Queue(f.queue))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info
+}
+
+// announce publishes the wake-up for the task info describes.
+func (f *fixture) announce(info *asynq.TaskInfo) {
+	f.t.Helper()
+	if err := NewPublisher(f.rdb).Announce(f.t.Context(), info); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 func (f *fixture) notRan() {
 	f.t.Helper()
 	select {
@@ -163,15 +182,10 @@ func TestWakeUpTakesTaskAtOnce(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil, time.Hour, nil)
 	f.waitEvent("blocked " + f.queue)
-	info, err := f.aq.EnqueueContext(t.Context(), asynq.NewTask("t", []byte("a")), asynq.Queue(f.queue))
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := f.enqueue("a")
 	// The server is still parked in the gate: the task is unseen.
 	f.notRan()
-	if err := NewPublisher(f.rdb).Announce(t.Context(), info); err != nil {
-		t.Fatal(err)
-	}
+	f.announce(info)
 	seen := f.waitRan("a")
 	if !contains(seen, "wake "+f.queue) {
 		t.Errorf("task handled without a wake-up (events %v)", seen)
@@ -187,13 +201,7 @@ func TestEmptyDequeueParks(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil, time.Hour, nil)
 	f.waitEvent("blocked " + f.queue)
-	info, err := f.aq.EnqueueContext(t.Context(), asynq.NewTask("t", []byte("a")), asynq.Queue(f.queue))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := NewPublisher(f.rdb).Announce(t.Context(), info); err != nil {
-		t.Fatal(err)
-	}
+	f.announce(f.enqueue("a"))
 	seen := f.waitRan("a")
 	// After taking "a", asynq asks again: that call finds the queue empty
 	// in Redis and must park at once, not be followed by another call.
