@@ -86,9 +86,52 @@ func (l TenantLimits) String() string {
 // where the tenant "default" sets the limit of every tenant not named
 // (itself included); 0 is no limit. It returns every problem.
 func ParseTenantLimits(s string) (TenantLimits, []error) {
-	out := TenantLimits{Per: map[string]int{}}
+	def, per, errs := parseTenantNumbers(s, tenantNumbers{what: "limit", want: "<tenant>=<jobs>, e.g. default=5",
+		rangeText: "the limit must be a whole number from 0 (none) to 1000000", min: 0, max: 1_000_000})
+	return TenantLimits{Default: def, Per: per}, errs
+}
+
+// TenantWeights is TENANT_WEIGHTS: each tenant's share of the admissions
+// while several tenants have jobs waiting (a tenant of weight 3 is
+// admitted three jobs for every one of a tenant of weight 1). Default 1.
+type TenantWeights struct {
+	Default int
+	Per     map[string]int
+}
+
+// Of is the weight of tenant t.
+func (w TenantWeights) Of(t string) int {
+	if n, ok := w.Per[t]; ok {
+		return n
+	}
+	return max(w.Default, 1)
+}
+
+// ParseTenantWeights reads TENANT_WEIGHTS: comma-separated
+// "<tenant>=<weight>", weights 1-1000, where the tenant "default" sets the
+// weight of every tenant not named (1 if not given). It returns every
+// problem.
+func ParseTenantWeights(s string) (TenantWeights, []error) {
+	def, per, errs := parseTenantNumbers(s, tenantNumbers{what: "weight", want: "<tenant>=<weight>, e.g. acme=3",
+		rangeText: "the weight must be a whole number from 1 to 1000", min: 1, max: 1000})
+	if _, ok := per[DefaultTenant]; !ok {
+		def = 1
+	}
+	return TenantWeights{Default: def, Per: per}, errs
+}
+
+// tenantNumbers describes a "<tenant>=<n>" list for parseTenantNumbers.
+type tenantNumbers struct {
+	what, want, rangeText string
+	min, max              int
+}
+
+// parseTenantNumbers reads a comma-separated "<tenant>=<n>" list: the
+// value of "default" (0 when not given) and every tenant's, with every
+// problem.
+func parseTenantNumbers(s string, f tenantNumbers) (int, map[string]int, []error) {
+	def, per := 0, map[string]int{}
 	var errs []error
-	seen := map[string]bool{}
 	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
@@ -97,29 +140,28 @@ func ParseTenantLimits(s string) (TenantLimits, []error) {
 		t, v, ok := strings.Cut(item, "=")
 		t = strings.TrimSpace(t)
 		if !ok {
-			errs = append(errs, fmt.Errorf("tenant limit %q: want <tenant>=<jobs>, e.g. default=5", item))
+			errs = append(errs, fmt.Errorf("tenant %s %q: want %s", f.what, item, f.want))
 			continue
 		}
 		if err := ValidateTenant(t); err != nil {
-			errs = append(errs, fmt.Errorf("tenant limit %q: %w", item, err))
+			errs = append(errs, fmt.Errorf("tenant %s %q: %w", f.what, item, err))
 			continue
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 0 || n > 1_000_000 {
-			errs = append(errs, fmt.Errorf("tenant limit %q: the limit must be a whole number from 0 (none) to 1000000", item))
+		if err != nil || n < f.min || n > f.max {
+			errs = append(errs, fmt.Errorf("tenant %s %q: %s", f.what, item, f.rangeText))
 			continue
 		}
-		if seen[t] {
-			errs = append(errs, fmt.Errorf("tenant limit %q: tenant given twice", item))
+		if _, dup := per[t]; dup {
+			errs = append(errs, fmt.Errorf("tenant %s %q: tenant given twice", f.what, item))
 			continue
 		}
-		seen[t] = true
 		if t == DefaultTenant {
-			out.Default = n
+			def = n
 		}
-		out.Per[t] = n
+		per[t] = n
 	}
-	return out, errs
+	return def, per, errs
 }
 
 // TenancyConfig configures tenancy.
@@ -131,6 +173,9 @@ type TenancyConfig struct {
 	// create worker busy, few enough that a tenant arriving behind
 	// another's backlog waits for at most that many of its creates.
 	AdmitAhead int
+	// Weights are the tenants' shares of the admissions
+	// (TENANT_WEIGHTS); the zero value weighs every tenant 1.
+	Weights TenantWeights
 	// AdmitTimeout is how long an admitted job counts against
 	// AdmitAhead without its create starting (a lost trigger, a worker
 	// killed while the create waited for its model's lock). Default
@@ -149,7 +194,7 @@ type Tenancy struct {
 	prefix  string // the store's
 	cluster bool
 	cfg     TenancyConfig
-	// limitArgs are the admission script's limit arguments.
+	// limitArgs are the admission script's limit and weight arguments.
 	limitArgs []any
 	now       func() time.Time
 }
@@ -163,9 +208,13 @@ func NewTenancy(store *Store, cfg TenancyConfig) *Tenancy {
 		cfg.AdmitTimeout = 10 * time.Second
 	}
 	t := &Tenancy{rdb: store.rdb, store: store, prefix: store.prefix, cluster: store.cluster, cfg: cfg, now: store.now}
-	t.limitArgs = append(t.limitArgs, cfg.Limits.Default)
+	t.limitArgs = append(t.limitArgs, cfg.Limits.Default, len(cfg.Limits.Per))
 	for _, name := range slices.Sorted(maps.Keys(cfg.Limits.Per)) {
 		t.limitArgs = append(t.limitArgs, name, cfg.Limits.Per[name])
+	}
+	t.limitArgs = append(t.limitArgs, max(cfg.Weights.Default, 1))
+	for _, name := range slices.Sorted(maps.Keys(cfg.Weights.Per)) {
+		t.limitArgs = append(t.limitArgs, name, cfg.Weights.Per[name])
 	}
 	return t
 }
@@ -197,12 +246,14 @@ func (a Admission) Record() *Record {
 // an admission round. ARGV: op, job id, tenant, then the admission's:
 // key prefix ("…{tenants}:"), now (ms), AdmitAhead, AdmitTimeout (ms),
 // the job key prefix ("…job:{"; "" on a Cluster: the caller applies the
-// transitions), the default limit, then tenant/limit pairs. KEYS: the
-// ring (it names the slot).
+// transitions), the default limit, the number of tenant/limit pairs, the
+// pairs, the default weight, then tenant/weight pairs. KEYS: the ring (it
+// names the slot).
 //
 // The ring is a sorted set of the tenants with waiting jobs, each scored
 // by its virtual time: how many of its jobs were admitted since it last
-// joined, counted from the virtual time it joined at. Admission serves
+// joined, each counting 1/weight (TENANT_WEIGHTS), from the virtual time it
+// joined at. Admission serves
 // the lowest score (ties by name), so tenants with waiting jobs take
 // turns: round-robin. A tenant joins (its list was empty) at the virtual
 // time of the latest admission less the number of admitted jobs waiting
@@ -222,15 +273,18 @@ func (a Admission) Record() *Record {
 // ring's lowest-scored tenant below its limit (none: the round ends); its
 // oldest waiting job is admitted: tenant_wait -> queued in the record
 // (with its history line), into busy and adm, and the tenant's score
-// goes up by one (it leaves the ring when its list is empty). Ids whose
+// goes up by 1/weight (it leaves the ring when its list is empty). Ids whose
 // record is not in tenant_wait any more (cancelled) are dropped. It
 // returns the admitted ids with their retry counts, tenants and traces.
 var tenancyScript = redis.NewScript(`
 local op, id, tn = ARGV[1], ARGV[2], ARGV[3]
 local P, now, ahead, stale, jp = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local deflim = tonumber(ARGV[9])
-local lim = {}
-for i = 10, #ARGV, 2 do lim[ARGV[i]] = tonumber(ARGV[i+1]) end
+local lim, wt = {}, {}
+local i = 11
+for _ = 1, tonumber(ARGV[10]) do lim[ARGV[i]] = tonumber(ARGV[i+1]); i = i + 2 end
+local defw = tonumber(ARGV[i]); i = i + 1
+while i < #ARGV do wt[ARGV[i]] = tonumber(ARGV[i+1]); i = i + 2 end
 local ring, adm = KEYS[1], P .. 'adm'
 if op == 'enter' then
   if redis.call('RPUSH', P .. 'wait:' .. tn, id) == 1 then
@@ -277,7 +331,7 @@ while room > 0 do
   if redis.call('LLEN', wk) == 0 then
     redis.call('ZREM', ring, t)
   elseif ok then
-    redis.call('ZINCRBY', ring, 1, t)
+    redis.call('ZINCRBY', ring, 1 / (wt[t] or defw), t)
   end
   if ok then
     redis.call('SADD', busy, j)

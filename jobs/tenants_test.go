@@ -402,3 +402,65 @@ func TestTenancyWindowForgetsDeadCreates(t *testing.T) {
 		t.Fatalf("after 11 s: Admit = %v, %v; want a3 (the dead creates forgotten)", ids(adm), err)
 	}
 }
+
+// TestTenancyWeights: with TENANT_WEIGHTS heavy=3, light=1, a tenant of
+// weight 3 is admitted three jobs for each of the other's while both
+// have jobs waiting, and the lighter one is never kept waiting for more
+// than three in a row; tenants not named weigh 1.
+func TestTenancyWeights(t *testing.T) {
+	b := setup(t)
+	w, errs := jobs.ParseTenantWeights("heavy=3")
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ten := jobs.NewTenancy(b.store, jobs.TenancyConfig{AdmitAhead: 1, Weights: w})
+	b.waitJob(t, "z1", "zed")
+	if _, err := ten.Enter(b.ctx, "z1", "zed"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tenant := range []string{"heavy", "light"} {
+		for i := range 12 {
+			id := fmt.Sprintf("%s%02d", tenant, i)
+			b.waitJob(t, id, tenant)
+			if _, err := ten.Enter(b.ctx, id, tenant); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var order []string
+	last := "z1"
+	for range 16 {
+		adm, err := ten.Started(b.ctx, last, "")
+		if err != nil || len(adm) != 1 {
+			t.Fatalf("Started(%s) = %v, %v; want one admitted", last, ids(adm), err)
+		}
+		last = adm[0].ID
+		order = append(order, adm[0].Tenant)
+	}
+	heavy, run, longest := 0, 0, 0
+	for _, tn := range order {
+		if tn == "heavy" {
+			heavy, run = heavy+1, run+1
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	if heavy != 12 || longest > 3 {
+		t.Errorf("admissions by tenant %v: heavy %d of 16, at most %d in a row; want 12, at most 3", order, heavy, longest)
+	}
+}
+
+func TestParseTenantWeights(t *testing.T) {
+	w, errs := jobs.ParseTenantWeights("acme=3, default=2")
+	if len(errs) > 0 || w.Of("acme") != 3 || w.Of("other") != 2 {
+		t.Errorf("acme=3,default=2: %+v, %v", w, errs)
+	}
+	if w, _ := jobs.ParseTenantWeights("acme=3"); w.Of("other") != 1 {
+		t.Errorf("a tenant not named weighs %d without default=; want 1", w.Of("other"))
+	}
+	_, errs = jobs.ParseTenantWeights("acme=0,b=1001,c,Bad=2,acme=3")
+	if len(errs) != 4 {
+		t.Errorf("errors %v; want 4 (0, 1001, no value, invalid name; acme's second entry is dropped after its first failed)", errs)
+	}
+}

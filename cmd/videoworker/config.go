@@ -95,7 +95,8 @@ type Config struct {
 	// Tenancy (package jobs, tenants.go): off unless TENANT_LIMITS is set
 	// or TENANT_FAIRNESS is on. Producers and workers must agree.
 	TenantLimits     string `envconfig:"TENANT_LIMITS" desc:"most jobs each tenant may have admitted and not yet past generating, e.g. default=5,acme=20,bulk=2 (0: no limit); setting it turns tenancy on (docs/tenants.md)"`
-	TenantFairness   string `envconfig:"TENANT_FAIRNESS" default:"auto" desc:"on: creates are admitted round-robin across tenants (state tenant_wait); off; auto: on when TENANT_LIMITS is set"`
+	TenantWeights    string `envconfig:"TENANT_WEIGHTS" desc:"with tenancy on, each tenant's share of admissions while several have jobs waiting, e.g. acme=3,default=1 (1-1000; 1 for tenants not named); setting it turns tenancy on like TENANT_LIMITS"`
+	TenantFairness   string `envconfig:"TENANT_FAIRNESS" default:"auto" desc:"on: creates are admitted round-robin across tenants (state tenant_wait); off; auto: on when TENANT_LIMITS or TENANT_WEIGHTS is set"`
 	TenantAdmitAhead int    `envconfig:"TENANT_ADMIT_AHEAD" default:"2" desc:"with tenancy on, how many admitted jobs may wait in the create queue at once (fewer: fairer; more: fewer idle create slots)"`
 
 	// Tracing (docs/tracing.md): on when an OTLP endpoint is set. The
@@ -371,8 +372,8 @@ func (c Config) validateBudgets(add func(format string, a ...any)) {
 	}
 }
 
-// validateTenancy checks TENANT_LIMITS, TENANT_FAIRNESS and
-// TENANT_ADMIT_AHEAD.
+// validateTenancy checks TENANT_LIMITS, TENANT_WEIGHTS, TENANT_FAIRNESS
+// and TENANT_ADMIT_AHEAD.
 func (c Config) validateTenancy(add func(format string, a ...any)) {
 	_, errs := jobs.ParseTenantLimits(c.TenantLimits)
 	for _, err := range errs {
@@ -386,6 +387,13 @@ func (c Config) validateTenancy(add func(format string, a ...any)) {
 	if c.TenantFairness == "off" && strings.TrimSpace(c.TenantLimits) != "" {
 		add("TENANT_LIMITS: set while TENANT_FAIRNESS is off: limits need tenancy on")
 	}
+	_, errs = jobs.ParseTenantWeights(c.TenantWeights)
+	for _, err := range errs {
+		add("TENANT_WEIGHTS: %v", err)
+	}
+	if c.TenantFairness == "off" && strings.TrimSpace(c.TenantWeights) != "" {
+		add("TENANT_WEIGHTS: set while TENANT_FAIRNESS is off: weights need tenancy on")
+	}
 	if c.TenantAdmitAhead < 1 || c.TenantAdmitAhead > 1000 {
 		add("TENANT_ADMIT_AHEAD: want 1-1000, got %d", c.TenantAdmitAhead)
 	}
@@ -393,12 +401,13 @@ func (c Config) validateTenancy(add func(format string, a ...any)) {
 
 // tenancy is the fleet's tenancy on store's jobs, or nil when it is off.
 func (c Config) tenancy(store *jobs.Store) *jobs.Tenancy {
-	on := c.TenantFairness == "on" || (c.TenantFairness == "auto" && strings.TrimSpace(c.TenantLimits) != "")
-	if !on {
+	set := strings.TrimSpace(c.TenantLimits) != "" || strings.TrimSpace(c.TenantWeights) != ""
+	if c.TenantFairness != "on" && (c.TenantFairness != "auto" || !set) {
 		return nil
 	}
 	limits, _ := jobs.ParseTenantLimits(c.TenantLimits)
-	return jobs.NewTenancy(store, jobs.TenancyConfig{Limits: limits, AdmitAhead: c.TenantAdmitAhead})
+	weights, _ := jobs.ParseTenantWeights(c.TenantWeights)
+	return jobs.NewTenancy(store, jobs.TenancyConfig{Limits: limits, Weights: weights, AdmitAhead: c.TenantAdmitAhead})
 }
 
 // budgeter is the fleet's budgets, or nil when BUDGETS is empty (off).

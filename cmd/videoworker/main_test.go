@@ -355,22 +355,37 @@ func (n *notifyWriter) Write(p []byte) (int, error) {
 // the program at start with every problem named.
 func TestConfigNamesEveryTenancyProblem(t *testing.T) {
 	t.Setenv("TENANT_LIMITS", "default=x,Acme=3,bulk,bulk=2,bulk=3")
+	t.Setenv("TENANT_WEIGHTS", "acme=0,bulk=heavy")
 	t.Setenv("TENANT_FAIRNESS", "sometimes")
 	t.Setenv("TENANT_ADMIT_AHEAD", "0")
 	_, err := loadConfig()
 	if err == nil {
 		t.Fatal("invalid tenancy settings accepted")
 	}
-	for _, s := range []string{`"default=x"`, `"Acme=3"`, `"bulk"`, `"bulk=3": tenant given twice`, "TENANT_FAIRNESS", "TENANT_ADMIT_AHEAD"} {
+	for _, s := range []string{`"default=x"`, `"Acme=3"`, `"bulk"`, `"bulk=3": tenant given twice`, `TENANT_WEIGHTS: tenant weight "acme=0"`, `"bulk=heavy"`, "TENANT_FAIRNESS", "TENANT_ADMIT_AHEAD"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error does not name %s:\n%v", s, err)
 		}
 	}
 	t.Setenv("TENANT_LIMITS", "default=5,acme=20,bulk=2")
+	t.Setenv("TENANT_WEIGHTS", "acme=3")
 	t.Setenv("TENANT_FAIRNESS", "auto")
 	t.Setenv("TENANT_ADMIT_AHEAD", "2")
 	if _, err := loadConfig(); err != nil {
 		t.Fatalf("valid tenancy settings refused: %v", err)
+	}
+	// TENANT_WEIGHTS alone turns tenancy on, as TENANT_LIMITS does.
+	t.Setenv("TENANT_LIMITS", "")
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.tenancy(jobs.NewStore(nil, "")) == nil {
+		t.Error("TENANT_WEIGHTS set with TENANT_FAIRNESS=auto: tenancy off")
+	}
+	t.Setenv("TENANT_FAIRNESS", "off")
+	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "TENANT_WEIGHTS: set while TENANT_FAIRNESS is off") {
+		t.Errorf("TENANT_WEIGHTS with TENANT_FAIRNESS=off: %v; want refused", err)
 	}
 }
 
