@@ -165,13 +165,11 @@ func (c *Client) SubmitMany(ctx context.Context, reqs []Request) (out []SubmitRe
 			if err != nil {
 				return nil, fmt.Errorf("submit batch: %w", err)
 			}
-			for _, a := range adm {
-				next, err := NextTask(a.Record(), 0)
-				if err != nil {
-					return nil, err
-				}
-				toEnqueue = append(toEnqueue, next)
+			nexts, err := admittedTasks(adm)
+			if err != nil {
+				return nil, err
 			}
+			toEnqueue = append(toEnqueue, nexts...)
 			continue
 		}
 		if created[i].Companion {

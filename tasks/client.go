@@ -714,19 +714,31 @@ func (c *Client) enqueueAdmitted(ctx context.Context, adm []jobs.Admission) erro
 
 // EnqueueAdmitted enqueues the create task of each admitted job (through
 // NextTask) and announces it with pub (nil: none). It tries every job and
-// returns the first failure.
+// returns the first failure; a job whose task is lost is queued without a
+// task, which the stranded-job reconciler enqueues. Producers and workers
+// both use it after an admission round.
 func EnqueueAdmitted(ctx context.Context, aq *asynq.Client, pub *wake.Publisher, adm []jobs.Admission) error {
-	var first error
-	for _, a := range adm {
-		next, err := NextTask(a.Record(), 0)
-		if err == nil {
-			err = enqueue(ctx, aq, pub, next)
-		}
-		if err != nil && first == nil {
-			first = err
+	nexts, err := admittedTasks(adm)
+	for _, next := range nexts {
+		if eerr := enqueue(ctx, aq, pub, next); eerr != nil && err == nil {
+			err = fmt.Errorf("enqueue admitted job: %w", eerr)
 		}
 	}
-	return first
+	return err
+}
+
+// admittedTasks is the create task of each admitted job: the one place
+// where an admission becomes a task.
+func admittedTasks(adm []jobs.Admission) ([]*Next, error) {
+	out := make([]*Next, 0, len(adm))
+	for _, a := range adm {
+		next, err := NextTask(a.Record(), 0)
+		if err != nil {
+			return out, fmt.Errorf("admitted job %s: %w", a.ID, err)
+		}
+		out = append(out, next)
+	}
+	return out, nil
 }
 
 // enqueue enqueues n and announces it to idle workers with pub (nil:

@@ -32,19 +32,13 @@ func (w *Worker) tenantLeft(ctx context.Context, rec *jobs.Record) {
 }
 
 // admitted enqueues the create tasks of the jobs an admission round
-// admitted. A lost one leaves a queued job without a task, which the
-// stranded-job check enqueues.
+// admitted (tasks.EnqueueAdmitted, as producers do). A lost one leaves a
+// queued job without a task, which the stranded-job check enqueues.
 func (w *Worker) admitted(ctx context.Context, rec *jobs.Record, adm []jobs.Admission, err error) {
 	if err != nil {
 		w.log.WarnContext(ctx, "tenancy", "job_id", rec.ID, "tenant", rec.Tenant, "err", err.Error())
 	}
-	for _, a := range adm {
-		next, err := tasks.NextTask(a.Record(), 0)
-		if err == nil {
-			err = w.enqueue(ctx, next)
-		}
-		if err != nil {
-			w.log.WarnContext(ctx, "enqueue admitted job", "job_id", a.ID, "tenant", a.Tenant, "err", err.Error())
-		}
+	if err := tasks.EnqueueAdmitted(ctx, w.aq, w.wake, adm); err != nil {
+		w.log.WarnContext(ctx, "enqueue admitted jobs", "job_id", rec.ID, "admitted", len(adm), "err", err.Error())
 	}
 }
