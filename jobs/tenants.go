@@ -36,7 +36,11 @@ import (
 //	            generating): what TENANT_LIMITS bounds
 //	adm         sorted set of admitted jobs whose create has not started,
 //	            by admission time (ms): what AdmitAhead bounds
-//	known       set of every tenant seen (metrics, dashboard)
+//	seen        sorted set of the tenants seen, by when each last joined
+//	            the ring (ms): what metrics and the dashboard list. A
+//	            tenant with no waiting or admitted job that has not joined
+//	            for tenantForget leaves it (Sweep). Older releases kept
+//	            the set "known"; Sweep moves it here.
 
 // DefaultTenant is the tenant of a job that names none.
 const DefaultTenant = "default"
@@ -290,7 +294,7 @@ if op == 'enter' then
   if redis.call('RPUSH', P .. 'wait:' .. tn, id) == 1 then
     local v = tonumber(redis.call('GET', P .. 'vtime') or '0')
     redis.call('ZADD', ring, 'NX', v - redis.call('ZCARD', adm), tn)
-    redis.call('SADD', P .. 'known', tn)
+    redis.call('ZADD', P .. 'seen', now, tn)
   end
 elseif op == 'start' then
   redis.call('ZREM', adm, id)
@@ -519,11 +523,17 @@ var busyStates = []State{StateTenantWait, StateQueued, StateBudgetWait, StateSub
 // reads each admitted job's state: a cost bounded by the tenants'
 // limits.
 func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
-	tenants, err := t.rdb.SMembers(ctx, t.key("known")).Result()
+	if err := t.moveKnown(ctx); err != nil {
+		return nil, err
+	}
+	seen, err := t.rdb.ZRangeWithScores(ctx, t.key("seen"), 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
 	}
-	for _, tn := range tenants {
+	forgetBefore := float64(t.now().Add(-tenantForget).UnixMilli())
+	var idle []any
+	for _, z := range seen {
+		tn, _ := z.Member.(string)
 		ids, err := t.rdb.SMembers(ctx, t.key("busy:"+tn)).Result()
 		if err != nil {
 			return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
@@ -543,6 +553,12 @@ func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
 				return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
 			}
 		}
+		if z.Score < forgetBefore && len(stale) == len(ids) {
+			idle = append(idle, tn)
+		}
+	}
+	if err := t.forgetIdle(ctx, idle); err != nil {
+		return nil, err
 	}
 	ids, err := t.rdb.ZRange(ctx, t.key("adm"), 0, -1).Result()
 	if err != nil {
@@ -564,6 +580,55 @@ func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
 		}
 	}
 	return t.Admit(ctx)
+}
+
+// tenantForget is how long a tenant with no waiting or admitted job stays
+// among the tenants listed (dashboard, videoworker_tenant_jobs) after it
+// last joined the ring: the list is bounded by the tenants active in a
+// day, not by every tenant ever seen.
+const tenantForget = 24 * time.Hour
+
+// forgetIdleScript drops from the seen set each of the given tenants that
+// still has no waiting job (its list may have filled since Sweep looked;
+// its admitted set was found empty). KEYS: seen. ARGV: the key prefix,
+// then tenants.
+var forgetIdleScript = redis.NewScript(`
+local n = 0
+for i = 2, #ARGV do
+  local tn = ARGV[i]
+  if redis.call('LLEN', ARGV[1] .. 'wait:' .. tn) == 0 and redis.call('SCARD', ARGV[1] .. 'busy:' .. tn) == 0 then
+    n = n + redis.call('ZREM', KEYS[1], tn)
+  end
+end
+return n
+`)
+
+// forgetIdle drops idle tenants from the seen set (forgetIdleScript).
+func (t *Tenancy) forgetIdle(ctx context.Context, tenants []any) error {
+	if len(tenants) == 0 {
+		return nil
+	}
+	if err := forgetIdleScript.Run(ctx, t.rdb, []string{t.key("seen")}, append([]any{t.key("")}, tenants...)...).Err(); err != nil {
+		return fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
+	}
+	return nil
+}
+
+// moveKnown moves an older release's "known" set of tenants into the
+// seen set (as seen now), so that a fleet upgraded while tenants wait
+// keeps listing them.
+var moveKnownScript = redis.NewScript(`
+local tenants = redis.call('SMEMBERS', KEYS[1])
+for _, tn in ipairs(tenants) do redis.call('ZADD', KEYS[2], 'NX', ARGV[1], tn) end
+redis.call('DEL', KEYS[1])
+return #tenants
+`)
+
+func (t *Tenancy) moveKnown(ctx context.Context) error {
+	if err := moveKnownScript.Run(ctx, t.rdb, []string{t.key("known"), t.key("seen")}, t.now().UnixMilli()).Err(); err != nil {
+		return fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
+	}
+	return nil
 }
 
 // states reads the state of each job ("" when it is gone), pipelined.
@@ -596,14 +661,22 @@ type TenantFigures struct {
 	Limit             int
 }
 
-// Figures reads every known tenant's figures: two commands per tenant,
-// pipelined (for the dashboard and /metrics).
+// Figures reads the figures of every tenant seen (active within a day,
+// see tenantForget): two commands per tenant, pipelined (for the
+// dashboard and /metrics).
 func (t *Tenancy) Figures(ctx context.Context) ([]TenantFigures, error) {
-	tenants, err := t.rdb.SMembers(ctx, t.key("known")).Result()
+	tenants, err := t.rdb.ZRange(ctx, t.key("seen"), 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("tenant figures: %w", ClassifyRedis(err))
 	}
+	// An older release's set, until the first sweep moves it.
+	legacy, err := t.rdb.SMembers(ctx, t.key("known")).Result()
+	if err != nil {
+		return nil, fmt.Errorf("tenant figures: %w", ClassifyRedis(err))
+	}
+	tenants = append(tenants, legacy...)
 	slices.Sort(tenants)
+	tenants = slices.Compact(tenants)
 	pipe := t.rdb.Pipeline()
 	waits := make([]*redis.IntCmd, len(tenants))
 	busy := make([]*redis.IntCmd, len(tenants))

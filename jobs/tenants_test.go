@@ -464,3 +464,52 @@ func TestParseTenantWeights(t *testing.T) {
 		t.Errorf("errors %v; want 4 (0, 1001, no value, invalid name; acme's second entry is dropped after its first failed)", errs)
 	}
 }
+
+// TestTenancyForgetsIdleTenants: the tenants listed (dashboard, metrics)
+// are those active within a day: a tenant with no waiting or admitted
+// job leaves the list a day after it last joined; one with jobs waiting
+// stays whatever its age; an older release's set of tenants is kept.
+func TestTenancyForgetsIdleTenants(t *testing.T) {
+	b := setup(t)
+	ten := jobs.NewTenancy(b.store, jobs.TenancyConfig{AdmitAhead: 1})
+	enter := func(id, tenant string) []jobs.Admission {
+		t.Helper()
+		b.waitJob(t, id, tenant)
+		adm, err := ten.Enter(b.ctx, id, tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return adm
+	}
+	if adm := enter("g1", "gone"); len(adm) != 1 {
+		t.Fatalf("g1 not admitted: %v", ids(adm))
+	}
+	enter("w1", "waiting") // waits behind g1
+	if _, err := ten.Left(b.ctx, "g1", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	// w1 is admitted now; w2 waits.
+	enter("w2", "waiting")
+	if err := b.rdb.SAdd(b.ctx, "videoworker:{tenants}:known", "older").Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Advance(25 * time.Hour)
+	enter("r1", "recent")
+	if _, err := ten.Sweep(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	figs, err := ten.Figures(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, f := range figs {
+		listed = append(listed, f.Tenant)
+	}
+	if want := []string{"older", "recent", "waiting"}; !slices.Equal(listed, want) {
+		t.Errorf("tenants listed after a day %v; want %v (gone has had nothing for a day)", listed, want)
+	}
+	if n := b.rdb.Exists(b.ctx, "videoworker:{tenants}:known").Val(); n != 0 {
+		t.Error("the older release's set is still there after a sweep")
+	}
+}
