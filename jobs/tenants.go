@@ -37,10 +37,11 @@ import (
 //	adm         sorted set of admitted jobs whose create has not started,
 //	            by admission time (ms): what AdmitAhead bounds
 //	seen        sorted set of the tenants seen, by when each last joined
-//	            the ring (ms): what metrics and the dashboard list. A
-//	            tenant with no waiting or admitted job that has not joined
-//	            for tenantForget leaves it (Sweep). Older releases kept
-//	            the set "known"; Sweep moves it here.
+//	            the ring or was found with admitted jobs by Sweep (ms):
+//	            what metrics and the dashboard list. A tenant with no
+//	            waiting or admitted job that has not been seen for
+//	            tenantForget leaves it (Sweep). Older releases kept the
+//	            set "known"; Sweep moves it here.
 
 // DefaultTenant is the tenant of a job that names none.
 const DefaultTenant = "default"
@@ -530,8 +531,10 @@ func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
 	}
-	forgetBefore := float64(t.now().Add(-tenantForget).UnixMilli())
+	now := t.now()
+	forgetBefore := float64(now.Add(-tenantForget).UnixMilli())
 	var idle []any
+	var active []redis.Z
 	for _, z := range seen {
 		tn, _ := z.Member.(string)
 		ids, err := t.rdb.SMembers(ctx, t.key("busy:"+tn)).Result()
@@ -553,8 +556,17 @@ func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
 				return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
 			}
 		}
-		if z.Score < forgetBefore && len(stale) == len(ids) {
+		switch {
+		case len(stale) < len(ids):
+			// Jobs admitted: seen now.
+			active = append(active, redis.Z{Score: float64(now.UnixMilli()), Member: tn})
+		case z.Score < forgetBefore:
 			idle = append(idle, tn)
+		}
+	}
+	if len(active) > 0 {
+		if err := t.rdb.ZAddXX(ctx, t.key("seen"), active...).Err(); err != nil {
+			return nil, fmt.Errorf("tenancy sweep: %w", ClassifyRedis(err))
 		}
 	}
 	if err := t.forgetIdle(ctx, idle); err != nil {
@@ -584,7 +596,7 @@ func (t *Tenancy) Sweep(ctx context.Context) ([]Admission, error) {
 
 // tenantForget is how long a tenant with no waiting or admitted job stays
 // among the tenants listed (dashboard, videoworker_tenant_jobs) after it
-// last joined the ring: the list is bounded by the tenants active in a
+// was last seen active: the list is bounded by the tenants active in a
 // day, not by every tenant ever seen.
 const tenantForget = 24 * time.Hour
 

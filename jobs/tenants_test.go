@@ -512,4 +512,21 @@ func TestTenancyForgetsIdleTenants(t *testing.T) {
 	if n := b.rdb.Exists(b.ctx, "videoworker:{tenants}:known").Val(); n != 0 {
 		t.Error("the older release's set is still there after a sweep")
 	}
+	// "waiting" was busy until now, though it joined 25 h ago: once its
+	// jobs are done it stays listed for a day from the sweep that saw it.
+	for _, id := range []string{"w1", "w2"} {
+		if _, err := ten.Started(b.ctx, id, "waiting"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ten.Left(b.ctx, id, "waiting"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.clock.Advance(time.Hour)
+	if _, err := ten.Sweep(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if figs, _ := ten.Figures(b.ctx); !slices.ContainsFunc(figs, func(f jobs.TenantFigures) bool { return f.Tenant == "waiting" }) {
+		t.Error("a tenant busy an hour ago was dropped from the list")
+	}
 }
