@@ -255,7 +255,9 @@ func farFuture(t time.Time) time.Time { return t.Add(100 * 365 * 24 * time.Hour)
 // TaskCheckInterval after every empty dequeue, and a wake-up that arrived
 // during that sleep waited for it to end.
 func (g *Gate) dequeue(ctx context.Context, served []string, q, pendingKey string, run func() *redis.Cmd) *redis.Cmd {
-	g.event("dequeue " + q)
+	if g.onEvent != nil { // no string built per dequeue otherwise
+		g.event("dequeue " + q)
+	}
 	var empty *redis.Cmd // this call's own empty answer from Redis
 	for {
 		g.mu.Lock()

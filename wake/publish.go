@@ -23,11 +23,11 @@
 // process holds one subscriber connection, whatever its number of servers
 // and queues.
 //
-// The same subscription carries lock releases: a Lua script that releases
-// a lock with waiters publishes ReleasedMessage, and Gate.Released hands a
-// waiter a channel closed at that message, so that a waiter for the
-// fleet's create lock of a model tries again at once instead of polling
-// (package jobs, worker).
+// The same subscription carries lock hand-overs: a Lua script that hands
+// a lock to a waiter publishes ReleasedMessage naming the lock and the
+// waiter, and Gate.Released hands that waiter a channel closed at the
+// message, so that a job waiting for the fleet's create lock of a model
+// takes it at once instead of polling (package jobs, worker).
 //
 // Failure behaviour: a lost wake-up (a subscriber reconnecting, a producer
 // that does not publish) delays a task by at most IdleCheck, because every
