@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,14 +56,7 @@ func (b Budget) String() string {
 
 // applies reports whether b limits a job of model and tenant.
 func (b Budget) applies(model, tenant string) bool {
-	return (b.Model == "" || b.Model == model) && (b.Tenant == "" || b.Tenant == cmpOrString(tenant, DefaultTenant))
-}
-
-func cmpOrString(v, d string) string {
-	if v != "" {
-		return v
-	}
-	return d
+	return (b.Model == "" || b.Model == model) && (b.Tenant == "" || b.Tenant == cmp.Or(tenant, DefaultTenant))
 }
 
 // ParseBudgets reads BUDGETS: comma-separated "day=200", "month=4000",
