@@ -48,14 +48,5 @@ func (w *Worker) refreshPrices(ctx context.Context) error {
 
 // runPriceRefresh re-reads the catalogue every interval until ctx ends.
 func (w *Worker) runPriceRefresh(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_ = w.refreshPrices(ctx)
-		}
-	}
+	runEvery(ctx, every, func() { _ = w.refreshPrices(ctx) })
 }

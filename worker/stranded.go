@@ -35,6 +35,16 @@ func (w *Worker) runLeased(ctx context.Context, name string, interval, ttl time.
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	owner := hex.EncodeToString(b[:])
+	runEvery(ctx, interval, func() {
+		if held, err := w.jobs.Lease(ctx, name, owner, ttl); err == nil && held {
+			step()
+		}
+	})
+}
+
+// runEvery runs step every interval (the first after one interval) until
+// ctx ends.
+func runEvery(ctx context.Context, interval time.Duration, step func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -42,8 +52,6 @@ func (w *Worker) runLeased(ctx context.Context, name string, interval, ttl time.
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if held, err := w.jobs.Lease(ctx, name, owner, ttl); err == nil && held {
 			step()
 		}
 	}
