@@ -71,11 +71,22 @@ type TenantLimits struct {
 }
 
 // Of is the limit of tenant t.
-func (l TenantLimits) Of(t string) int {
-	if n, ok := l.Per[t]; ok {
+func (l TenantLimits) Of(t string) int { return tenantValue(l.Per, l.Default, t) }
+
+// tenantValue is per's value for tenant t, def for a tenant not in it.
+func tenantValue(per map[string]int, def int, t string) int {
+	if n, ok := per[t]; ok {
 		return n
 	}
-	return l.Default
+	return def
+}
+
+// appendTenantPairs appends per's tenant/value pairs to args, by tenant.
+func appendTenantPairs(args []any, per map[string]int) []any {
+	for _, t := range slices.Sorted(maps.Keys(per)) {
+		args = append(args, t, per[t])
+	}
+	return args
 }
 
 // String renders the limits as TENANT_LIMITS would give them.
@@ -105,12 +116,7 @@ type TenantWeights struct {
 }
 
 // Of is the weight of tenant t.
-func (w TenantWeights) Of(t string) int {
-	if n, ok := w.Per[t]; ok {
-		return n
-	}
-	return max(w.Default, 1)
-}
+func (w TenantWeights) Of(t string) int { return tenantValue(w.Per, max(w.Default, 1), t) }
 
 // ParseTenantWeights reads TENANT_WEIGHTS: comma-separated
 // "<tenant>=<weight>", weights 1-1000, where the tenant "default" sets the
@@ -213,14 +219,8 @@ func NewTenancy(store *Store, cfg TenancyConfig) *Tenancy {
 		cfg.AdmitTimeout = 10 * time.Second
 	}
 	t := &Tenancy{rdb: store.rdb, store: store, prefix: store.prefix, cluster: store.cluster, cfg: cfg, now: store.now}
-	t.limitArgs = append(t.limitArgs, cfg.Limits.Default, len(cfg.Limits.Per))
-	for _, name := range slices.Sorted(maps.Keys(cfg.Limits.Per)) {
-		t.limitArgs = append(t.limitArgs, name, cfg.Limits.Per[name])
-	}
-	t.limitArgs = append(t.limitArgs, max(cfg.Weights.Default, 1))
-	for _, name := range slices.Sorted(maps.Keys(cfg.Weights.Per)) {
-		t.limitArgs = append(t.limitArgs, name, cfg.Weights.Per[name])
-	}
+	t.limitArgs = appendTenantPairs([]any{cfg.Limits.Default, len(cfg.Limits.Per)}, cfg.Limits.Per)
+	t.limitArgs = appendTenantPairs(append(t.limitArgs, max(cfg.Weights.Default, 1)), cfg.Weights.Per)
 	return t
 }
 
