@@ -51,18 +51,22 @@ const waiterStale = time.Second
 // for no longer.
 const handoffLease = time.Second
 
+// serverMillisLua defines serverMillis(): Redis's clock (TIME) in ms.
+const serverMillisLua = `
+local function serverMillis()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
+
 // releaseLockLua is the release shared by releaseScript, leaveScript and
 // applyScript: releaseLock(lock, waiters, seen, holder) frees the lock if
 // holder holds it, handing it to the first live waiter (announced on
 // wake.Channel to that waiter: HandOverName) when there is one; stale
 // waiters met on the way leave the queue. Liveness is judged by Redis's
-// clock (TIME), as it is recorded, so that workers' clocks need not
-// agree; it also defines serverMillis for the scripts that include it.
-var releaseLockLua = `
-local function serverMillis()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+// clock (serverMillisLua), as it is recorded, so that workers' clocks
+// need not agree.
+var releaseLockLua = serverMillisLua + `
 local function releaseLock(lock, waiters, seen, holder)
   if redis.call('GET', lock) ~= holder then return 0 end
   local now
@@ -128,14 +132,13 @@ type LockTry struct {
 
 // acquireScript is a waiter's look at a model's create lock. KEYS: lock,
 // waiters, seen. ARGV: job id, lease (ms), ticket (ms), stale (ms). It
-// returns {held, holder, ahead}. It includes releaseLockLua for
-// serverMillis.
+// returns {held, holder, ahead}.
 //
 // A lock the job holds (handed over, or its own in-doubt create's) gets
 // the job's lease. A free lock (a lease or reservation lapsed) goes to the
 // job if no live waiter comes first. Otherwise the job joins the queue
 // (keeping its place if it is there already) and is seen now.
-var acquireScript = redis.NewScript(releaseLockLua + `
+var acquireScript = redis.NewScript(serverMillisLua + `
 local id = ARGV[1]
 local h = redis.call('GET', KEYS[1])
 if h == id then
