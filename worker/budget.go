@@ -48,9 +48,7 @@ func (w *Worker) reserveBudget(ctx context.Context, rec *jobs.Record) error {
 			return terr
 		}
 		w.log.InfoContext(ctx, "job waits for budget", "job_id", rec.ID, "budget", ex.Budget.String(), "err", err.Error())
-		if w.cfg.Tenancy != nil {
-			w.tenantStarted(ctx, rec)
-		}
+		w.tenantStarted(ctx, rec)
 	}
 	return &retryLater{after: ex.WaitFor(w.now(), w.cfg.BudgetRetryInterval), err: err}
 }

@@ -232,9 +232,7 @@ func (w *Worker) submit(ctx context.Context, rec *jobs.Record) (lockAfter, error
 		// A concurrent copy of this task owns the create and the lock.
 		return lockKeep, nil
 	}
-	if w.cfg.Tenancy != nil {
-		w.tenantStarted(ctx, rec)
-	}
+	w.tenantStarted(ctx, rec)
 	req := rec.Request
 	req.Webhook = w.webhookFor(rec.ID)
 	v, cerr := w.api.Create(ctx, req, apiclient.CreateOptions{IdempotencyKey: rec.ID})

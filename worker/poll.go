@@ -185,9 +185,7 @@ func (w *Worker) finishGeneration(ctx context.Context, rec *jobs.Record, v *apic
 			return err
 		}
 		if res.Applied {
-			if w.cfg.Tenancy != nil {
-				w.tenantLeft(ctx, rec)
-			}
+			w.tenantLeft(ctx, rec)
 			w.met.Spend(done.Billing.Model, rec.Tenant, done.Billing.Settled.Micros)
 			if w.cfg.Budgets != nil {
 				w.settleBudget(ctx, rec, done.Billing)

@@ -11,15 +11,22 @@ import (
 // for a budget): it no longer holds a place in the create queue, and the
 // jobs then admitted get their create tasks. A failure is logged: the
 // admitted-job window forgets it after jobs.TenancyConfig.AdmitTimeout,
-// and the stranded-job check sweeps it sooner.
+// and the stranded-job check sweeps it sooner. Nothing with tenancy off.
 func (w *Worker) tenantStarted(ctx context.Context, rec *jobs.Record) {
+	if w.cfg.Tenancy == nil {
+		return
+	}
 	adm, err := w.cfg.Tenancy.Started(ctx, rec.ID, rec.Tenant)
 	w.admitted(ctx, rec, adm, err)
 }
 
 // tenantLeft tells the tenancy that rec went past generating or ended:
-// it no longer counts against its tenant's limit.
+// it no longer counts against its tenant's limit. Nothing with tenancy
+// off.
 func (w *Worker) tenantLeft(ctx context.Context, rec *jobs.Record) {
+	if w.cfg.Tenancy == nil {
+		return
+	}
 	ctx = context.WithoutCancel(ctx)
 	var adm []jobs.Admission
 	var err error

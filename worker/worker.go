@@ -632,9 +632,7 @@ func (w *Worker) failJobBilled(ctx context.Context, rec *jobs.Record, to jobs.St
 		return
 	}
 	if res.Applied {
-		if w.cfg.Tenancy != nil {
-			w.tenantLeft(ctx, rec)
-		}
+		w.tenantLeft(ctx, rec)
 		w.met.JobFinished(string(to))
 		w.met.Spend(bill.Model, rec.Tenant, bill.Settled.Micros)
 		if w.cfg.Budgets != nil {
