@@ -355,7 +355,7 @@ func (s *Store) createParts(rec *Record, now time.Time) (ev, sp string, fields [
 	}
 	// A short request without labels stays in the record; anything longer
 	// goes under the spec key (see spec).
-	ev = eventJSON(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
+	ev = encodeEvent(Event{At: now, State: rec.State, Event: "submitted", Detail: "model " + rec.Request.Model})
 	req := requestJSON(&rec.Request)
 	if len(req) <= compactValueMax && len(rec.Labels) == 0 {
 		fields = append(fields, FieldRequest, req)

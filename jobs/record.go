@@ -455,14 +455,6 @@ type storedEvent struct {
 	D string `json:"d,omitempty"`
 }
 
-// encodeEvent is e as a history line. A line written without a state
-// gets the record's state filled in by the script that stores it (the
-// scripts look for the empty "s").
-func encodeEvent(e Event) string {
-	b, _ := json.Marshal(storedEvent{T: e.At.UnixMilli(), S: e.State, E: e.Event, D: e.Detail})
-	return string(b)
-}
-
 // decodeEvent reads a history line of this release or an older one.
 func decodeEvent(raw string) (Event, bool) {
 	var s storedEvent
